@@ -1,0 +1,35 @@
+"""The connections one Herald process holds, opened once at start and closed once at stop."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from service import cache, db
+from service.auth import Authenticator
+from service.cache import CountCache
+from service.settings import Settings
+
+
+class Backends:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, client: aioredis.Redis) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = client
+        self.counts = CountCache(client)
+        self.auth = Authenticator(pool, settings.backend_timeout)
+
+    @classmethod
+    async def open(cls, settings: Settings, name: str) -> Backends:
+        database_url, redis_url = settings.require_backends()
+        # The pool is created lazily-tolerant: min_size connections are opened now, so a process
+        # that starts while PostgreSQL is down fails fast and is restarted by its supervisor.
+        pool = await db.create_pool(
+            database_url, size=settings.db_pool_size, timeout=settings.backend_timeout, name=name
+        )
+        client = cache.connect(redis_url, settings.backend_timeout)
+        return cls(settings, pool, client)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.pool.close()

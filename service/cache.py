@@ -1,0 +1,153 @@
+"""Every Redis key Herald uses, and how unread counts are cached and pushed.
+
+Keys and channels
+    herald:events                 stream of published events (field `event`), consumer group `herald`
+    herald:events:dead            dead letters: fields `event` (as received) and `reason`
+    herald:events:attempts        hash: stream entry id -> failed or abandoned attempts so far
+    herald:queue                  arq's job queue (and arq's own `arq:*` keys for job state)
+    herald:count:{user_id}        cached counts, "version:unread:total", expiring after COUNT_TTL
+    herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams
+    herald:auth                   pub/sub: a user id whose cached credentials must be dropped
+
+The count protocol (why the badge never drifts)
+    PostgreSQL holds the exact counts (`inbox_counts`), changed in the same transaction as the rows
+    they count, with a `version` that grows by one on every change. Redis only ever receives a
+    copy: after its commit, a writer sends (version, counts) and the SET_COUNTS script keeps
+    whichever copy has the higher version. So:
+    - writers racing each other, or a reader rebuilding a cold key while a writer commits, cannot
+      leave an older copy over a newer one, in any order of arrival;
+    - copying is idempotent, so a retried fan-out chunk or a rebuild can always copy again;
+    - a process that dies between its commit and its copy leaves, at worst, an older copy that
+      expires after COUNT_TTL (or is replaced by the user's next change) and is rebuilt from
+      PostgreSQL by one primary-key read, never by counting rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from service.model import Counts
+
+STREAM = "herald:events"
+GROUP = "herald"
+DEAD = "herald:events:dead"
+ATTEMPTS = "herald:events:attempts"
+QUEUE = "herald:queue"
+AUTH_CHANNEL = "herald:auth"
+COUNT_TTL = 600
+_PUBLISH_BATCH = 1000
+
+
+def count_key(user_id: int) -> str:
+    return f"herald:count:{user_id}"
+
+
+def user_channel(user_id: int) -> str:
+    return f"herald:user:{user_id}"
+
+
+def connect(url: str, timeout: float = 5.0) -> aioredis.Redis:
+    """A client whose every call gives up after `timeout`, so an unreachable Redis is an error
+    (answered 503) rather than a hang; it reconnects by itself when Redis is back."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1),
+        max_connections=200,
+    )
+    return client
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a user's stream hears: the new counts, plus the new row when one arrived."""
+
+    v: int
+    unread: int
+    total: int
+    item: int | None = None  # inbox row id of a new arrival
+    event: int | None = None  # its event id, so the stream can render it from one cached lookup
+
+
+_encode_change = msgspec.json.Encoder().encode
+decode_change = msgspec.json.Decoder(Change).decode
+
+# KEYS[i] is user i's count key; ARGV[1] the TTL, then four values per user: version, the encoded
+# counts, the user's channel and the message for it. The copy is kept only when newer; the message
+# is always published and carries its version, so a stream applies it only if it is newer too.
+_SET_COUNTS = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+    local at = 2 + (i - 1) * 4
+    local version = tonumber(ARGV[at])
+    local current = redis.call('GET', KEYS[i])
+    if not current or tonumber(string.match(current, '^(%d+)')) < version then
+        redis.call('SET', KEYS[i], ARGV[at + 1], 'EX', ttl)
+    end
+    redis.call('PUBLISH', ARGV[at + 2], ARGV[at + 3])
+end
+return #KEYS
+"""
+# Same keep-the-newer rule, without a message: for rebuilding a cold key.
+_FILL_COUNT = """
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 1
+"""
+
+
+def encode_counts(counts: Counts) -> bytes:
+    return b"%d:%d:%d" % (counts.version, counts.unread, counts.total)
+
+
+def decode_counts(user_id: int, raw: bytes) -> Counts:
+    version, unread, total = raw.split(b":")
+    return Counts(user_id=user_id, version=int(version), unread=int(unread), total=int(total))
+
+
+class CountCache:
+    """The Redis half of the count protocol. Scripts are registered once per client."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._set_counts = client.register_script(_SET_COUNTS)
+        self._fill = client.register_script(_FILL_COUNT)
+
+    async def get(self, user_id: int) -> Counts | None:
+        raw: bytes | None = await self.redis.get(count_key(user_id))
+        return None if raw is None else decode_counts(user_id, raw)
+
+    async def fill(self, counts: Counts) -> None:
+        await self._fill(keys=[count_key(counts.user_id)], args=[counts.version, encode_counts(counts), COUNT_TTL])
+
+    async def publish(
+        self,
+        changes: Sequence[Counts],
+        items: Sequence[int | None] | None = None,
+        event_id: int | None = None,
+    ) -> None:
+        """Copy new counts into Redis and tell the users' streams, in batches of one script call."""
+        for start in range(0, len(changes), _PUBLISH_BATCH):
+            batch = changes[start : start + _PUBLISH_BATCH]
+            keys: list[str] = []
+            args: list[bytes | str | int] = [COUNT_TTL]
+            for offset, counts in enumerate(batch):
+                item = items[start + offset] if items is not None else None
+                message = Change(
+                    v=counts.version,
+                    unread=counts.unread,
+                    total=counts.total,
+                    item=item,
+                    event=event_id if item is not None else None,
+                )
+                keys.append(count_key(counts.user_id))
+                args += [counts.version, encode_counts(counts), user_channel(counts.user_id), _encode_change(message)]
+            await self._set_counts(keys=keys, args=args)

@@ -1,0 +1,211 @@
+"""`herald …`: run the parts, administer users, publish events.
+
+    herald dev                       everything on one machine (embedded servers when no URLs are set)
+    herald api | worker | migrate    the parts, for production
+    herald admin create-user --tenant T --user U [--role R]
+    herald admin create-token --tenant T --user U [--kind pat|producer]
+    herald admin subscribe --tenant T --user U --topic X
+    herald admin deactivate-user --tenant T --user U
+    herald publish FILE|-
+
+A bad setting stops any command with one line naming the variable, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from service import admin, cache, db, logs, stream
+from service.errors import HeraldError, InvalidEvent, SettingsError
+from service.model import decode_events
+from service.settings import Settings, load_settings
+from service.tokens import KINDS
+
+T = TypeVar("T")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, status: int = 1) -> None:
+    sys.stderr.write(f"herald: {message}\n")
+    raise SystemExit(status)
+
+
+def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    database_url, _ = settings.require_backends()
+
+    async def run() -> T:
+        conn = await asyncpg.connect(database_url, timeout=settings.backend_timeout)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    database_url, _ = settings.require_backends()
+    asyncio.run(db.migrate(database_url))
+    _print_json({"migrated": True})
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+    settings.require_backends()
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    logs.configure("api", settings.log_format)
+    Granian(
+        "service.http.app:app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers or settings.api_workers,
+        log_access=False,
+        # SIGTERM: stop accepting, let requests and lifespans finish, kill what is left after 25 s.
+        workers_kill_timeout=25,
+    ).serve()
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    settings.require_backends()
+    from workers.main import build_worker
+
+    logs.configure("worker", settings.log_format)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is installed on every platform we ship
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    build_worker(settings, burst=args.burst).run()
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
+    from service.dev import run_dev
+
+    run_dev(settings, state_dir=args.state_dir)
+
+
+def cmd_create_user(settings: Settings, args: argparse.Namespace) -> None:
+    made = _with_database(settings, lambda conn: admin.create_user(conn, args.tenant, args.user, args.role))
+    _print_json({"tenant": made.tenant, "user": made.user, "role": made.role, "token": made.token})
+
+
+def cmd_create_token(settings: Settings, args: argparse.Namespace) -> None:
+    token = _with_database(settings, lambda conn: admin.create_token(conn, args.tenant, args.user, args.kind))
+    _print_json({"token": token})
+
+
+def cmd_subscribe(settings: Settings, args: argparse.Namespace) -> None:
+    _with_database(settings, lambda conn: admin.subscribe(conn, args.tenant, args.user, args.topic))
+    _print_json({"tenant": args.tenant, "user": args.user, "topic": args.topic})
+
+
+def cmd_deactivate(settings: Settings, args: argparse.Namespace) -> None:
+    _, redis_url = settings.require_backends()
+
+    async def work(conn: asyncpg.Connection) -> None:
+        client = cache.connect(redis_url, settings.backend_timeout)
+        try:
+            await admin.deactivate(conn, client, args.tenant, args.user)
+        finally:
+            await client.aclose()
+
+    _with_database(settings, work)
+    _print_json({"tenant": args.tenant, "user": args.user, "active": False})
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> None:
+    _, redis_url = settings.require_backends()
+    raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()  # noqa: SIM115
+    try:
+        batch = decode_events(raw)
+    except InvalidEvent as exc:
+        where = " ".join(p for p in (f"event {exc.member}" if exc.member is not None else "", exc.field) if p)
+        _fail(f"invalid event{': ' + where if where else ''}: {exc.message}; nothing was published")
+    if not batch:
+        _fail("no event to publish")
+
+    async def run() -> int:
+        client = cache.connect(redis_url, settings.backend_timeout)
+        try:
+            return await stream.enqueue(client, batch)
+        finally:
+            await client.aclose()
+
+    _print_json({"accepted": asyncio.run(run())})
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="herald", description="Self-hosted in-app notifications.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run everything on this machine (embedded servers if no URLs are set)")
+    dev.add_argument("--state-dir", default=".herald", help="where embedded servers keep their data")
+    dev.set_defaults(run=cmd_dev)
+    api = sub.add_parser("api", help="serve the HTTP API (granian)")
+    api.add_argument("--workers", type=int, default=0, help="worker processes (default HERALD_API_WORKERS)")
+    api.set_defaults(run=cmd_api)
+    worker = sub.add_parser("worker", help="consume events and fan them out")
+    worker.add_argument("--burst", action="store_true", help=argparse.SUPPRESS)
+    worker.set_defaults(run=cmd_worker)
+    sub.add_parser("migrate", help="apply schema.sql (idempotent)").set_defaults(run=cmd_migrate)
+
+    adm = sub.add_parser("admin", help="users, tokens and subscriptions").add_subparsers(dest="action", required=True)
+    p = adm.add_parser("create-user", help="create a user (or give them a role) and print a new token")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--role", choices=admin.ROLES, default=None, help="default: member for a new user")
+    p.set_defaults(run=cmd_create_user)
+    p = adm.add_parser("create-token", help="print a new token for a user")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--kind", choices=KINDS, default="pat")
+    p.set_defaults(run=cmd_create_token)
+    p = adm.add_parser("subscribe", help="subscribe a user to a topic")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--topic", required=True)
+    p.set_defaults(run=cmd_subscribe)
+    p = adm.add_parser("deactivate-user", help="deactivate a user (their tokens stop working at once)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.set_defaults(run=cmd_deactivate)
+
+    pub = sub.add_parser("publish", help="publish one event or an array of events from a file or stdin")
+    pub.add_argument("file", help="a JSON file, or - for standard input")
+    pub.set_defaults(run=cmd_publish)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        args.run(settings, args)
+    except SettingsError as exc:
+        _fail(exc.message, 2)
+    except HeraldError as exc:
+        _fail(exc.message)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

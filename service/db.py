@@ -1,0 +1,117 @@
+"""PostgreSQL connections: the pool both processes use, and applying `schema.sql`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import asyncpg
+import msgspec
+
+from service.errors import Unavailable
+
+T = TypeVar("T")
+
+# Any constant works; it only has to be the same in every `herald migrate`.
+_MIGRATE_LOCK = 0x4E52_414C_4401
+
+
+def _json_encode(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_json_encode, decoder=msgspec.json.decode, schema="pg_catalog")
+
+
+async def create_pool(
+    url: str, *, size: int = 10, timeout: float = 5.0, name: str = "herald", min_size: int = 1
+) -> asyncpg.Pool:
+    """A pool whose every wait is bounded, so a dead database becomes an error, not a hang.
+
+    `timeout` bounds connecting; `command_timeout` bounds each statement (fan-out chunks get more,
+    they pass their own). The server-side statement_timeout is the backstop if a client vanishes.
+    """
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=min(min_size, size),
+        max_size=size,
+        timeout=timeout,
+        command_timeout=max(timeout, 30.0),
+        max_inactive_connection_lifetime=60.0,
+        init=_init_connection,
+        server_settings={"application_name": name, "timezone": "UTC", "statement_timeout": "60s"},
+    )
+    return pool
+
+
+def schema_sql() -> str:
+    """The DDL: packaged inside the wheel, or read from the top of a source checkout."""
+    packaged = resources.files("service").joinpath("schema.sql")
+    if packaged.is_file():
+        return packaged.read_text()
+    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text()
+
+
+async def migrate(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        async with conn.transaction():
+            # Two processes starting together must not interleave their CREATE ... IF NOT EXISTS.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
+            await conn.execute(schema_sql())
+    finally:
+        await conn.close()
+
+
+# Failures that mean "the database is not reachable right now", as opposed to a wrong statement:
+# connection-level errors (SQLSTATE class 08), operator intervention (57: shutdown, recovery,
+# statement timeout), and the client-side faces of the same (socket errors, timeouts, a closed pool).
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
+)
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`."""
+    try:
+        async with pool.acquire(timeout=timeout) as proxy:
+            # The pool hands out a proxy that forwards every call to its Connection.
+            yield cast(asyncpg.Connection, proxy)
+    except _UNREACHABLE as exc:
+        raise Unavailable("the database is unavailable") from exc
+
+
+async def run(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout: float = 5.0) -> T:
+    """Run `work` on one connection, again if PostgreSQL chose it as a deadlock victim.
+
+    Every statement Herald runs in `work` is atomic on its own or wrapped by `work` in a
+    transaction, so running it again after such an abort is safe.
+    """
+    for attempt in range(4):
+        try:
+            async with connection(pool, timeout) as conn:
+                return await work(conn)
+        except _RETRYABLE:
+            if attempt == 3:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    await conn.fetchval("SELECT 1")

@@ -1,0 +1,138 @@
+"""From any exception to one `Problem`, and from a `Problem` to each profile's error envelope.
+
+The status of every error is decided here, once (`problem_of`); a profile only decides how a
+Problem looks (its `Renderer`). Handlers are registered per router, so a route answers in its own
+profile's format; `fallback` does the same for requests that match no route, by path prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import redis.exceptions
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HeraldError,
+    InvalidEvent,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+
+log = logging.getLogger("herald.http")
+
+
+class Issue(msgspec.Struct, frozen=True):
+    """One reason a request was refused: where (`query`, `path`, `body`), which field, why."""
+
+    location: str
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    status: int
+    message: str
+    issues: tuple[Issue, ...] = ()
+    member: int | None = None  # the index of the refused event in a batch
+    headers: dict[str, str] = {}
+
+
+_STATUS: dict[type[HeraldError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidEvent: 422,
+    Unavailable: 503,
+}
+_HEADERS: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": "Bearer"},
+    503: {"Retry-After": "1"},
+}
+
+
+def _issues_of(exc: ValidationException) -> tuple[Issue, ...]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    found = tuple(
+        # Litestar gives the source as a ParamType enum for parameters and as "body" for bodies.
+        Issue(
+            str(getattr(e.get("source"), "value", e.get("source")) or "body"),
+            str(e.get("key") or ""),
+            str(e.get("message") or exc.detail),
+        )
+        for e in extra
+        if isinstance(e, dict)
+    )
+    return found or (Issue("body", "", str(exc.detail)),)
+
+
+def problem_of(exc: BaseException) -> Problem:
+    status: int
+    if isinstance(exc, HeraldError):
+        status = next(s for t, s in _STATUS.items() if isinstance(exc, t))
+        issues: tuple[Issue, ...] = ()
+        member = None
+        if isinstance(exc, InvalidEvent):
+            issues = (Issue("body", exc.field, exc.message),)
+            member = exc.member
+        elif isinstance(exc, BadRequest):
+            issues = (Issue(exc.location, exc.field, exc.message),)
+        return Problem(
+            status=status, message=exc.message, issues=issues, member=member, headers=_HEADERS.get(status, {})
+        )
+    if isinstance(exc, ValidationException):
+        issues = _issues_of(exc)
+        first = issues[0]
+        where = f"{first.location} parameter {first.field!r}: " if first.field else ""
+        return Problem(status=400, message=f"{where}{first.message}", issues=issues)
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) and exc.detail else "Error"
+        headers = {**_HEADERS.get(status, {}), **(exc.headers or {})}
+        # A 400 from Litestar itself is a body it could not decode (not JSON, truncated, too deep).
+        issues = (Issue("body", "", message),) if status == 400 else ()
+        return Problem(status=status, message=message, issues=issues, headers=headers)
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return Problem(status=503, message="Redis is unavailable", headers=_HEADERS[503])
+    log.error("unhandled error", exc_info=exc)
+    return Problem(status=500, message="Internal server error")
+
+
+Renderer = Callable[[Problem], Response[Any]]
+
+
+def handlers(
+    render: Renderer,
+) -> dict[type[Exception] | int, Callable[[Request[Any, Any, Any], Exception], Response[Any]]]:
+    """Exception handlers for a router: every error, rendered in that router's format."""
+
+    def handle(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return render(problem_of(exc))
+
+    return {Exception: handle}
+
+
+def fallback(
+    mounts: Sequence[tuple[str, Renderer]], default: Renderer
+) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
+    """App-level handler for requests no route took (404, 405): the longest matching mount renders."""
+    ordered = sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        path = request.url.path
+        for prefix, render in ordered:
+            if path == prefix or path.startswith(prefix + "/"):
+                return render(problem_of(exc))
+        return default(problem_of(exc))
+
+    return handle

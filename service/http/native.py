@@ -1,0 +1,184 @@
+"""Herald's own endpoints: badge count, publishing, administration, health.
+
+Errors here use Herald's own envelope: `{"error": "<message>", "status": N}`, plus `member` (the
+index of the refused event in a batch) and `field` (a dotted path) when a request is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+
+from service import admin, db, notifications, stream
+from service.backends import Backends
+from service.errors import Forbidden, InvalidEvent
+from service.http.errors import Problem, handlers
+from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard
+from service.model import Event, Input, Name, Principal, decode_events
+
+MAX_BATCH = 1000
+MAX_EVENTS_BODY = 16 * 1024 * 1024
+
+
+class UnreadCount(msgspec.Struct):
+    unread_count: int
+
+
+class Accepted(msgspec.Struct):
+    accepted: int
+
+
+class NewUser(Input, frozen=True):
+    user: Name
+    role: Literal["member", "manager", "admin"] = "member"
+
+
+class CreatedUser(msgspec.Struct, kw_only=True):
+    user: str
+    role: str
+    token: str
+
+
+class NewSubscription(Input, frozen=True):
+    user: Name
+    topic: Name
+
+
+class Subscription(msgspec.Struct, kw_only=True):
+    user: str
+    topic: str
+
+
+class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
+    status: str
+    postgres: str | None = None
+    redis: str | None = None
+
+
+def render(problem: Problem) -> Response[Any]:
+    body: dict[str, Any] = {"error": problem.message, "status": problem.status}
+    if problem.member is not None:
+        body["member"] = problem.member
+    if problem.issues and problem.issues[0].field:
+        body["field"] = problem.issues[0].field
+    return Response(body, status_code=problem.status, headers=problem.headers)
+
+
+def etag_of(user_id: int, version: int, unread: int) -> str:
+    # Strong, and per user: one browser switching users must never get another user's 304.
+    return f'"{user_id:x}.{version:x}.{unread:x}"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@get("/v1/unread-count", guards=[reader_guard], summary="Unread count for badge polling")
+async def unread_count(
+    request: Request[Any, Any, Any], b: NamedDependency[Backends], who: NamedDependency[Principal]
+) -> Response[Any]:
+    counts = await notifications.counts(b, who.user_id)
+    etag = etag_of(who.user_id, counts.version, counts.unread)
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "private, no-cache",
+        "X-Poll-Interval": str(b.settings.poll_interval),
+    }
+    if matches(request.headers.get("if-none-match"), etag):
+        return Response(None, status_code=304, headers=headers)
+    return Response(UnreadCount(counts.unread), headers=headers)
+
+
+def _event_body_doc(data: JSONBody[Event | list[Event]]) -> None:
+    """Never called: it only shows the request body in the OpenAPI document. The handler parses
+    the body itself, so that a refusal can name the member of the batch."""
+    raise AssertionError("documentation only")
+
+
+@post(
+    "/v1/events",
+    guards=[producer_guard],
+    status_code=202,
+    summary="Publish one event or an array of up to 1000",
+    dependencies={"event_body": Provide(_event_body_doc, sync_to_thread=False)},
+    request_max_body_size=MAX_EVENTS_BODY,
+)
+async def publish_events(
+    request: Request[Any, Any, Any], b: NamedDependency[Backends], who: NamedDependency[Principal]
+) -> Accepted:
+    batch = decode_events(await request.body())
+    if not batch:
+        raise InvalidEvent("the body holds no event")
+    if len(batch) > MAX_BATCH:
+        raise InvalidEvent(f"at most {MAX_BATCH} events per request, got {len(batch)}")
+    for index, (event, _) in enumerate(batch):
+        if event.tenant != who.tenant:
+            member = f"event {index}" if len(batch) > 1 else "the event"
+            raise Forbidden(f"this producer token publishes to tenant {who.tenant!r}; {member} is for {event.tenant!r}")
+    return Accepted(await stream.enqueue(b.redis, batch))
+
+
+@post("/v1/admin/users", guards=[admin_guard], status_code=201, summary="Create a user (or a new token for one)")
+async def create_user(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[NewUser]
+) -> CreatedUser:
+    async def work(conn: Any) -> admin.Created:
+        return await admin.create_user(conn, who.tenant, data.user, data.role)
+
+    made = await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    return CreatedUser(user=made.user, role=made.role, token=made.token)
+
+
+@post("/v1/admin/subscriptions", guards=[admin_guard], status_code=201, summary="Subscribe a user to a topic")
+async def create_subscription(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[NewSubscription]
+) -> Subscription:
+    async def work(conn: Any) -> None:
+        await admin.subscribe(conn, who.tenant, data.user, data.topic)
+
+    await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    return Subscription(user=data.user, topic=data.topic)
+
+
+@get("/healthz", summary="The process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@get("/readyz", summary="PostgreSQL and Redis are reachable")
+async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
+    b: Backends = request.app.state.backends
+    timeout = b.settings.backend_timeout
+
+    async def postgres() -> str:
+        await db.run(b.pool, db.ping, timeout=timeout)
+        return "ok"
+
+    async def redis() -> str:
+        await asyncio.wait_for(b.redis.ping(), timeout)
+        return "ok"
+
+    results = await asyncio.gather(postgres(), redis(), return_exceptions=True)
+    pg, rd = (r if isinstance(r, str) else f"unavailable: {type(r).__name__}" for r in results)
+    ready = pg == "ok" and rd == "ok"
+    return Response(
+        Health(status="ready" if ready else "unavailable", postgres=pg, redis=rd), status_code=200 if ready else 503
+    )
+
+
+def router() -> Router:
+    return Router(
+        "/",
+        route_handlers=[unread_count, publish_events, create_user, create_subscription, healthz, readyz],
+        dependencies=dependencies,
+        exception_handlers=handlers(render),
+        tags=["herald"],
+    )

@@ -1,0 +1,138 @@
+"""Settings: one frozen Struct, read from the environment once per process.
+
+`load_settings()` is called by the app factory, the worker's start and the CLI, never at import,
+so tests build `Settings(...)` directly. A bad value raises `SettingsError` whose message is one
+line naming the variable; the CLI prints that line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import msgspec
+
+from service.errors import SettingsError
+
+PROFILE_NAMES = ("qualytics", "scalebox", "aptly")
+DEFAULT_PROFILES = "qualytics=/api,scalebox=/v1,aptly=/aptly/v1"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # None means "not configured": `herald dev` then starts embedded servers; `api`/`worker` refuse.
+    database_url: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    # (profile name, mount prefix) pairs, in the order given.
+    profiles: tuple[tuple[str, str], ...] = (("qualytics", "/api"), ("scalebox", "/v1"), ("aptly", "/aptly/v1"))
+    poll_interval: int = 30
+    # How many recipients one fan-out statement (and one arq job) handles.
+    fanout_chunk: int = 10_000
+    # Connections per process; the API and the worker each hold one pool.
+    db_pool_size: int = 10
+    # Bound on how long a request waits for PostgreSQL or Redis before answering 503.
+    backend_timeout: float = 5.0
+    # Granian worker processes for `herald api`.
+    api_workers: int = 1
+    # Serve the demo page and its publish route (only `herald dev` turns this on).
+    demo: bool = False
+    log_format: str = "json"
+
+    def require_backends(self) -> tuple[str, str]:
+        """The two URLs, for the parts that cannot start embedded servers themselves."""
+        if not self.database_url:
+            raise SettingsError("HERALD_DATABASE_URL: required (e.g. postgresql://user@host:5432/herald)")
+        if not self.redis_url:
+            raise SettingsError("HERALD_REDIS_URL: required (e.g. redis://host:6379/0)")
+        return self.database_url, self.redis_url
+
+
+_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not (parts.hostname or parts.path):
+        raise SettingsError(f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return raw
+
+
+def parse_profiles(raw: str, name: str = "HERALD_PROFILES") -> tuple[tuple[str, str], ...]:
+    mounts: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        profile, sep, prefix = item.partition("=")
+        profile, prefix = profile.strip(), prefix.strip().rstrip("/")
+        if not sep or profile not in PROFILE_NAMES:
+            raise SettingsError(
+                f"{name}: expected name=/prefix with name one of {', '.join(PROFILE_NAMES)}, got {item!r}"
+            )
+        if not _PREFIX_RE.match(prefix):
+            raise SettingsError(f"{name}: prefix for {profile} must look like /api, got {prefix!r}")
+        if any(p == profile for p, _ in mounts):
+            raise SettingsError(f"{name}: {profile} is mounted twice")
+        mounts.append((profile, prefix))
+    return tuple(mounts)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    public_url = env.get("HERALD_PUBLIC_URL", "").rstrip("/")
+    if public_url and urlsplit(public_url).scheme not in ("http", "https"):
+        raise SettingsError(f"HERALD_PUBLIC_URL: expected an http(s) URL, got {public_url!r}")
+    host = env.get("HERALD_HOST", "127.0.0.1")
+    if not host or any(c.isspace() for c in host):
+        raise SettingsError(f"HERALD_HOST: expected a host name or address, got {host!r}")
+    log_format = env.get("HERALD_LOG_FORMAT", "json")
+    if log_format not in ("json", "text"):
+        raise SettingsError(f"HERALD_LOG_FORMAT: expected json or text, got {log_format!r}")
+    return Settings(
+        database_url=_url(env, "HERALD_DATABASE_URL", ("postgresql", "postgres")),
+        redis_url=_url(env, "HERALD_REDIS_URL", ("redis", "rediss", "unix")),
+        host=host,
+        port=_int(env, "HERALD_PORT", 8000, 1, 65535),
+        public_url=public_url,
+        profiles=parse_profiles(env.get("HERALD_PROFILES", DEFAULT_PROFILES)),
+        poll_interval=_int(env, "HERALD_POLL_INTERVAL", 30, 1, 86_400),
+        fanout_chunk=_int(env, "HERALD_FANOUT_CHUNK", 10_000, 100, 100_000),
+        db_pool_size=_int(env, "HERALD_DB_POOL_SIZE", 10, 2, 200),
+        backend_timeout=_float(env, "HERALD_BACKEND_TIMEOUT", 5.0, 0.1, 9.0),
+        api_workers=_int(env, "HERALD_API_WORKERS", 1, 1, 64),
+        demo=env.get("HERALD_DEMO", "") == "1",
+        log_format=log_format,
+    )

@@ -1,0 +1,130 @@
+"""Fan-out: resolving an event's audience and writing one inbox row per recipient, set-based.
+
+An event's audience is cut into chunks of consecutive user ids (`fanout_chunks`), each holding at
+most `chunk` recipients. A chunk is written by one statement that also marks it done, so:
+- a retried or duplicated chunk writes nothing (it blocks on the chunk row, then sees it done);
+- the audience is never loaded into Python: recipients go from `users`/`subscriptions` straight
+  into `inbox` inside PostgreSQL, and only the per-user results needed for Redis come back.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from service.model import Counts
+
+MAX_USER_ID = (1 << 63) - 1
+
+# The audience of event $1 among user ids $2..$3: named users, topic subscribers and, with
+# `all`, every active user of the tenant. UNION removes users reached through several sources.
+_AUDIENCE = """
+ev AS (
+    SELECT id, tenant_id, audience_users, audience_topics, audience_all, occurred_at
+    FROM events WHERE id = $1
+),
+audience AS (
+    SELECT u.id AS user_id
+    FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.external_id = ANY (ev.audience_users)
+    WHERE u.active AND u.id BETWEEN $2 AND $3
+    UNION
+    SELECT s.user_id
+    FROM ev JOIN subscriptions s ON s.tenant_id = ev.tenant_id AND s.topic = ANY (ev.audience_topics)
+    JOIN users u ON u.id = s.user_id AND u.active
+    WHERE s.user_id BETWEEN $2 AND $3
+    UNION
+    SELECT u.id
+    FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.active
+    WHERE ev.audience_all AND u.id BETWEEN $2 AND $3
+)
+"""
+
+# Every $4-th recipient in id order: the first user id of each chunk.
+# Built from the constant above; every value is a $n parameter.
+_BOUNDARIES = f"""
+WITH {_AUDIENCE},
+numbered AS (SELECT user_id, row_number() OVER (ORDER BY user_id) AS n FROM audience)
+SELECT user_id FROM numbered WHERE (n - 1) % $4 = 0 ORDER BY user_id
+"""  # noqa: S608
+
+_INSERT_CHUNKS = """
+INSERT INTO fanout_chunks (event_id, lo, hi)
+SELECT $1, lo, hi FROM unnest($2::bigint[], $3::bigint[]) AS c (lo, hi)
+ON CONFLICT (event_id, lo) DO NOTHING
+"""
+_PENDING_CHUNKS = "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done_at IS NULL ORDER BY lo"
+
+# One chunk, in one statement:
+#   claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
+#            chunk already done and so inserts nothing;
+#   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql);
+#   cnt      bumps each recipient's counts; `= ANY (ARRAY(...))` makes PostgreSQL visit the
+#            counts rows in user-id order, so concurrent fan-outs lock them in the same order and
+#            cannot deadlock each other.
+_RUN_CHUNK = f"""
+WITH claim AS (
+    UPDATE fanout_chunks SET done_at = now()
+    WHERE event_id = $1 AND lo = $2 AND done_at IS NULL
+    RETURNING event_id
+),
+{_AUDIENCE},
+ins AS (
+    INSERT INTO inbox (user_id, event_id, created_at)
+    SELECT a.user_id, ev.id, ev.occurred_at FROM audience a, ev
+    WHERE EXISTS (SELECT 1 FROM claim)
+    RETURNING id, user_id
+),
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
+    RETURNING c.user_id, c.unread, c.total, c.version
+)
+SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version
+FROM cnt JOIN ins USING (user_id)
+"""  # noqa: S608
+_CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
+_FINISH = """
+UPDATE events SET fanout_done_at = now()
+WHERE id = $1 AND fanout_done_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM fanout_chunks WHERE event_id = $1 AND done_at IS NULL)
+RETURNING id
+"""
+
+
+class Delivery(Counts, frozen=True):
+    """One recipient's new row and its counts after the row was added."""
+
+    inbox_id: int
+
+
+async def plan(conn: asyncpg.Connection, event_id: int, chunk: int) -> list[tuple[int, int]]:
+    """Cut the event's audience into chunks (recorded, so a resumed fan-out reuses them).
+
+    Returns the chunks still to do. An event nobody receives gets no chunk.
+    """
+    starts: list[int] = [r[0] for r in await conn.fetch(_BOUNDARIES, event_id, 1, MAX_USER_ID, chunk)]
+    if starts:
+        # The first chunk starts at 1 and the last ends at the maximum, so the ranges cover every
+        # possible id: a user created between planning and writing still falls in one chunk.
+        los = [1, *starts[1:]]
+        his = [s - 1 for s in starts[1:]] + [MAX_USER_ID]
+        await conn.execute(_INSERT_CHUNKS, event_id, los, his)
+    return await pending(conn, event_id)
+
+
+async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, int]]:
+    return [(r[0], r[1]) for r in await conn.fetch(_PENDING_CHUNKS, event_id)]
+
+
+async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Delivery]:
+    """Write the chunk's rows; empty when it was already done (or has no recipient left)."""
+    rows = await conn.fetch(_RUN_CHUNK, event_id, lo, hi, timeout=120)
+    deliveries = [Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4]) for r in rows]
+    if rows:
+        await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))
+    return deliveries
+
+
+async def finish(conn: asyncpg.Connection, event_id: int) -> bool:
+    """Mark the event's fan-out complete once no chunk is left; True the one time it happens."""
+    return await conn.fetchval(_FINISH, event_id) is not None

@@ -1,0 +1,207 @@
+"""A user's inbox: the one query layer every API profile reads and writes through.
+
+Every statement is scoped by `user_id` first: another user's row is simply not found.
+Every change of read state or membership updates `inbox_counts` in the same statement, and only by
+the number of rows that really changed, so the counts stay exact under any interleaving (two
+concurrent "mark read" of one row: the second waits for the row lock, re-checks `read_at IS NULL`,
+and changes nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from service.model import Counts, InboxItem, InboxQuery, Principal
+
+_COLUMNS = """
+SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
+       e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
+       e.occurred_at
+FROM inbox i JOIN events e ON e.id = i.event_id
+WHERE i.user_id = $1
+"""
+_COUNT_JOINED = "SELECT count(*) FROM inbox i JOIN events e ON e.id = i.event_id WHERE i.user_id = $1"
+_GET = _COLUMNS + " AND i.id = $2"
+
+# Filter fragments; `{}` is the number of the parameter that carries the value.
+_READ = " AND i.read_at IS NOT NULL"
+_UNREAD = " AND i.read_at IS NULL"  # literally the partial index's predicate, so it is used
+_BY_FIELD = {
+    "types": " AND e.type = ANY (${}::text[])",
+    "categories": " AND e.category = ANY (${}::text[])",
+    "entity_types": " AND e.entity_type = ANY (${}::text[])",
+    "trigger_types": " AND e.trigger_type = ANY (${}::text[])",
+    "tags": " AND e.tags && ${}::text[]",
+    "since": " AND i.created_at >= ${}",
+}
+_NEWEST_FIRST = " ORDER BY i.created_at DESC, i.id DESC"
+_OLDEST_FIRST = " ORDER BY i.created_at ASC, i.id ASC"
+_PAGE = " LIMIT ${} OFFSET ${}"
+
+_COUNTS = "SELECT user_id, unread, total, version FROM inbox_counts WHERE user_id = $1"
+
+# $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched.
+_SET_READ = """
+WITH changed AS (
+    UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
+    WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3
+    RETURNING id
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
+        version = version + 1
+    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
+    RETURNING user_id, unread, total, version
+)
+SELECT ARRAY(SELECT id FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version
+FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+# Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
+# snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
+_READ_ALL = """
+WITH changed AS (
+    UPDATE inbox SET read_at = now() WHERE user_id = $1 AND read_at IS NULL RETURNING 1
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread - (SELECT count(*) FROM changed)::int, version = version + 1
+    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
+    RETURNING user_id, unread, total, version
+)
+SELECT (SELECT count(*) FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version
+FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+_DELETE = """
+WITH gone AS (
+    DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) RETURNING id, read_at IS NULL AS unread
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
+        total = total - (SELECT count(*) FROM gone)::int,
+        version = version + 1
+    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM gone)
+    RETURNING user_id, unread, total, version
+)
+SELECT ARRAY(SELECT id FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version
+FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+_DELETE_ALL = """
+WITH gone AS (
+    DELETE FROM inbox WHERE user_id = $1 RETURNING read_at IS NULL AS unread
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
+        total = total - (SELECT count(*) FROM gone)::int,
+        version = version + 1
+    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM gone)
+    RETURNING user_id, unread, total, version
+)
+SELECT (SELECT count(*) FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version
+FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+
+
+def _where(query: InboxQuery, params: list[Any]) -> str:
+    sql = ""
+    if query.read is True:
+        sql += _READ
+    elif query.read is False:
+        sql += _UNREAD
+    for field, fragment in _BY_FIELD.items():
+        value = getattr(query, field)
+        if value:
+            params.append(list(value) if isinstance(value, tuple) else value)
+            sql += fragment.format(len(params))
+    return sql
+
+
+def _item(row: asyncpg.Record, who: Principal) -> InboxItem:
+    return InboxItem(
+        id=row[0],
+        user=who.user,
+        tenant=who.tenant,
+        created_at=row[1],
+        read_at=row[2],
+        event_id=row[3],
+        event_key=row[4],
+        type=row[5],
+        title=row[6],
+        message=row[7],
+        category=row[8],
+        tags=row[9],
+        trigger_type=row[10],
+        entity_type=row[11],
+        entity_id=row[12],
+        action_url=row[13],
+        actionable=row[14],
+        payload=row[15],
+        occurred_at=row[16],
+    )
+
+
+def _counts(row: asyncpg.Record, offset: int) -> Counts | None:
+    if row[offset] is None:
+        return None
+    return Counts(user_id=row[offset], unread=row[offset + 1], total=row[offset + 2], version=row[offset + 3])
+
+
+async def items(
+    conn: asyncpg.Connection, who: Principal, query: InboxQuery, *, limit: int, offset: int = 0
+) -> list[InboxItem]:
+    params: list[Any] = [who.user_id]
+    sql = _COLUMNS + _where(query, params) + (_OLDEST_FIRST if query.ascending else _NEWEST_FIRST)
+    params += [limit, offset]
+    sql += _PAGE.format(len(params) - 1, len(params))
+    return [_item(r, who) for r in await conn.fetch(sql, *params)]
+
+
+async def count(conn: asyncpg.Connection, who: Principal, query: InboxQuery) -> int:
+    """How many rows match: only for filters the counters cannot answer (see InboxQuery.by_event)."""
+    params: list[Any] = [who.user_id]
+    value: int = await conn.fetchval(_COUNT_JOINED + _where(query, params), *params)
+    return value
+
+
+async def get(conn: asyncpg.Connection, who: Principal, row_id: int) -> InboxItem | None:
+    row = await conn.fetchrow(_GET, who.user_id, row_id)
+    return None if row is None else _item(row, who)
+
+
+async def counts(conn: asyncpg.Connection, user_id: int) -> Counts:
+    row = await conn.fetchrow(_COUNTS, user_id)
+    if row is None:  # a user made before their counts row existed cannot happen, but never fail a read
+        return Counts(user_id=user_id, unread=0, total=0, version=0)
+    return Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3])
+
+
+async def set_read(
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], read: bool
+) -> tuple[list[int], Counts | None]:
+    """Mark rows read (or unread); returns the ids that changed and the new counts if any did."""
+    row = await conn.fetchrow(_SET_READ, user_id, list(row_ids), read)
+    assert row is not None
+    return list(row[0]), _counts(row, 1)
+
+
+async def read_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
+    row = await conn.fetchrow(_READ_ALL, user_id)
+    assert row is not None
+    return row[0], _counts(row, 1)
+
+
+async def delete(conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int]) -> tuple[list[int], Counts | None]:
+    row = await conn.fetchrow(_DELETE, user_id, list(row_ids))
+    assert row is not None
+    return list(row[0]), _counts(row, 1)
+
+
+async def delete_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
+    row = await conn.fetchrow(_DELETE_ALL, user_id)
+    assert row is not None
+    return row[0], _counts(row, 1)

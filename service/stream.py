@@ -1,0 +1,63 @@
+"""The event stream: putting events on it (HTTP and CLI; producers may also XADD themselves) and
+taking them off it into the dead-letter stream.
+
+The stream is the single way into the workers, so all three ways in end in the same entries and
+the same worker code. HTTP and CLI validate first and queue nothing unless every event is valid;
+the MULTI makes the XADDs of one request all-or-nothing on the Redis side too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import cast
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
+from service.errors import Unavailable
+from service.model import Event
+
+log = logging.getLogger("herald.stream")
+
+
+async def enqueue(client: aioredis.Redis, events: list[tuple[Event, bytes]]) -> int:
+    """XADD every event as received; returns how many. Unavailable if Redis cannot take them."""
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            for _, raw in events:
+                pipe.xadd(STREAM, {"event": raw})
+            await pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        raise Unavailable("the event stream (Redis) is unavailable; nothing was queued") from exc
+    return len(events)
+
+
+async def dead_letter(client: aioredis.Redis, raw: bytes, reason: str, ack: str | None = None) -> None:
+    """Move an event to the dead-letter stream and, in the same MULTI, acknowledge its entry and
+    forget its attempts."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(DEAD, {"event": raw, "reason": reason[:2000]})
+        if ack is not None:
+            pipe.xack(STREAM, GROUP, ack)
+            pipe.hdel(ATTEMPTS, ack)
+        await pipe.execute()
+    log.warning("dead-lettered an event: %s", reason)
+
+
+async def acknowledge(client: aioredis.Redis, entry_id: str) -> None:
+    """The entry is done with: acknowledge it and forget its attempts, in one MULTI."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xack(STREAM, GROUP, entry_id)
+        pipe.hdel(ATTEMPTS, entry_id)
+        await pipe.execute()
+
+
+async def count_attempt(client: aioredis.Redis, key: str) -> int:
+    """One more failed (or abandoned) attempt at `key` (a stream entry id or a job id); the total."""
+    return int(await cast(Awaitable[int], client.hincrby(ATTEMPTS, key, 1)))
+
+
+async def forget_attempts(client: aioredis.Redis, key: str) -> None:
+    await cast(Awaitable[int], client.hdel(ATTEMPTS, key))

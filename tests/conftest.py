@@ -1,0 +1,211 @@
+"""Shared fixtures: real PostgreSQL and Redis, a clean slate per test, factories for the rest.
+
+The servers are HERALD_TEST_DATABASE_URL / HERALD_TEST_REDIS_URL when set (the test database is
+wiped at start) and embedded ones started for the session otherwise, so `make test` needs nothing
+installed. Each test starts with empty tables and an empty Redis database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from litestar.testing import AsyncTestClient
+
+from service import admin, db
+from service.backends import Backends
+from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.http.app import create_app
+from service.model import Event, decode_event
+from service.settings import Settings
+from workers.fanout import Fanout, Outcome
+
+TABLES = "inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, users, tenants"
+
+
+class Servers(msgspec.Struct):
+    database_url: str
+    redis_url: str
+
+
+async def _fresh_database(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    await db.migrate(url)
+
+
+async def _create_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    scratch = tempfile.TemporaryDirectory(prefix="herald-test-")
+    Path(scratch.name).chmod(0o755)  # the embedded PostgreSQL may run as another user
+    try:
+        database_url = os.environ.get("HERALD_TEST_DATABASE_URL")
+        if not database_url:
+            pg = EmbeddedPostgres(Path(scratch.name) / "postgres")
+            started.append(pg)
+            database_url = asyncio.run(_create_database(pg.start(), "herald_test"))
+        asyncio.run(_fresh_database(database_url))
+        redis_url = os.environ.get("HERALD_TEST_REDIS_URL")
+        if not redis_url:
+            rd = EmbeddedRedis(Path(scratch.name) / "redis", appendonly=False)
+            started.append(rd)
+            redis_url = rd.start()
+        yield Servers(database_url=database_url, redis_url=redis_url)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        scratch.cleanup()
+
+
+@pytest.fixture
+def settings(servers: Servers) -> Settings:
+    return Settings(
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        public_url="https://herald.example",
+        fanout_chunk=1000,
+        db_pool_size=8,
+        backend_timeout=2.0,
+    )
+
+
+@pytest.fixture
+async def clean(servers: Servers) -> None:
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    client = aioredis.Redis.from_url(servers.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def backends(settings: Settings, clean: None) -> AsyncIterator[Backends]:
+    opened = await Backends.open(settings, "herald-test")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def redis_client(backends: Backends) -> aioredis.Redis:
+    return backends.redis
+
+
+@pytest.fixture
+async def client(settings: Settings, clean: None) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+class User(msgspec.Struct, frozen=True):
+    tenant: str
+    user: str
+    role: str
+    token: str
+    user_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+MakeUser = Callable[..., Awaitable[User]]
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(backends: Backends) -> MakeUser:
+    """A user with a personal token: `await make_user()` or `make_user(user="bob", role="admin")`."""
+
+    async def make(tenant: str = "acme", user: str | None = None, role: str = "member", kind: str = "pat") -> User:
+        name = user or f"user{next(_names)}"
+        async with backends.pool.acquire() as conn:
+            made = await admin.create_user(conn, tenant, name, role)
+            token = made.token if kind == "pat" else await admin.create_token(conn, tenant, name, kind)
+        return User(tenant=tenant, user=name, role=made.role, token=token, user_id=made.user_id)
+
+    return make
+
+
+_event_ids = itertools.count(1)
+
+
+def make_event(**fields: Any) -> Event:
+    """A valid event; any field can be overridden, `users=[...]` is short for the audience."""
+    body: dict[str, Any] = {
+        "id": f"evt-{next(_event_ids)}",
+        "type": "scan.completed",
+        "tenant": "acme",
+        "audience": {"users": fields.pop("users", ["alice"])},
+        "title": "Scan completed",
+        "message": "A Scan operation on Healthcare Analytics has completed.",
+    }
+    body.update(fields)
+    return decode_event(msgspec.json.encode(body))
+
+
+class JobRecorder:
+    """Records the chunk jobs a fan-out enqueues, so a test can run them by hand: twice, concurrently,
+    or not at all. (The real arq path is tested in tests/workers.)"""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, tuple[Any, ...], str | None]] = []
+
+    async def enqueue_job(self, function: str, *args: Any, _job_id: str | None = None, **_: Any) -> None:
+        self.jobs.append((function, args, _job_id))
+
+
+@pytest.fixture
+def jobs() -> JobRecorder:
+    return JobRecorder()
+
+
+@pytest.fixture
+def fan(backends: Backends, jobs: JobRecorder) -> Fanout:
+    return Fanout(backends, jobs)  # type: ignore[arg-type]
+
+
+Deliver = Callable[..., Awaitable[Outcome]]
+
+
+@pytest.fixture
+def deliver(fan: Fanout, jobs: JobRecorder) -> Deliver:
+    """Ingest an event the way the worker does, running any split chunks at once."""
+
+    async def run(event: Event | None = None, **fields: Any) -> Outcome:
+        outcome = await fan.ingest(event or make_event(**fields))
+        while jobs.jobs:
+            _, (event_id, lo, hi), _ = jobs.jobs.pop(0)
+            await fan.run_chunk(event_id, lo, hi)
+        return outcome
+
+    return run

@@ -1,0 +1,139 @@
+"""Herald as it runs: real `herald api`, `herald worker` and CLI processes, events sent by XADD."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import redis
+
+from service.cache import STREAM
+from service.embedded import free_port
+from tests.conftest import Servers
+
+
+def herald(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], env=env, input=stdin, capture_output=True, timeout=60
+    )
+
+
+@pytest.fixture
+def env(servers: Servers, clean: None) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HERALD_DATABASE_URL": servers.database_url,
+        "HERALD_REDIS_URL": servers.redis_url,
+        "HERALD_PORT": str(free_port()),
+        "HERALD_PUBLIC_URL": "https://app.example",
+    }
+
+
+@pytest.fixture
+def running(env: dict[str, str]) -> Iterator[str]:
+    base = f"http://127.0.0.1:{env['HERALD_PORT']}"
+    procs = [subprocess.Popen([sys.executable, "-m", "service.cli", part], env=env) for part in ("api", "worker")]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert all(p.poll() is None for p in procs), "a Herald process exited during start"
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the API did not become ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                pytest.fail("a Herald process did not stop within 30 s of SIGTERM")
+
+
+def json_line(done: subprocess.CompletedProcess[bytes]) -> Any:
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().strip().splitlines()
+    assert len(lines) == 1
+    return msgspec.json.decode(lines[0])
+
+
+def test_an_event_sent_by_xadd_is_readable_within_a_second(env: dict[str, str], running: str) -> None:
+    made = json_line(
+        herald("admin", "create-user", "--tenant", "acme", "--user", "alice", "--role", "manager", env=env)
+    )
+    assert set(made) == {"tenant", "user", "role", "token"}
+    assert (made["tenant"], made["user"], made["role"]) == ("acme", "alice", "manager")
+    headers = {"Authorization": f"Bearer {made['token']}"}
+    event = {
+        "id": "scan-50001-completed",
+        "type": "scan.completed",
+        "tenant": "acme",
+        "audience": {"users": ["alice"]},
+        "message": "A Scan operation on Healthcare Analytics has completed.",
+        "action_url": "/datastores/101",
+    }
+    r = redis.Redis.from_url(env["HERALD_REDIS_URL"])
+    sent = time.monotonic()
+    r.xadd(STREAM, {"event": msgspec.json.encode(event)})
+    while True:
+        body = httpx.get(running + "/api/user-notifications", headers=headers, timeout=2).json()
+        if body["total"] == 1:
+            break
+        assert time.monotonic() - sent < 1.0, "not visible within one second"
+        time.sleep(0.01)
+    assert body["items"][0]["notification"]["target_url"] == "https://app.example/datastores/101"
+    count = httpx.get(running + "/v1/unread-count", headers=headers).json()
+    assert count == {"unread_count": 1}
+    r.close()
+
+
+def test_the_cli_publishes_subscribes_and_deactivates(env: dict[str, str], running: str) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "bob", env=env))["token"]
+    headers = {"X-API-Key": token}
+    assert json_line(herald("admin", "subscribe", "--tenant", "acme", "--user", "bob", "--topic", "nightly", env=env))
+    producer = json_line(
+        herald("admin", "create-token", "--tenant", "acme", "--user", "svc", "--kind", "producer", env=env)
+    )
+    assert producer["token"].startswith("herald_prd_")
+    batch = [
+        {"id": f"n{i}", "type": "t", "tenant": "acme", "audience": {"topics": ["nightly"]}, "message": f"m{i}"}
+        for i in range(3)
+    ]
+    assert json_line(herald("publish", "-", env=env, stdin=msgspec.json.encode(batch))) == {"accepted": 3}
+    deadline = time.monotonic() + 5
+    while httpx.get(running + "/api/user-notifications", headers=headers).json()["total"] != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # The producer token publishes over HTTP too.
+    reply = httpx.post(
+        running + "/v1/events",
+        json={**batch[0], "id": "http-1"},
+        headers={"Authorization": f"Bearer {producer['token']}"},
+    )
+    assert reply.status_code == 202
+    bad = herald("publish", "-", env=env, stdin=b'[{"id": "x"}]')
+    assert bad.returncode == 1 and b"event 0" in bad.stderr and b"nothing was published" in bad.stderr
+    assert (
+        json_line(herald("admin", "deactivate-user", "--tenant", "acme", "--user", "bob", env=env))["active"] is False
+    )
+    deadline = time.monotonic() + 1
+    while httpx.get(running + "/v1/unread-count", headers=headers).status_code != 403:
+        assert time.monotonic() < deadline, "deactivation not effective within a second"
+        time.sleep(0.02)
+
+
+def test_migrate_is_idempotent(env: dict[str, str]) -> None:
+    assert json_line(herald("migrate", env=env)) == {"migrated": True}
+    assert json_line(herald("migrate", env=env)) == {"migrated": True}

@@ -1,0 +1,185 @@
+"""The stream consumer: `herald:events` in, inbox rows out, nothing lost and nothing stuck.
+
+Every worker process runs one consumer in the consumer group `herald`.
+- An entry is acknowledged only after its rows are committed (or after it was dead-lettered, in
+  the same MULTI), so a crash at any point leaves it pending.
+- Pending entries of a consumer that died are claimed by another after CLAIM_IDLE seconds. A live
+  consumer re-reads its own pending entries at least every MAX_BACKOFF seconds, which refreshes
+  their idle time, so a healthy peer is never robbed of work it is retrying.
+- A failure is either an unreachable backend (retried with backoff for as long as it lasts,
+  never counted against the event) or something about the event (counted; after MAX_ATTEMPTS,
+  claims after a crash included, the entry is dead-lettered with the last reason). The consumer
+  never stops on bad input, and a retried entry does not hold back the entries behind it: new
+  entries are read between retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+
+import redis.exceptions
+
+from service.cache import GROUP, STREAM
+from service.errors import InvalidEvent, Unavailable
+from service.model import decode_event
+from service.stream import acknowledge, count_attempt, dead_letter
+from workers.fanout import Fanout
+
+log = logging.getLogger("herald.consumer")
+
+CLAIM_IDLE = 30.0  # seconds an entry sits untouched before another consumer takes it over
+CLAIM_EVERY = 5.0
+MAX_BACKOFF = 10.0  # well under CLAIM_IDLE: see the module docstring
+MAX_ATTEMPTS = 5
+
+
+class Consumer:
+    def __init__(
+        self,
+        fan: Fanout,
+        *,
+        batch: int = 100,
+        block: float = 1.0,
+        concurrency: int = 8,
+        claim_idle: float = CLAIM_IDLE,
+        claim_every: float = CLAIM_EVERY,
+    ) -> None:
+        self.fan = fan
+        self.claim_idle = claim_idle
+        self.claim_every = claim_every
+        self.redis = fan.b.redis
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.batch = batch
+        self.block = block
+        self._limit = asyncio.Semaphore(concurrency)
+        self._stopping = asyncio.Event()
+        self._retry_at = 0.0  # when to re-read this consumer's own pending entries
+        self._failures = 0  # consecutive rounds with a failure, for the backoff
+        self._next_claim = 0.0
+        self.handled = 0
+        self.dead = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._ensure_group()
+                await self._loop()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("event stream unreachable (%s); retrying", exc)
+                await self._pause(self._backoff())
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= self._next_claim:
+                self._next_claim = now + self.claim_every
+                await self._claim()
+            if now >= self._retry_at:
+                mine = await self._read("0")
+                failed = await self._handle_all(mine)
+                self._schedule_retry(failed, more=len(mine) == self.batch)
+            wait = max(0.0, min(self.block, self._retry_at - time.monotonic(), self._next_claim - time.monotonic()))
+            fresh = await self._read(">", wait)
+            failed = await self._handle_all(fresh)
+            if failed:
+                self._schedule_retry(failed, more=False)
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read(self, start: str, block: float = 0.0) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        blocking = None if start == "0" or block <= 0 else max(1, int(block * 1000))
+        reply = await self.redis.xreadgroup(GROUP, self.name, {STREAM: start}, count=self.batch, block=blocking)
+        if not reply:
+            return []
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1]
+        return entries
+
+    async def _claim(self) -> None:
+        """Take over entries left pending by a consumer that stopped touching them."""
+        reply = await self.redis.xautoclaim(
+            STREAM, GROUP, self.name, min_idle_time=int(self.claim_idle * 1000), start_id="0-0", count=self.batch
+        )
+        claimed: list[tuple[bytes, dict[bytes, bytes] | None]] = reply[1]
+        if claimed:
+            log.info("claimed %d entries left pending by another consumer", len(claimed))
+            # A claim means the last attempt died with its worker: it counts as an attempt, and an
+            # event that keeps killing workers is dead-lettered instead of tried again.
+            for entry_id, fields in claimed:
+                tried = await count_attempt(self.redis, entry_id.decode())
+                if tried >= MAX_ATTEMPTS:
+                    raw = (fields or {}).get(b"event", b"")
+                    reason = f"abandoned by {tried} workers that stopped while handling it"
+                    await dead_letter(self.redis, raw, reason, ack=entry_id.decode())
+                    self.dead += 1
+            self._retry_at = 0.0  # handle the rest now, on this round
+
+    def _schedule_retry(self, failed: int, more: bool) -> None:
+        if failed:
+            self._failures += 1
+            self._retry_at = time.monotonic() + self._backoff()
+        else:
+            self._failures = 0
+            self._retry_at = 0.0 if more else float("inf")
+
+    def _backoff(self) -> float:
+        return min(MAX_BACKOFF, 0.2 * 2.0 ** min(self._failures, 10))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _handle_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        """Handle a batch concurrently; returns how many entries are left pending for a retry."""
+        if not entries:
+            return 0
+        results = await asyncio.gather(*(self._handle(entry_id, fields) for entry_id, fields in entries))
+        return results.count(False)
+
+    async def _handle(self, raw_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
+        """True when the entry is finished with (ingested or dead-lettered), False to retry it."""
+        entry_id = raw_id.decode()
+        async with self._limit:
+            raw = (fields or {}).get(b"event")
+            try:
+                if raw is None:
+                    raise InvalidEvent("stream entry has no `event` field")
+                event = decode_event(raw)
+            except InvalidEvent as exc:
+                where = f" at {exc.field}" if exc.field else ""
+                await dead_letter(self.redis, raw or b"", f"invalid event{where}: {exc.message}", ack=entry_id)
+                self.dead += 1
+                return True
+            try:
+                await self.fan.ingest(event)
+            except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("entry %s waits for a backend: %s", entry_id, exc)
+                return False
+            except Exception as exc:
+                return await self._failed(entry_id, raw, exc)
+            await acknowledge(self.redis, entry_id)
+            self.handled += 1
+            return True
+
+    async def _failed(self, entry_id: str, raw: bytes, exc: Exception) -> bool:
+        attempts = await count_attempt(self.redis, entry_id)
+        if attempts < MAX_ATTEMPTS:
+            log.warning("entry %s failed (attempt %d): %s: %s", entry_id, attempts, type(exc).__name__, exc)
+            return False
+        reason = f"fan-out failed {attempts} times: {type(exc).__name__}: {exc}"
+        await dead_letter(self.redis, raw, reason, ack=entry_id)
+        self.dead += 1
+        return True

@@ -1,0 +1,140 @@
+"""Turning one accepted event into inbox rows, inline or as arq jobs.
+
+`Fanout.ingest` runs for every valid stream entry. In one transaction it creates the tenant and
+any unknown named users, records the event (once per tenant and id), and cuts its audience into
+chunks. An event whose audience fits in one chunk (nearly all of them) is written in that same
+transaction, which keeps publish-to-visible latency to one round of statements. A larger one is
+committed as a plan, and each chunk becomes an arq job (`fanout_chunk`), so several workers share
+it. Either way the chunk markers make every step safe to repeat: republishing, redelivering a
+stream entry or retrying a job never writes a second row for anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.exceptions
+from arq import ArqRedis, Retry
+
+from service import db
+from service.backends import Backends
+from service.errors import Unavailable
+from service.model import Event
+from service.store import events, fanout, users
+from service.stream import count_attempt, dead_letter, forget_attempts
+
+log = logging.getLogger("herald.fanout")
+
+# A chunk job that keeps failing for a reason other than an unreachable backend is dead-lettered
+# after this many failures; arq's own limit is far above it so that Herald has the last word.
+CHUNK_ATTEMPTS = 5
+CHUNK_JOB = "fanout_chunk"
+
+
+def backoff(attempt: int) -> float:
+    return float(min(30, 2 ** max(0, attempt - 1)))
+
+
+def chunk_job_id(event_id: int, lo: int) -> str:
+    return f"fanout:{event_id}:{lo}"
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    event_id: int
+    deliveries: list[fanout.Delivery]
+    queued: list[tuple[int, int]]  # chunks left for arq jobs
+
+
+class Fanout:
+    def __init__(self, backends: Backends, jobs: ArqRedis) -> None:
+        self.b = backends
+        self.jobs = jobs
+        self._tenants: dict[str, int] = {}  # tenants are never deleted, so ids can be kept
+
+    async def ingest(self, event: Event) -> Outcome:
+        """Record a valid event and fan it out (or queue its chunks). Safe to repeat."""
+        chunk = self.b.settings.fanout_chunk
+
+        async def work(conn: asyncpg.Connection) -> Outcome:
+            async with conn.transaction():
+                tenant_id = self._tenants.get(event.tenant)
+                if tenant_id is None:
+                    tenant_id = await users.ensure_tenant(conn, event.tenant)
+                await users.ensure_members(conn, tenant_id, event.audience.users)
+                event_id = await events.insert(conn, tenant_id, event)
+                if event_id is None:
+                    found = await events.find(conn, tenant_id, event.id)
+                    assert found is not None
+                    event_id, done = found
+                    todo = [] if done else await fanout.pending(conn, event_id)
+                else:
+                    todo = await fanout.plan(conn, event_id, chunk)
+                deliveries: list[fanout.Delivery] = []
+                if len(todo) == 1:
+                    deliveries = await fanout.run_chunk(conn, event_id, *todo[0])
+                    todo = []
+                if not todo:
+                    await fanout.finish(conn, event_id)
+            self._tenants[event.tenant] = tenant_id
+            return Outcome(event_id, deliveries, todo)
+
+        outcome = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        await self._publish(outcome.event_id, outcome.deliveries)
+        for lo, hi in outcome.queued:
+            await self.jobs.enqueue_job(CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo))
+        return outcome
+
+    async def run_chunk(self, event_id: int, lo: int, hi: int) -> int:
+        """One chunk of a split fan-out (the arq job's body). Returns the rows written."""
+
+        async def work(conn: asyncpg.Connection) -> list[fanout.Delivery]:
+            async with conn.transaction():
+                written = await fanout.run_chunk(conn, event_id, lo, hi)
+            # After the commit, in a snapshot of its own: of two last chunks committing at once,
+            # each would see the other unfinished inside its transaction, and neither would finish.
+            await fanout.finish(conn, event_id)
+            return written
+
+        deliveries = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        await self._publish(event_id, deliveries)
+        return len(deliveries)
+
+    async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
+        if deliveries:
+            await self.b.counts.publish(deliveries, [d.inbox_id for d in deliveries], event_id)
+
+
+async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:
+    """arq job: write one chunk. Unreachable backends are retried with backoff for as long as it
+    takes; any other failure is retried until CHUNK_ATTEMPTS, then the event is dead-lettered."""
+    worker: Fanout = ctx["fanout"]
+    tries: int = ctx.get("job_try", 1)
+    try:
+        return await worker.run_chunk(event_id, lo, hi)
+    except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("chunk %s of event %s waits for a backend: %s", lo, event_id, exc)
+        raise Retry(defer=backoff(tries)) from exc
+    except Exception as exc:
+        # Counted apart from arq's try number, which also counts the waits for a backend.
+        field = f"job:{chunk_job_id(event_id, lo)}"
+        failures = await count_attempt(worker.b.redis, field)
+        if failures < CHUNK_ATTEMPTS:
+            log.exception("chunk %s of event %s failed (%d); retrying", lo, event_id, failures)
+            raise Retry(defer=backoff(failures)) from exc
+        raw = await _stored_event(worker.b, event_id)
+        await dead_letter(worker.b.redis, raw, f"fan-out failed {failures} times: {type(exc).__name__}: {exc}")
+        await forget_attempts(worker.b.redis, field)
+        return 0
+
+
+async def _stored_event(b: Backends, event_id: int) -> bytes:
+    """The event as Herald stored it, for a dead letter written after its stream entry was acked."""
+
+    async def read(conn: asyncpg.Connection) -> dict[str, Any] | None:
+        return await events.stored(conn, event_id)
+
+    found = await db.run(b.pool, read)
+    return msgspec.json.encode(found if found is not None else {"herald_event_id": event_id})

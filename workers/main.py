@@ -1,0 +1,76 @@
+"""The worker process: an arq worker for fan-out chunk jobs, with the stream consumer beside it.
+
+One process does both because they share everything (pools, the tenant cache, the count
+publisher) and scale the same way: run more `herald worker` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from service.backends import Backends
+from service.cache import QUEUE
+from service.settings import Settings
+from workers.consumer import Consumer
+from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
+
+log = logging.getLogger("herald.worker")
+
+# A chunk's statement is bounded well below this; a worker that dies mid-job has its job re-run
+# by another once arq's in-progress mark expires (job timeout + 10 s), inside the contract's 60 s.
+CHUNK_TIMEOUT = 40
+# arq stops retrying after this many tries. Herald retries an unreachable backend for as long as
+# it lasts (with backoff up to 30 s, this is hours) and dead-letters real failures itself earlier.
+ARQ_MAX_TRIES = 1000
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    backends = await Backends.open(settings, "herald-worker")
+    fan = Fanout(backends, ctx["redis"])
+    consumer = Consumer(fan)
+    ctx.update(backends=backends, fanout=fan, consumer=consumer, consumer_task=asyncio.create_task(consumer.run()))
+    log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    consumer: Consumer | None = ctx.get("consumer")
+    task: asyncio.Task[None] | None = ctx.get("consumer_task")
+    if consumer is not None and task is not None:
+        # Stops reading new entries; an entry being handled finishes (it is short: one chunk at most).
+        consumer.stop()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 20)
+    backends: Backends | None = ctx.get("backends")
+    if backends is not None:
+        await backends.close()
+
+
+def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
+    _, redis_url = settings.require_backends()
+    return Worker(
+        functions=[func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES)],
+        queue_name=QUEUE,
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx={"settings": settings},
+        burst=burst,
+        poll_delay=0.05,
+        max_jobs=4,
+        job_timeout=CHUNK_TIMEOUT,
+        keep_result=3600,
+        # On SIGTERM: stop taking jobs, let running ones finish for up to 20 s, then cancel the rest,
+        # which arq puts back on the queue.
+        job_completion_wait=20,
+        job_serializer=msgspec.msgpack.encode,
+        job_deserializer=msgspec.msgpack.decode,
+        log_results=False,
+    )
