@@ -187,7 +187,9 @@ async def test_the_openapi_document_describes_every_endpoint(client: Client) -> 
 
 async def test_oversized_bodies_are_refused(client: Client, producer: User) -> None:
     huge = b"[" + b" " * (17 * 1024 * 1024) + b"]"
-    reply = await client.post("/v1/events", content=huge, headers={**producer.headers, "Content-Type": "application/json"})
+    reply = await client.post(
+        "/v1/events", content=huge, headers={**producer.headers, "Content-Type": "application/json"}
+    )
     assert reply.status_code == 413 and reply.json()["status"] == 413
 
 
