@@ -12,14 +12,15 @@ import itertools
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from litestar.testing import AsyncTestClient
 
 from service import admin, db
 from service.backends import Backends
@@ -120,10 +121,43 @@ async def redis_client(backends: Backends) -> aioredis.Redis:
     return backends.redis
 
 
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a fresh app on this test's own event loop.
+
+    Litestar's AsyncTestClient runs the app's lifespan on another thread's loop and blocks the
+    caller's loop while a request runs, so concurrent requests (and anything the app shares with
+    the test, like a stream) would be impossible. Here the lifespan and every request share the
+    test's loop, as they share a process's loop in production. The lifespan runs in a task of its
+    own because it must be entered and left by the same task (it holds an anyio task group).
+    """
+    app = create_app(settings)
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # the start failed: raise why
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+            yield http
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture
-async def client(settings: Settings, clean: None) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings)) as test_client:
-        yield test_client
+async def client(settings: Settings, clean: None) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(settings) as c:
+        yield c
 
 
 class User(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from service.backends import Backends
 from service.http import native
 from service.http.errors import Renderer, fallback
-from service.http.profiles import qualytics
+from service.http.profiles import aptly, qualytics, scalebox
 from service.hub import Hub
 from service.settings import Settings, load_settings
 
@@ -22,6 +22,8 @@ log = logging.getLogger("herald.api")
 # name -> (router factory, error renderer). Each profile is a presenter over the same core.
 PROFILES: dict[str, tuple[Callable[[str], Router], Renderer]] = {
     "qualytics": (qualytics.router, qualytics.render),
+    "scalebox": (scalebox.router, scalebox.render),
+    "aptly": (aptly.router, aptly.render),
 }
 
 # Beyond the largest legitimate body (a bulk action of 1000 ids); /v1/events sets its own.

@@ -27,3 +27,33 @@ def now_iso_ms() -> str:
 
 def pages(total: int, size: int) -> int:
     return -(-total // size) if size > 0 else 0
+
+
+_UNITS = (
+    ("year", 365 * 86400),
+    ("month", 30 * 86400),
+    ("week", 7 * 86400),
+    ("day", 86400),
+    ("hour", 3600),
+    ("minute", 60),
+)
+
+
+def relative_time(moment: datetime, now: datetime | None = None) -> str:
+    """A human phrase for how long ago (or how far ahead) `moment` is: "2 hours ago", "in 3 days"."""
+    delta = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if abs(delta) < 45:
+        return "just now"
+    seconds = max(abs(delta), 60)
+    unit, size = next((u, s) for u, s in _UNITS if seconds >= s)
+    count = int(seconds // size)
+    phrase = f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{phrase} ago" if delta > 0 else f"in {phrase}"
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same day and time `months` calendar months earlier, clamped to the month's last day."""
+    year, month = divmod(moment.year * 12 + moment.month - 1 - months, 12)
+    month += 1
+    days = (datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC) - datetime(year, month, 1, tzinfo=UTC)).days
+    return moment.replace(year=year, month=month, day=min(moment.day, days))

@@ -2,15 +2,15 @@
 
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from litestar.testing import AsyncTestClient
 
 from service.cache import STREAM
 from tests.conftest import Deliver, MakeUser, User
 
-Client = AsyncTestClient[Any]
+Client = httpx.AsyncClient
 
 
 def event(**fields: Any) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.conftest import Deliver, MakeUser, User
 
-Client = AsyncTestClient[Any]
+Client = httpx.AsyncClient
 BASE = "/api/user-notifications"
 
 FULL = {

@@ -1,0 +1,228 @@
+"""The aptly profile: the Aptly notifications list, plus Herald's read/unread/read-all/delete.
+
+Answers use `{"statusCode", "timestamp", "message", "data"}`; errors the same envelope with the
+error's status and `"data": null`. Item ids are UUIDs (see service/ids.py). `tenantId` is required
+on the list and must be the caller's own tenant (403 otherwise).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Response, Router, delete, get, patch
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+
+from service import ids, notifications
+from service.backends import Backends
+from service.errors import Forbidden, NotFound
+from service.http.errors import Problem, handlers
+from service.http.formats import iso, iso_or_none, months_before, now_iso_ms, relative_time
+from service.http.guard import dependencies, reader_guard
+from service.model import InboxItem, InboxQuery, Principal
+
+PERIODS = {"1m": 1, "3m": 3, "6m": 6}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Item(msgspec.Struct, kw_only=True):
+    id: str
+    tenantId: str
+    templateKey: str
+    category: str | None
+    title: str | None
+    message: str
+    isActionable: bool
+    status: Literal["UNREAD", "READ"]
+    createdAt: str
+    readAt: str | None
+    userId: str
+    entityType: str | None
+    entityId: str | None
+    actionUrl: str | None
+    payload: dict[str, Any] | None
+    relativeTime: str
+
+
+class ItemPage(msgspec.Struct, kw_only=True):
+    page: int
+    limit: int
+    total: int
+    data: list[Item]
+
+
+class MarkedAll(msgspec.Struct, kw_only=True):
+    markedCount: int
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    id: str
+    deleted: bool
+
+
+class Envelope(msgspec.Struct, kw_only=True):
+    statusCode: int
+    timestamp: str
+    message: str
+    data: Any
+
+
+class PageEnvelope(Envelope, kw_only=True):
+    data: ItemPage
+
+
+class ItemEnvelope(Envelope, kw_only=True):
+    data: Item
+
+
+class MarkedAllEnvelope(Envelope, kw_only=True):
+    data: MarkedAll
+
+
+class DeletedEnvelope(Envelope, kw_only=True):
+    data: Deleted
+
+
+def present(n: InboxItem, now: datetime) -> Item:
+    return Item(
+        id=ids.to_uuid(n.id),
+        tenantId=n.tenant,
+        templateKey=n.type,
+        category=n.category,
+        title=n.title,
+        message=n.message,
+        isActionable=n.actionable,
+        status="UNREAD" if n.read_at is None else "READ",
+        createdAt=iso(n.created_at),
+        readAt=iso_or_none(n.read_at),
+        userId=n.user,
+        entityType=n.entity_type,
+        entityId=n.entity_id,
+        actionUrl=n.action_url,
+        payload=n.payload,
+        relativeTime=relative_time(n.created_at, now),
+    )
+
+
+def render(problem: Problem) -> Response[Any]:
+    status = 400 if problem.status == 422 else problem.status
+    message = problem.message if problem.message else _REASONS.get(status, "Error")
+    body = {"statusCode": status, "timestamp": now_iso_ms(), "message": message, "data": None}
+    return Response(body, status_code=status, headers=problem.headers)
+
+
+def _row_id(text: str) -> int:
+    row_id = ids.from_uuid(text)
+    if row_id is None:
+        raise NotFound("Notification not found")
+    return row_id
+
+
+TenantId = Annotated[str, QueryParameter(name="tenantId", min_length=1, max_length=200, description="Your tenant.")]
+PageNumber = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="Page number, default 1.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Items per page, default 10, at most 100.")]
+Status = Annotated[Literal["UNREAD", "READ"] | None, QueryParameter(description="Filter by status.")]
+TemplateKey = Annotated[str | None, QueryParameter(name="templateKey", max_length=100)]
+Category = Annotated[str | None, QueryParameter(max_length=100)]
+EntityType = Annotated[str | None, QueryParameter(name="entityType", max_length=100)]
+TimePeriod = Annotated[
+    Literal["1m", "3m", "6m", "all"], QueryParameter(name="timePeriod", description="Created within 1, 3 or 6 months.")
+]
+
+
+@get("/notifications", summary="List notifications")
+async def list_notifications(
+    b: NamedDependency[Backends],
+    who: NamedDependency[Principal],
+    tenant_id: TenantId,
+    page: PageNumber = 1,
+    limit: Limit = 10,
+    status: Status = None,
+    template_key: TemplateKey = None,
+    category: Category = None,
+    entity_type: EntityType = None,
+    time_period: TimePeriod = "all",
+) -> PageEnvelope:
+    if tenant_id != who.tenant:
+        raise Forbidden("tenantId is not your tenant")
+    now = datetime.now(UTC)
+    query = InboxQuery(
+        read=None if status is None else status == "READ",
+        types=(template_key,) if template_key else (),
+        categories=(category,) if category else (),
+        entity_types=(entity_type,) if entity_type else (),
+        since=months_before(now, PERIODS[time_period]) if time_period in PERIODS else None,
+    )
+    found = await notifications.page(b, who, query, limit=limit, offset=(page - 1) * limit)
+    data = ItemPage(page=page, limit=limit, total=found.total, data=[present(n, now) for n in found.items])
+    return PageEnvelope(statusCode=200, timestamp=now_iso_ms(), message="Success", data=data)
+
+
+async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -> ItemEnvelope:
+    found = await notifications.set_read_one(b, who, _row_id(notification_id), read)
+    return ItemEnvelope(
+        statusCode=200,
+        timestamp=now_iso_ms(),
+        message="Notification marked as read" if read else "Notification marked as unread",
+        data=present(found, datetime.now(UTC)),
+    )
+
+
+@patch("/notifications/{notification_id:str}/read", summary="Mark a notification as read")
+async def mark_read(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> ItemEnvelope:
+    return await _mark(b, who, notification_id, True)
+
+
+@patch("/notifications/{notification_id:str}/unread", summary="Mark a notification as unread")
+async def mark_unread(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> ItemEnvelope:
+    return await _mark(b, who, notification_id, False)
+
+
+@patch("/notifications/read-all", summary="Mark all notifications as read")
+async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> MarkedAllEnvelope:
+    marked = await notifications.read_all(b, who)
+    return MarkedAllEnvelope(
+        statusCode=200,
+        timestamp=now_iso_ms(),
+        message="All notifications marked as read",
+        data=MarkedAll(markedCount=marked),
+    )
+
+
+@delete("/notifications/{notification_id:str}", summary="Delete a notification", status_code=200)
+async def delete_one(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> DeletedEnvelope:
+    if not await notifications.delete(b, who, [_row_id(notification_id)]):
+        raise NotFound("Notification not found")
+    return DeletedEnvelope(
+        statusCode=200,
+        timestamp=now_iso_ms(),
+        message="Notification deleted",
+        data=Deleted(id=notification_id, deleted=True),
+    )
+
+
+def router(prefix: str) -> Router:
+    return Router(
+        prefix,
+        route_handlers=[list_notifications, mark_read, mark_unread, read_all, delete_one],
+        guards=[reader_guard],
+        dependencies=dependencies,
+        exception_handlers=handlers(render),
+        tags=["aptly"],
+    )

@@ -1,0 +1,339 @@
+"""The scalebox profile: the ScaleBox Notifications API.
+
+Ten endpoints under the mount (default `/v1`): list, get, read, unread, read-all, delete,
+delete-all, bulk-delete, bulk-read, bulk-unread. Answers use the `{"success", "data", "timestamp"}`
+envelope (plus `message` on actions); errors are `{"success": false, "error", "timestamp"}`.
+Notification ids are `ntf-` + 15 characters (see service/ids.py); one that does not decode is
+simply not found.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Response, Router, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from service import ids, notifications
+from service.backends import Backends
+from service.errors import BadRequest, NotFound
+from service.http.errors import Problem, handlers
+from service.http.formats import iso, pages
+from service.http.guard import dependencies, reader_guard
+from service.model import InboxItem, InboxQuery, Principal
+
+LIMIT_DEFAULT = 50
+LIMIT_MAX = 100
+BULK_MAX = 1000
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Item(msgspec.Struct, kw_only=True):
+    id: str
+    user_id: str
+    title: str | None
+    message: str
+    type: str
+    is_read: bool
+    category: str | None
+    created_at: str
+    related_entity_type: str | None
+    related_entity_id: str | None
+
+
+class Pagination(msgspec.Struct, kw_only=True):
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+
+
+class ListData(msgspec.Struct, kw_only=True):
+    notifications: list[Item]
+    pagination: Pagination
+    unread_count: int
+
+
+class ReadState(msgspec.Struct, kw_only=True):
+    notification_id: str
+    is_read: bool
+
+
+class MarkedAll(msgspec.Struct, kw_only=True):
+    marked_count: int
+    is_read: bool
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    notification_id: str
+    deleted: bool
+
+
+class DeletedAll(msgspec.Struct, kw_only=True):
+    deleted_count: int
+
+
+class BulkDeleted(msgspec.Struct, kw_only=True):
+    notification_ids: list[str]
+    deleted_count: int
+
+
+class BulkMarked(msgspec.Struct, kw_only=True):
+    notification_ids: list[str]
+    marked_count: int
+    is_read: bool
+
+
+class BulkBody(msgspec.Struct, forbid_unknown_fields=True):
+    notification_ids: list[str]
+
+
+class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
+    success: bool
+    data: Any
+    timestamp: str
+    message: str | None = None
+
+
+# Typed envelopes, so the OpenAPI document shows each endpoint's real `data`.
+class ListEnvelope(Envelope, kw_only=True):
+    data: ListData
+
+
+class ItemEnvelope(Envelope, kw_only=True):
+    data: Item
+
+
+class ReadStateEnvelope(Envelope, kw_only=True):
+    data: ReadState
+
+
+class MarkedAllEnvelope(Envelope, kw_only=True):
+    data: MarkedAll
+
+
+class DeletedEnvelope(Envelope, kw_only=True):
+    data: Deleted
+
+
+class DeletedAllEnvelope(Envelope, kw_only=True):
+    data: DeletedAll
+
+
+class BulkDeletedEnvelope(Envelope, kw_only=True):
+    data: BulkDeleted
+
+
+class BulkMarkedEnvelope(Envelope, kw_only=True):
+    data: BulkMarked
+
+
+def present(n: InboxItem) -> Item:
+    return Item(
+        id=ids.to_scalebox(n.id),
+        user_id=n.user,
+        title=n.title,
+        message=n.message,
+        type=n.type,
+        is_read=n.read_at is not None,
+        category=n.category,
+        created_at=iso(n.created_at),
+        related_entity_type=n.entity_type,
+        related_entity_id=n.entity_id,
+    )
+
+
+def render(problem: Problem) -> Response[Any]:
+    # The seed's list of errors: 400 for a bad request body or parameter, 404, 500; Herald adds
+    # 401/403/413/503 in the same shape.
+    status = 400 if problem.status == 422 else problem.status
+    body = {"success": False, "error": problem.message, "timestamp": timestamp()}
+    return Response(body, status_code=status, headers=problem.headers)
+
+
+def _row_id(text: str) -> int:
+    row_id = ids.from_scalebox(text)
+    if row_id is None:
+        raise NotFound("Notification not found")
+    return row_id
+
+
+def _bulk_ids(body: BulkBody) -> tuple[list[str], list[int]]:
+    """The ids as sent (each once, in order) and the row ids among them that can exist."""
+    if not body.notification_ids:
+        raise BadRequest("notification_ids must not be empty", "notification_ids")
+    if len(body.notification_ids) > BULK_MAX:
+        raise BadRequest(f"at most {BULK_MAX} notification_ids per request", "notification_ids")
+    sent = list(dict.fromkeys(body.notification_ids))
+    return sent, [r for r in map(ids.from_scalebox, sent) if r is not None]
+
+
+Limit = Annotated[int | None, QueryParameter(ge=1, description="Max items, default 50, capped at 100.")]
+PageSize = Annotated[int | None, QueryParameter(name="page_size", ge=1, description="Alias of limit.")]
+Offset = Annotated[int | None, QueryParameter(ge=0, le=10_000_000, description="Overrides page when given.")]
+Skip = Annotated[int | None, QueryParameter(ge=0, le=10_000_000, description="Alias of offset.")]
+PageNumber = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="Page number, default 1.")]
+ReadFilter = Annotated[
+    Literal["true", "false"] | None, QueryParameter(description="true for read only, false for unread only.")
+]
+TypeFilter = Annotated[str | None, QueryParameter(max_length=100, description="Exact notification type.")]
+
+
+@get("/notifications", summary="List notifications")
+async def list_notifications(
+    b: NamedDependency[Backends],
+    who: NamedDependency[Principal],
+    page: PageNumber = 1,
+    limit: Limit = None,
+    page_size: PageSize = None,
+    offset: Offset = None,
+    skip: Skip = None,
+    read: ReadFilter = None,
+    type: TypeFilter = None,  # the seed names it `type`
+) -> ListEnvelope:
+    size = min(limit or page_size or LIMIT_DEFAULT, LIMIT_MAX)
+    start = offset if offset is not None else skip
+    if start is None:
+        start = (page - 1) * size
+    else:
+        page = start // size + 1
+    query = InboxQuery(read=None if read is None else read == "true", types=(type,) if type else ())
+    found = await notifications.page(b, who, query, limit=size, offset=start)
+    data = ListData(
+        notifications=[present(n) for n in found.items],
+        pagination=Pagination(page=page, limit=size, total=found.total, total_pages=pages(found.total, size)),
+        unread_count=found.counts.unread,
+    )
+    return ListEnvelope(success=True, data=data, timestamp=timestamp())
+
+
+@get("/notifications/{notification_id:str}", summary="Get notification")
+async def get_notification(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> ItemEnvelope:
+    found = await notifications.get(b, who, _row_id(notification_id))
+    return ItemEnvelope(success=True, data=present(found), timestamp=timestamp())
+
+
+async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -> ReadStateEnvelope:
+    await notifications.set_read_one(b, who, _row_id(notification_id), read)
+    return ReadStateEnvelope(
+        success=True,
+        data=ReadState(notification_id=notification_id, is_read=read),
+        message="Notification marked as read" if read else "Notification marked as unread",
+        timestamp=timestamp(),
+    )
+
+
+@patch("/notifications/{notification_id:str}/read", summary="Mark notification as read")
+async def mark_read(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> ReadStateEnvelope:
+    return await _mark(b, who, notification_id, True)
+
+
+@patch("/notifications/{notification_id:str}/unread", summary="Mark notification as unread")
+async def mark_unread(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> ReadStateEnvelope:
+    return await _mark(b, who, notification_id, False)
+
+
+@patch("/notifications/read-all", summary="Mark all notifications as read")
+async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> MarkedAllEnvelope:
+    marked = await notifications.read_all(b, who)
+    return MarkedAllEnvelope(
+        success=True,
+        data=MarkedAll(marked_count=marked, is_read=True),
+        message="All notifications marked as read",
+        timestamp=timestamp(),
+    )
+
+
+@delete("/notifications/{notification_id:str}", summary="Delete notification", status_code=200)
+async def delete_one(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+) -> DeletedEnvelope:
+    if not await notifications.delete(b, who, [_row_id(notification_id)]):
+        raise NotFound("Notification not found")
+    return DeletedEnvelope(
+        success=True,
+        data=Deleted(notification_id=notification_id, deleted=True),
+        message="Notification deleted",
+        timestamp=timestamp(),
+    )
+
+
+@delete("/notifications", summary="Delete all notifications", status_code=200)
+async def delete_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> DeletedAllEnvelope:
+    gone = await notifications.delete_all(b, who)
+    return DeletedAllEnvelope(
+        success=True, data=DeletedAll(deleted_count=gone), message="All notifications deleted", timestamp=timestamp()
+    )
+
+
+@post("/notifications/bulk-delete", summary="Bulk delete notifications", status_code=200)
+async def bulk_delete(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[BulkBody]
+) -> BulkDeletedEnvelope:
+    sent, rows = _bulk_ids(data)
+    gone = await notifications.delete(b, who, rows)
+    return BulkDeletedEnvelope(
+        success=True,
+        data=BulkDeleted(notification_ids=sent, deleted_count=len(gone)),
+        message="Notifications deleted",
+        timestamp=timestamp(),
+    )
+
+
+async def _bulk_mark(b: Backends, who: Principal, body: BulkBody, read: bool) -> BulkMarkedEnvelope:
+    sent, rows = _bulk_ids(body)
+    changed = await notifications.set_read(b, who, rows, read)
+    return BulkMarkedEnvelope(
+        success=True,
+        data=BulkMarked(notification_ids=sent, marked_count=len(changed), is_read=read),
+        message="Notifications marked as read" if read else "Notifications marked as unread",
+        timestamp=timestamp(),
+    )
+
+
+@patch("/notifications/bulk-read", summary="Bulk mark notifications as read")
+async def bulk_read(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[BulkBody]
+) -> BulkMarkedEnvelope:
+    return await _bulk_mark(b, who, data, True)
+
+
+@patch("/notifications/bulk-unread", summary="Bulk mark notifications as unread")
+async def bulk_unread(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[BulkBody]
+) -> BulkMarkedEnvelope:
+    return await _bulk_mark(b, who, data, False)
+
+
+def router(prefix: str) -> Router:
+    return Router(
+        prefix,
+        route_handlers=[
+            list_notifications,
+            get_notification,
+            mark_read,
+            mark_unread,
+            read_all,
+            delete_one,
+            delete_all,
+            bulk_delete,
+            bulk_read,
+            bulk_unread,
+        ],
+        guards=[reader_guard],
+        dependencies=dependencies,
+        exception_handlers=handlers(render),
+        tags=["scalebox"],
+    )
