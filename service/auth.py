@@ -15,6 +15,7 @@ import asyncpg
 
 from service import db
 from service.errors import Forbidden, Unauthorized
+from service.metrics import AUTH_LOOKUPS
 from service.model import Principal
 from service.store import users
 from service.tokens import token_hash
@@ -28,8 +29,6 @@ class Authenticator:
         self._pool = pool
         self._timeout = timeout
         self._cache: dict[bytes, tuple[float, Principal]] = {}
-        self.hits = 0
-        self.misses = 0
 
     async def principal(self, token: str | None) -> Principal:
         """The token's owner, whatever its kind or state; Unauthorized if Herald does not know it."""
@@ -39,9 +38,9 @@ class Authenticator:
         cached = self._cache.get(digest)
         now = time.monotonic()
         if cached is not None and cached[0] > now:
-            self.hits += 1
+            AUTH_LOOKUPS.labels("hit").inc()
             return cached[1]
-        self.misses += 1
+        AUTH_LOOKUPS.labels("miss").inc()
 
         async def lookup(conn: asyncpg.Connection) -> Principal | None:
             return await users.principal_by_token(conn, digest)

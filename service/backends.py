@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import redis.asyncio as aioredis
 
 from service import cache, db
 from service.auth import Authenticator
 from service.cache import CountCache
+from service.model import Counts
 from service.settings import Settings
 
 
@@ -18,6 +21,8 @@ class Backends:
         self.redis = client
         self.counts = CountCache(client)
         self.auth = Authenticator(pool, settings.backend_timeout)
+        # Count rebuilds in flight in this process (see service/notifications.py).
+        self.rebuilding: dict[int, asyncio.Future[Counts]] = {}
 
     @classmethod
     async def open(cls, settings: Settings, name: str) -> Backends:

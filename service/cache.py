@@ -17,9 +17,10 @@ The count protocol (why the badge never drifts)
     - writers racing each other, or a reader rebuilding a cold key while a writer commits, cannot
       leave an older copy over a newer one, in any order of arrival;
     - copying is idempotent, so a retried fan-out chunk or a rebuild can always copy again;
-    - a process that dies between its commit and its copy leaves, at worst, an older copy that
-      expires after COUNT_TTL (or is replaced by the user's next change) and is rebuilt from
-      PostgreSQL by one primary-key read, never by counting rows.
+    - a process that dies between its commit and its copy leaves, at worst, an older copy for at
+      most COUNT_TTL seconds (less if the user changes anything meanwhile); it is then rebuilt from
+      PostgreSQL by one primary-key read, never by counting rows. A fan-out chunk that is run
+      again after its worker died copies its recipients' counts again for the same reason.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ DEAD = "herald:events:dead"
 ATTEMPTS = "herald:events:attempts"
 QUEUE = "herald:queue"
 AUTH_CHANNEL = "herald:auth"
-COUNT_TTL = 600
+# A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
+# process that died between its commit and its copy can leave a badge behind.
+COUNT_TTL = 60
 _PUBLISH_BATCH = 1000
 
 

@@ -1,8 +1,12 @@
 """One Redis pub/sub connection per API process, fanned out to whoever listens in that process.
 
-It always listens on `herald:auth` (a user whose cached credentials must be dropped). If the
-connection drops, messages may have been missed, so the whole credential cache is dropped and the
-subscriptions are made again once Redis is back.
+It always listens on `herald:auth` (a user whose cached credentials must be dropped) and, for each
+user with at least one open stream in this process, on `herald:user:{id}`. Listeners get a queue
+of `Change`s; `RESYNC` tells them messages may have been missed (the connection dropped) so they
+should read the counts afresh, and `None` that the process is shutting down.
+
+If the connection drops, the whole credential cache is dropped too (invalidations may have been
+missed), and every subscription is made again once Redis is back.
 """
 
 from __future__ import annotations
@@ -10,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.client import PubSub
 
 from service.auth import Authenticator
-from service.cache import AUTH_CHANNEL
+from service.cache import AUTH_CHANNEL, Change, decode_change, user_channel
 
 log = logging.getLogger("herald.hub")
+
+RESYNC = Change(v=-1, unread=-1, total=-1)
+QUEUE_SIZE = 256
 
 
 class Hub:
@@ -28,15 +36,25 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self._stopping = False
+        self._listeners: dict[int, set[asyncio.Queue[Change | None]]] = {}
         self.connected = asyncio.Event()
+        self.draining = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="herald-hub")
 
+    def end_streams(self) -> None:
+        """End every open stream now, and any opened from now on: the process is shutting down.
+        Its server waits for open connections before shutting the app down, so streams (which
+        never finish by themselves) must be ended first."""
+        self.draining = True
+        self._broadcast(None)
+
     async def stop(self) -> None:
-        """Close the connection under the reader rather than cancel it: redis-py's read with a
-        timeout can swallow a cancellation and keep waiting. Cancel only if that did not work."""
+        """End every stream, then close the connection under the reader rather than cancel it:
+        redis-py's read with a timeout can swallow a cancellation and keep waiting."""
         self._stopping = True
+        self.end_streams()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -47,13 +65,43 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(self._task, 2)
 
+    @contextlib.asynccontextmanager
+    async def listen(self, user_id: int) -> AsyncIterator[asyncio.Queue[Change | None]]:
+        """A queue of the user's changes for as long as the block runs."""
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
+        if self.draining:
+            queue.put_nowait(None)
+        queues = self._listeners.setdefault(user_id, set())
+        queues.add(queue)
+        if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
+            try:
+                await self._pubsub.subscribe(user_channel(user_id))
+            except (redis.exceptions.RedisError, OSError):
+                _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
+        try:
+            yield queue
+        finally:
+            queues.discard(queue)
+            if not queues:
+                del self._listeners[user_id]
+                if self._pubsub is not None and self.connected.is_set() and not self._stopping:
+                    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                        await self._pubsub.unsubscribe(user_channel(user_id))
+
+    @property
+    def listening(self) -> int:
+        return sum(len(q) for q in self._listeners.values())
+
     async def _run(self) -> None:
         delay = 0.1
+        reconnecting = False
         while not self._stopping:
             self._pubsub = pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(AUTH_CHANNEL)
+                await pubsub.subscribe(AUTH_CHANNEL, *(user_channel(u) for u in self._listeners))
                 self.connected.set()
+                if reconnecting:  # listeners may have missed messages while it was down
+                    self._broadcast(RESYNC)
                 delay = 0.1
                 while not self._stopping:
                     # A bounded wait (not a blocking read), so the client's socket timeout never
@@ -63,6 +111,7 @@ class Hub:
                         self._dispatch(message["channel"], message["data"])
             except (redis.exceptions.RedisError, OSError) as exc:
                 self.connected.clear()
+                reconnecting = True
                 if self._stopping:
                     return
                 # Invalidations may have been missed while the connection was down.
@@ -74,9 +123,31 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def _broadcast(self, change: Change | None) -> None:
+        for queues in self._listeners.values():
+            for queue in queues:
+                _offer(queue, change)
+
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == AUTH_CHANNEL.encode():
             try:
                 self._auth.forget_user(int(data))
             except ValueError:
                 self._auth.forget_all()
+            return
+        try:
+            user_id = int(channel.rsplit(b":", 1)[1])
+            change = decode_change(data)
+        except (ValueError, IndexError):
+            log.warning("ignored a malformed message on %r", channel)
+            return
+        for queue in self._listeners.get(user_id, ()):
+            _offer(queue, change)
+
+
+def _offer(queue: asyncio.Queue[Change | None], change: Change | None) -> None:
+    """Put without waiting. A stream too slow to keep up loses its oldest changes; its badge stays
+    right because every change carries the whole count and the newest one is always kept."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(change)

@@ -14,18 +14,20 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 import redis.exceptions
 
 from service import db
 from service.backends import Backends
 from service.errors import NotFound
+from service.metrics import COUNT_READS
 from service.model import Counts, InboxItem, InboxQuery, Page, Principal
 from service.store import inbox
 
 log = logging.getLogger("herald.notifications")
 
-# Rebuilds in flight in this process, so a cold key is read from PostgreSQL once, not once per poll.
-_rebuilding: dict[int, asyncio.Future[Counts]] = {}
+# How long a finished rebuild still answers polls that missed Redis while it ran.
+REBUILD_KEPT = 1.0
 
 
 async def publish(b: Backends, changes: Sequence[Counts]) -> None:
@@ -44,26 +46,41 @@ async def counts(b: Backends, user_id: int) -> Counts:
     try:
         cached = await b.counts.get(user_id)
     except redis.exceptions.RedisError:
+        COUNT_READS.labels("fallback").inc()
         return await _from_database(b, user_id)
     if cached is not None:
+        COUNT_READS.labels("hit").inc()
         return cached
-    pending = _rebuilding.get(user_id)
+    rebuilding = b.rebuilding  # rebuilds in flight, so a cold key is read once, not once per poll
+    pending = rebuilding.get(user_id)
     if pending is not None:
+        COUNT_READS.labels("coalesced").inc()
         return await asyncio.shield(pending)
-    future: asyncio.Future[Counts] = asyncio.get_running_loop().create_future()
-    _rebuilding[user_id] = future
+    COUNT_READS.labels("rebuild").inc()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Counts] = loop.create_future()
+    rebuilding[user_id] = future
     try:
         fresh = await _from_database(b, user_id)
         with contextlib.suppress(redis.exceptions.RedisError):
             await b.counts.fill(fresh)
         future.set_result(fresh)
+        # Kept a moment longer: a poll whose Redis miss was answered just before the fill landed
+        # would otherwise find no rebuild running and start a second one.
+        loop.call_later(REBUILD_KEPT, _forget_rebuild, rebuilding, user_id, future)
         return fresh
     except BaseException as exc:
+        rebuilding.pop(user_id, None)
         future.set_exception(exc)
         future.exception()  # retrieved here, so a rebuild nobody else awaited is not logged as lost
         raise
-    finally:
-        del _rebuilding[user_id]
+
+
+def _forget_rebuild(
+    rebuilding: dict[int, asyncio.Future[Counts]], user_id: int, future: asyncio.Future[Counts]
+) -> None:
+    if rebuilding.get(user_id) is future:
+        del rebuilding[user_id]
 
 
 async def _from_database(b: Backends, user_id: int) -> Counts:
@@ -155,3 +172,36 @@ async def delete_all(b: Backends, who: Principal) -> int:
     if new is not None:
         await publish(b, [new])
     return gone
+
+
+async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 100) -> list[InboxItem]:
+    """Unread rows that arrived after `row_id`, oldest first (for a stream that reconnects)."""
+
+    async def read(conn: asyncpg.Connection) -> list[InboxItem]:
+        return await inbox.arrived_after(conn, who, row_id, limit)
+
+    return await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+
+
+# Events as rows, by (tenant, event): every connected recipient of an arrival in this process is
+# rendered from one read. Events never change after they are published, so entries never go stale.
+_arrivals: dict[tuple[int, int], InboxItem] = {}
+_ARRIVALS_KEPT = 1024
+
+
+async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> InboxItem | None:
+    """The new row `row_id` of event `event_id`, as it was when it arrived (unread)."""
+    key = (who.tenant_id, event_id)
+    template = _arrivals.get(key)
+    if template is None:
+
+        async def read(conn: asyncpg.Connection) -> InboxItem | None:
+            return await inbox.event_as_item(conn, who, event_id)
+
+        template = await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+        if template is None:
+            return None
+        if len(_arrivals) >= _ARRIVALS_KEPT:
+            _arrivals.pop(next(iter(_arrivals)))
+        _arrivals[key] = template
+    return msgspec.structs.replace(template, id=row_id, user=who.user)

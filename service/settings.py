@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Serve the demo page and its publish route (only `herald dev` turns this on).
     demo: bool = False
     log_format: str = "json"
+    # Seconds between keep-alive comments on an idle stream (the contract allows at most 15).
+    stream_heartbeat: float = 15.0
 
     def require_backends(self) -> tuple[str, str]:
         """The two URLs, for the parts that cannot start embedded servers themselves."""

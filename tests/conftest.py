@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from service import admin, db
 from service.backends import Backends
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from service.http.app import create_app
 from service.model import Event, decode_event
 from service.settings import Settings
@@ -97,7 +97,7 @@ def settings(servers: Servers) -> Settings:
 async def clean(servers: Servers) -> None:
     conn = await asyncpg.connect(servers.database_url)
     try:
-        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        await conn.execute(f"TRUNCATE {TABLES} CASCADE")
     finally:
         await conn.close()
     client = aioredis.Redis.from_url(servers.redis_url)
@@ -151,6 +151,29 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield http
     finally:
         stop.set()
+        await task
+
+
+@asynccontextmanager
+async def listening(settings: Settings) -> AsyncIterator[str]:
+    """The app behind a real HTTP server (uvicorn) on this test's loop; yields its base URL.
+
+    For what the in-memory transport cannot do: responses that stream (Server-Sent Events).
+    """
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the test server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
         await task
 
 

@@ -16,6 +16,7 @@ import redis
 from service.cache import STREAM
 from service.embedded import free_port
 from tests.conftest import Servers
+from tests.sse import open_stream
 
 
 def herald(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -35,31 +36,40 @@ def env(servers: Servers, clean: None) -> dict[str, str]:
     }
 
 
+def wait_ready(base: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert all(p.poll() is None for p in procs), "a Herald process exited during start"
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the API did not become ready"
+        time.sleep(0.1)
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail("a Herald process did not stop within 30 s of SIGTERM")
+
+
 @pytest.fixture
 def running(env: dict[str, str]) -> Iterator[str]:
     base = f"http://127.0.0.1:{env['HERALD_PORT']}"
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", part], env=env) for part in ("api", "worker")]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert all(p.poll() is None for p in procs), "a Herald process exited during start"
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the API did not become ready"
-            time.sleep(0.1)
+        wait_ready(base, procs)
         yield base
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                pytest.fail("a Herald process did not stop within 30 s of SIGTERM")
+        stop(procs)
 
 
 def json_line(done: subprocess.CompletedProcess[bytes]) -> Any:
@@ -137,3 +147,47 @@ def test_the_cli_publishes_subscribes_and_deactivates(env: dict[str, str], runni
 def test_migrate_is_idempotent(env: dict[str, str]) -> None:
     assert json_line(herald("migrate", env=env)) == {"migrated": True}
     assert json_line(herald("migrate", env=env)) == {"migrated": True}
+
+
+async def test_a_change_through_one_api_process_reaches_a_stream_held_by_another(
+    env: dict[str, str], running: str
+) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "carol", env=env))["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    other_env = {**env, "HERALD_PORT": str(free_port())}
+    other = f"http://127.0.0.1:{other_env['HERALD_PORT']}"
+    second = subprocess.Popen([sys.executable, "-m", "service.cli", "api"], env=other_env)
+    try:
+        wait_ready(other, [second])
+        async with open_stream(running, headers) as stream:
+            assert (await stream.next_event()).json() == {"unread_count": 0}
+            event = {"id": "x1", "type": "t", "tenant": "acme", "audience": {"users": ["carol"]}, "message": "hi"}
+            r = redis.Redis.from_url(env["HERALD_REDIS_URL"])
+            r.xadd(STREAM, {"event": msgspec.json.encode(event)})
+            r.close()
+            note = await stream.next_event()
+            assert note.event == "notification" and note.json()["message"] == "hi"
+            assert (await stream.next_event()).json() == {"unread_count": 1}
+            async with httpx.AsyncClient(base_url=other, headers=headers) as http:
+                assert (await http.patch("/v1/notifications/read-all")).json()["data"]["marked_count"] == 1
+            assert (await stream.next_event()).json() == {"unread_count": 0}
+    finally:
+        stop([second])
+
+
+async def test_sigterm_ends_open_streams_cleanly_and_the_api_exits(env: dict[str, str]) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "dan", env=env))["token"]
+    base = f"http://127.0.0.1:{env['HERALD_PORT']}"
+    api = subprocess.Popen([sys.executable, "-m", "service.cli", "api"], env=env)
+    try:
+        wait_ready(base, [api])
+        async with open_stream(base, {"X-API-Key": token}) as stream:
+            await stream.next_event()
+            started = time.monotonic()
+            api.send_signal(signal.SIGTERM)
+            with pytest.raises(EOFError):  # the stream ends: no error, no cut connection
+                await stream.next(timeout=10)
+            assert time.monotonic() - started < 5
+        assert api.wait(30) == 0
+    finally:
+        stop([api])

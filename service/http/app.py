@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from litestar import Litestar, Router
@@ -30,6 +34,32 @@ PROFILES: dict[str, tuple[Callable[[str], Router], Renderer]] = {
 MAX_BODY = 1024 * 1024
 
 
+def _end_streams_on_sigterm(hub: Hub) -> Callable[[], None]:
+    """On SIGTERM, end open streams at once, then let the server's own handling go on.
+
+    The server (granian) stops taking connections on SIGTERM and waits for open ones to finish
+    before it shuts the app down; a stream never finishes by itself. asyncio delivers signals to
+    the loop through a wakeup fd and still calls the Python-level handler, so a handler set here
+    runs beside the server's loop handler without replacing it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(hub.end_streams)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     settings.require_backends()
@@ -42,9 +72,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hub.start()
         app.state.backends = backends
         app.state.hub = hub
+        restore = _end_streams_on_sigterm(hub)
         try:
             yield
         finally:
+            restore()
             await hub.stop()
             await backends.close()
 

@@ -36,9 +36,12 @@ def backends_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Backends:
     return found
 
 
-def _guard(rule: Callable[[Principal], Principal]) -> Callable[..., Any]:
+def _guard(rule: Callable[[Principal], Principal], *, query_token: bool = False) -> Callable[..., Any]:
     async def check(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        who = await backends_of(connection).auth.principal(token_of(connection))
+        token = token_of(connection)
+        if token is None and query_token:
+            token = connection.query_params.get("token")
+        who = await backends_of(connection).auth.principal(token)
         connection.scope[_SCOPE_KEY] = rule(who)  # type: ignore[literal-required]
 
     return check
@@ -47,6 +50,8 @@ def _guard(rule: Callable[[Principal], Principal]) -> Callable[..., Any]:
 reader_guard = _guard(auth.reader)
 producer_guard = _guard(auth.producer)
 admin_guard = _guard(auth.admin)
+# Streams also take `?token=`: a browser's EventSource cannot send headers.
+stream_guard = _guard(auth.reader, query_token=True)
 
 
 def _who(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:

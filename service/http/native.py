@@ -19,6 +19,8 @@ from service.backends import Backends
 from service.errors import Forbidden, InvalidEvent
 from service.http.errors import Problem, handlers
 from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard
+from service.http.stream import live
+from service.metrics import render as render_metrics
 from service.model import Event, Input, Name, Principal, decode_events
 
 MAX_BATCH = 1000
@@ -174,10 +176,15 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
     )
 
 
+@get("/metrics", summary="Prometheus metrics of this process", media_type="text/plain; version=0.0.4")
+async def metrics() -> bytes:
+    return render_metrics()
+
+
 def router() -> Router:
     return Router(
         "/",
-        route_handlers=[unread_count, publish_events, create_user, create_subscription, healthz, readyz],
+        route_handlers=[unread_count, live, publish_events, create_user, create_subscription, healthz, readyz, metrics],
         dependencies=dependencies,
         exception_handlers=handlers(render),
         tags=["herald"],

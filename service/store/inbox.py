@@ -25,6 +25,16 @@ WHERE i.user_id = $1
 """
 _COUNT_JOINED = "SELECT count(*) FROM inbox i JOIN events e ON e.id = i.event_id WHERE i.user_id = $1"
 _GET = _COLUMNS + " AND i.id = $2"
+# An event in the shape of a new, unread row of it (row id and user are filled in by the caller):
+# a stream renders an arrival from this, cached per event, instead of reading each row.
+_EVENT_AS_ITEM = """
+SELECT 0, e.occurred_at, NULL::timestamptz, e.id, e.external_id, e.type, e.title, e.message, e.category,
+       e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
+       e.occurred_at
+FROM events e WHERE e.id = $1 AND e.tenant_id = $2
+"""
+# What arrived after row $2, oldest first: replayed to a stream that reconnects.
+_ARRIVED_AFTER = _COLUMNS + " AND i.id > $2 AND i.read_at IS NULL ORDER BY i.id LIMIT $3"
 
 # Filter fragments; `{}` is the number of the parameter that carries the value.
 _READ = " AND i.read_at IS NOT NULL"
@@ -171,6 +181,15 @@ async def count(conn: asyncpg.Connection, who: Principal, query: InboxQuery) -> 
 async def get(conn: asyncpg.Connection, who: Principal, row_id: int) -> InboxItem | None:
     row = await conn.fetchrow(_GET, who.user_id, row_id)
     return None if row is None else _item(row, who)
+
+
+async def event_as_item(conn: asyncpg.Connection, who: Principal, event_id: int) -> InboxItem | None:
+    row = await conn.fetchrow(_EVENT_AS_ITEM, event_id, who.tenant_id)
+    return None if row is None else _item(row, who)
+
+
+async def arrived_after(conn: asyncpg.Connection, who: Principal, row_id: int, limit: int) -> list[InboxItem]:
+    return [_item(r, who) for r in await conn.fetch(_ARRIVED_AFTER, who.user_id, row_id, limit)]
 
 
 async def counts(conn: asyncpg.Connection, user_id: int) -> Counts:

@@ -1,0 +1,119 @@
+"""GET /v1/stream: a user's badge and arrivals as Server-Sent Events.
+
+    event: unread         {"unread_count": N}, on connect and after every change (reads and
+                          deletes included, not only arrivals)
+    event: notification   the new item, in the scalebox item shape, when one arrives
+    : ping                a comment at least every 15 seconds, so proxies keep the line open
+
+Every event's id is "<counts version>.<newest row id sent>". A client that reconnects with
+`Last-Event-ID` first gets the unread notifications that arrived after that row (up to 100,
+oldest first), then the current count. Changes come from Redis pub/sub (service/hub.py), so a
+change made through any API process or worker reaches a stream held by any other. When the process
+shuts down, open streams end cleanly (the client's EventSource reconnects elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+from litestar import Request, get
+from litestar.di import NamedDependency
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from service import notifications
+from service.backends import Backends
+from service.cache import Change
+from service.http.guard import stream_guard
+from service.http.profiles.scalebox import present
+from service.hub import RESYNC, Hub
+from service.metrics import STREAMS_OPEN
+from service.model import Counts, InboxItem, Principal
+
+HEARTBEAT = 15.0
+RETRY_MS = 3000
+REPLAY_MAX = 100
+
+
+def _last_seen(header: str | None) -> int | None:
+    """The newest row id a reconnecting client had, from its Last-Event-ID."""
+    if not header:
+        return None
+    _, _, row = header.partition(".")
+    return int(row) if row.isdigit() else None
+
+
+class _Stream:
+    def __init__(self, b: Backends, hub: Hub, who: Principal, last_row: int | None, heartbeat: float) -> None:
+        self.b, self.hub, self.who = b, hub, who
+        self.version = -1
+        self.newest = last_row or 0
+        self.replay_from = last_row
+        self.heartbeat = heartbeat
+
+    def _id(self) -> str:
+        return f"{self.version}.{self.newest}"
+
+    def _unread(self, counts: Counts) -> ServerSentEventMessage:
+        self.version = counts.version
+        return ServerSentEventMessage(
+            event="unread", data=msgspec.json.encode({"unread_count": counts.unread}).decode(), id=self._id()
+        )
+
+    def _notification(self, item: InboxItem) -> ServerSentEventMessage:
+        self.newest = max(self.newest, item.id)
+        return ServerSentEventMessage(
+            event="notification", data=msgspec.json.encode(present(item)).decode(), id=self._id()
+        )
+
+    async def events(self) -> AsyncGenerator[ServerSentEventMessage, None]:
+        STREAMS_OPEN.inc()
+        try:
+            # Listen first, then read: a change between the two is then seen twice, never missed.
+            async with self.hub.listen(self.who.user_id) as queue:
+                counts = await notifications.counts(self.b, self.who.user_id)
+                if self.replay_from is not None:
+                    for item in await notifications.arrived_after(self.b, self.who, self.replay_from, REPLAY_MAX):
+                        yield self._notification(item)
+                first = self._unread(counts)
+                first.retry = RETRY_MS
+                yield first
+                while True:
+                    try:
+                        change = await asyncio.wait_for(queue.get(), self.heartbeat)
+                    except TimeoutError:
+                        yield ServerSentEventMessage(comment="ping", data=None)  # a comment alone: no empty message
+                        continue
+                    if change is None:  # the process is shutting down
+                        return
+                    async for message in self._apply(change):
+                        yield message
+        finally:
+            STREAMS_OPEN.dec()
+
+    async def _apply(self, change: Change) -> AsyncGenerator[ServerSentEventMessage, None]:
+        if change is RESYNC:
+            counts = await notifications.counts(self.b, self.who.user_id)
+            if counts.version != self.version:
+                yield self._unread(counts)
+            return
+        if change.item is not None and change.event is not None and change.item > self.newest:
+            item = await notifications.arrival(self.b, self.who, change.item, change.event)
+            if item is not None:
+                yield self._notification(item)
+        # Copies can arrive out of order; only a newer one changes the badge.
+        if change.v > self.version:
+            yield self._unread(
+                Counts(user_id=self.who.user_id, unread=change.unread, total=change.total, version=change.v)
+            )
+
+
+@get("/v1/stream", guards=[stream_guard], summary="Live badge and arrivals (Server-Sent Events)")
+async def live(
+    request: Request[Any, Any, Any], b: NamedDependency[Backends], who: NamedDependency[Principal]
+) -> ServerSentEvent:
+    hub: Hub = request.app.state.hub
+    live = _Stream(b, hub, who, _last_seen(request.headers.get("last-event-id")), b.settings.stream_heartbeat)
+    return ServerSentEvent(live.events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
