@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -10,8 +10,10 @@ import redis.asyncio as aioredis
 from service import cache, db
 from service.auth import Authenticator
 from service.cache import CountCache
-from service.model import Counts
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.notifications import Rebuild
 
 
 class Backends:
@@ -21,8 +23,9 @@ class Backends:
         self.redis = client
         self.counts = CountCache(client)
         self.auth = Authenticator(pool, settings.backend_timeout)
-        # Count rebuilds in flight in this process (see service/notifications.py).
-        self.rebuilding: dict[int, asyncio.Future[Counts]] = {}
+        # Count rebuilds in this process, and a ticket per count read (see service/notifications.py).
+        self.rebuilding: dict[int, Rebuild] = {}
+        self.poll_ticket = 0
 
     @classmethod
     async def open(cls, settings: Settings, name: str) -> Backends:

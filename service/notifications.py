@@ -37,12 +37,27 @@ async def publish(b: Backends, changes: Sequence[Counts]) -> None:
         log.warning("counts not copied to Redis (%s); they will be rebuilt from PostgreSQL", exc)
 
 
+class Rebuild:
+    """A count read from PostgreSQL for polls that found Redis cold.
+
+    Once its copy is in Redis, its result may still answer a poll whose Redis read began before
+    that moment (such a poll could not have seen the copy), but not a later one: a later miss
+    means the copy was lost again, and the count may have changed since.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.result: asyncio.Future[Counts] = loop.create_future()
+        self.filled_at: int | None = None  # the poll ticket current when the copy landed
+
+
 async def counts(b: Backends, user_id: int) -> Counts:
     """The user's counts: from Redis when cached, else rebuilt once from PostgreSQL.
 
     If Redis is unreachable, PostgreSQL answers directly: the badge degrades to one primary-key
     read instead of failing.
     """
+    b.poll_ticket += 1
+    ticket = b.poll_ticket
     try:
         cached = await b.counts.get(user_id)
     except redis.exceptions.RedisError:
@@ -51,35 +66,32 @@ async def counts(b: Backends, user_id: int) -> Counts:
     if cached is not None:
         COUNT_READS.labels("hit").inc()
         return cached
-    rebuilding = b.rebuilding  # rebuilds in flight, so a cold key is read once, not once per poll
-    pending = rebuilding.get(user_id)
-    if pending is not None:
+    running = b.rebuilding.get(user_id)
+    if running is not None and (running.filled_at is None or ticket <= running.filled_at):
         COUNT_READS.labels("coalesced").inc()
-        return await asyncio.shield(pending)
+        return await asyncio.shield(running.result)
     COUNT_READS.labels("rebuild").inc()
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Counts] = loop.create_future()
-    rebuilding[user_id] = future
+    rebuild = b.rebuilding[user_id] = Rebuild(loop)
     try:
         fresh = await _from_database(b, user_id)
         with contextlib.suppress(redis.exceptions.RedisError):
             await b.counts.fill(fresh)
-        future.set_result(fresh)
-        # Kept a moment longer: a poll whose Redis miss was answered just before the fill landed
-        # would otherwise find no rebuild running and start a second one.
-        loop.call_later(REBUILD_KEPT, _forget_rebuild, rebuilding, user_id, future)
+        rebuild.filled_at = b.poll_ticket
+        rebuild.result.set_result(fresh)
+        # Polls that missed Redis just before the copy landed may still be on their way here.
+        loop.call_later(REBUILD_KEPT, _forget_rebuild, b.rebuilding, user_id, rebuild)
         return fresh
     except BaseException as exc:
-        rebuilding.pop(user_id, None)
-        future.set_exception(exc)
-        future.exception()  # retrieved here, so a rebuild nobody else awaited is not logged as lost
+        if b.rebuilding.get(user_id) is rebuild:
+            del b.rebuilding[user_id]
+        rebuild.result.set_exception(exc)
+        rebuild.result.exception()  # retrieved here, so a rebuild nobody else awaited is not logged as lost
         raise
 
 
-def _forget_rebuild(
-    rebuilding: dict[int, asyncio.Future[Counts]], user_id: int, future: asyncio.Future[Counts]
-) -> None:
-    if rebuilding.get(user_id) is future:
+def _forget_rebuild(rebuilding: dict[int, Rebuild], user_id: int, rebuild: Rebuild) -> None:
+    if rebuilding.get(user_id) is rebuild:
         del rebuilding[user_id]
 
 

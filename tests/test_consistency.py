@@ -1,0 +1,298 @@
+"""One number everywhere: the unread count never drifts, whatever ran concurrently before.
+
+Both tests drive real PostgreSQL and Redis through the real code paths (fan-outs split into
+chunks that run concurrently and sometimes twice, reads, unreads, bulk actions, read-all, deletes,
+through every profile, and lost caches), then compare at quiescence: the unread rows themselves,
+`inbox_counts`, the Redis copy, `/v1/unread-count`, scalebox `unread_count`, aptly and qualytics
+totals, and the last `unread` event of open streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import msgspec
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+from service import admin, ids
+from service.backends import Backends
+from service.cache import count_key, decode_counts
+from service.settings import Settings
+from tests.conftest import JobRecorder, Servers, listening, make_event, serving
+from tests.sse import Reader, open_stream
+from workers.fanout import Fanout
+
+USERS = [f"u{i}" for i in range(6)]
+TOPIC_MEMBERS = USERS[::2]
+
+
+class Harness:
+    """The system under test, and every way of changing a user's inbox."""
+
+    def __init__(self, b: Backends, http: httpx.AsyncClient) -> None:
+        self.b = b
+        self.http = http
+        self.jobs = JobRecorder()
+        self.fan = Fanout(b, self.jobs)  # type: ignore[arg-type]
+        self.tokens: dict[str, str] = {}
+        self.published: list[Any] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, settings: Settings) -> AsyncIterator[Harness]:
+        backends = await Backends.open(settings, "herald-consistency")
+        try:
+            async with serving(settings) as http:
+                harness = cls(backends, http)
+                await harness.reset()
+                yield harness
+        finally:
+            await backends.close()
+
+    async def reset(self) -> None:
+        async with self.b.pool.acquire() as conn:
+            await conn.execute(
+                "TRUNCATE inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, users, tenants CASCADE"
+            )
+            for user in USERS:
+                self.tokens[user] = (await admin.create_user(conn, "acme", user)).token
+            for user in TOPIC_MEMBERS:
+                await admin.subscribe(conn, "acme", user, "topic")
+        await self.b.redis.flushdb()
+        self.published.clear()
+        self.jobs = JobRecorder()
+        self.fan = Fanout(self.b, self.jobs)  # type: ignore[arg-type]  # its tenant cache outlived the truncation
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def publish(self, audience: dict[str, Any], repeat: bool = False) -> None:
+        """Fan out an event; its chunk jobs run concurrently, and with `repeat`, twice each."""
+        event = random.choice(self.published) if repeat and self.published else make_event(audience=audience)
+        self.published.append(event)
+        await self.fan.ingest(event)
+        pending, self.jobs.jobs = self.jobs.jobs, []
+        runs = [self.fan.run_chunk(*args) for _, args, _ in pending]
+        if repeat:
+            runs += [self.fan.run_chunk(*args) for _, args, _ in pending]
+        await asyncio.gather(*runs)
+
+    async def rows(self, user: str) -> list[int]:
+        async with self.b.pool.acquire() as conn:
+            found = await conn.fetch(
+                "SELECT i.id FROM inbox i JOIN users u ON u.id = i.user_id WHERE u.external_id = $1 ORDER BY i.id", user
+            )
+        return [r[0] for r in found]
+
+    async def change(self, kind: str, user: str, pick: int, via: int) -> None:
+        rows = await self.rows(user)
+        h = self.headers(user)
+        row = rows[pick % len(rows)] if rows else 1
+        some = rows[pick % max(len(rows), 1) :][:3] or [1]
+        sb, ap = ids.to_scalebox(row), ids.to_uuid(row)
+        actions: dict[str, list[Callable[[], Awaitable[httpx.Response]]]] = {
+            "read": [
+                lambda: self.http.put(f"/api/user-notifications/acknowledge/{row}", headers=h),
+                lambda: self.http.patch(f"/v1/notifications/{sb}/read", headers=h),
+                lambda: self.http.patch(f"/aptly/v1/notifications/{ap}/read", headers=h),
+                lambda: self.http.patch(
+                    "/api/user-notifications/acknowledge", json=[{"id": r} for r in some], headers=h
+                ),
+                lambda: self.http.patch(
+                    "/v1/notifications/bulk-read",
+                    json={"notification_ids": [ids.to_scalebox(r) for r in some]},
+                    headers=h,
+                ),
+            ],
+            "unread": [
+                lambda: self.http.patch(f"/v1/notifications/{sb}/unread", headers=h),
+                lambda: self.http.patch(f"/aptly/v1/notifications/{ap}/unread", headers=h),
+                lambda: self.http.patch(
+                    "/v1/notifications/bulk-unread",
+                    json={"notification_ids": [ids.to_scalebox(r) for r in some]},
+                    headers=h,
+                ),
+            ],
+            "read_all": [
+                lambda: self.http.patch("/api/user-notifications/acknowledge", json=[], headers=h),
+                lambda: self.http.patch("/v1/notifications/read-all", headers=h),
+                lambda: self.http.patch("/aptly/v1/notifications/read-all", headers=h),
+            ],
+            "delete": [
+                lambda: self.http.delete(f"/v1/notifications/{sb}", headers=h),
+                lambda: self.http.delete(f"/aptly/v1/notifications/{ap}", headers=h),
+                lambda: self.http.post(
+                    "/v1/notifications/bulk-delete",
+                    json={"notification_ids": [ids.to_scalebox(r) for r in some]},
+                    headers=h,
+                ),
+            ],
+            "delete_all": [lambda: self.http.delete("/v1/notifications", headers=h)],
+        }
+        options = actions[kind]
+        reply = await options[via % len(options)]()
+        assert reply.status_code in (200, 404), reply.text
+
+    async def lose_cache(self) -> None:
+        await self.b.redis.flushdb()
+
+    # -- the check ---------------------------------------------------------------------------
+
+    async def check(self, streams: dict[str, Reader] | None = None) -> None:
+        async with self.b.pool.acquire() as conn:
+            truth = {
+                r[0]: (r[1], r[2], r[3], r[4], r[5])
+                for r in await conn.fetch(
+                    """SELECT u.external_id, u.id,
+                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id AND i.read_at IS NULL),
+                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id), c.unread, c.total
+                       FROM users u JOIN inbox_counts c ON c.user_id = u.id"""
+                )
+            }
+        for user in USERS:
+            user_id, unread, total, counted_unread, counted_total = truth[user]
+            assert (counted_unread, counted_total) == (unread, total), f"inbox_counts drifted for {user}"
+            cached = await self.b.redis.get(count_key(user_id))
+            if cached is not None:
+                copy = decode_counts(user_id, cached)
+                assert (copy.unread, copy.total) == (unread, total), f"the Redis copy drifted for {user}"
+            h = self.headers(user)
+            badge = (await self.http.get("/v1/unread-count", headers=h)).json()["unread_count"]
+            scalebox = (await self.http.get("/v1/notifications", params={"limit": 1}, headers=h)).json()["data"]
+            aptly = (
+                await self.http.get(
+                    "/aptly/v1/notifications", params={"tenantId": "acme", "status": "UNREAD"}, headers=h
+                )
+            ).json()
+            qualytics = (await self.http.get("/api/user-notifications", headers=h)).json()["total"]
+            seen = (badge, scalebox["unread_count"], aptly["data"]["total"], qualytics, scalebox["pagination"]["total"])
+            assert seen == (unread, unread, unread, unread, total), f"{user}: {seen} but {unread} unread of {total}"
+            if streams and user in streams:
+                assert await last_unread(streams[user]) == unread, f"the stream of {user} drifted"
+
+
+async def last_unread(stream: Reader) -> int | None:
+    """The newest badge a stream has announced, once it has gone quiet."""
+    value = None
+    with contextlib.suppress(TimeoutError):
+        while True:
+            message = await stream.next_event(timeout=0.5)
+            if message.event == "unread":
+                value = message.json()["unread_count"]
+    return value
+
+
+AUDIENCES: list[dict[str, Any]] = [
+    {"users": USERS[:2]},
+    {"users": USERS},
+    {"topics": ["topic"]},
+    {"all": True},
+    {"users": USERS[3:], "topics": ["topic"]},
+]
+KINDS = ["read", "unread", "read_all", "delete", "delete_all"]
+
+
+async def test_counts_agree_after_a_storm_of_concurrent_operations(
+    servers: Servers, settings: Settings, clean: None
+) -> None:
+    # Chunks of two recipients: every multi-user event is a split fan-out whose chunks race.
+    small = msgspec.structs.replace(settings, fanout_chunk=2)
+    rng = random.Random(20261122)
+    async with Harness.running(small) as h, listening(small) as base:
+        for _ in range(3):
+            await h.publish({"users": USERS})
+        async with contextlib.AsyncExitStack() as stack:
+            streams = {u: await stack.enter_async_context(open_stream(base, h.headers(u))) for u in USERS[:3]}
+            for reader in streams.values():
+                await reader.next_event()
+
+            def random_operation() -> Awaitable[None]:
+                roll = rng.random()
+                if roll < 0.25:
+                    return h.publish(rng.choice(AUDIENCES), repeat=rng.random() < 0.2)
+                if roll < 0.28:
+                    return h.lose_cache()
+                return h.change(rng.choice(KINDS), rng.choice(USERS), rng.randrange(20), rng.randrange(5))
+
+            for _ in range(12):
+                await asyncio.gather(*(random_operation() for _ in range(25)))
+            await h.check(streams)
+
+
+class CountMachine(RuleBasedStateMachine):
+    """After every step, every number a client can see equals the unread rows."""
+
+    loop: asyncio.AbstractEventLoop
+    harness: Harness
+
+    def run(self, work: Awaitable[None]) -> None:
+        self.loop.run_until_complete(work)
+
+    @initialize()
+    def fresh_state(self) -> None:
+        self.run(self.harness.reset())
+
+    @rule(audience=st.sampled_from(AUDIENCES), repeat=st.booleans())
+    def publish(self, audience: dict[str, Any], repeat: bool) -> None:
+        self.run(self.harness.publish(audience, repeat))
+
+    @rule(kind=st.sampled_from(KINDS), user=st.sampled_from(USERS), pick=st.integers(0, 30), via=st.integers(0, 4))
+    def change(self, kind: str, user: str, pick: int, via: int) -> None:
+        self.run(self.harness.change(kind, user, pick, via))
+
+    @rule(
+        first=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 30), st.integers(0, 4)),
+        second=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 30), st.integers(0, 4)),
+        audience=st.sampled_from(AUDIENCES),
+    )
+    def concurrently(
+        self, first: tuple[str, str, int, int], second: tuple[str, str, int, int], audience: dict[str, Any]
+    ) -> None:
+        async def together() -> None:
+            await asyncio.gather(
+                self.harness.change(*first), self.harness.change(*second), self.harness.publish(audience)
+            )
+
+        self.run(together())
+
+    @rule()
+    def lose_cache(self) -> None:
+        self.run(self.harness.lose_cache())
+
+    @invariant()
+    def one_number_everywhere(self) -> None:
+        self.run(self.harness.check())
+
+
+def test_counts_never_drift_under_any_sequence(servers: Servers) -> None:
+    settings = Settings(
+        database_url=servers.database_url, redis_url=servers.redis_url, fanout_chunk=2, backend_timeout=2.0
+    )
+    loop = asyncio.new_event_loop()
+    running = Harness.running(settings)
+    try:
+        CountMachine.loop = loop
+        CountMachine.harness = loop.run_until_complete(running.__aenter__())
+        run_state_machine_as_test(
+            CountMachine,
+            settings=hypothesis_settings(
+                max_examples=12,
+                stateful_step_count=15,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+                derandomize=True,
+            ),
+        )
+    finally:
+        loop.run_until_complete(running.__aexit__(None, None, None))
+        loop.close()
