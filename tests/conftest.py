@@ -30,6 +30,9 @@ from service.model import Event, decode_event
 from service.settings import Settings
 from workers.fanout import Fanout, Outcome
 
+# Real `herald` processes (fixtures `env` and `running`) for the end-to-end tests.
+pytest_plugins = ["tests.processes"]
+
 TABLES = "inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, users, tenants"
 
 

@@ -15,7 +15,7 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
 from service.backends import Backends
-from service.http import native
+from service.http import demo, native
 from service.http.errors import Renderer, fallback
 from service.http.profiles import aptly, qualytics, scalebox
 from service.hub import Hub
@@ -80,8 +80,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await hub.stop()
             await backends.close()
 
+    routers = [native.router(), *(make(prefix) for prefix, (make, _) in mounts)]
+    if settings.demo:
+        routers.append(demo.router())
     return Litestar(
-        route_handlers=[native.router(), *(make(prefix) for prefix, (make, _) in mounts)],
+        route_handlers=routers,
         lifespan=[lifespan],
         exception_handlers={
             404: fallback([(prefix, render) for prefix, (_, render) in mounts], native.render),

@@ -1,0 +1,92 @@
+"""The demo bell in a real headless browser, against real `herald api` and `herald worker`.
+
+The browser is Debian's chromium (`.ci/run` installs it); Playwright drives it and never
+downloads one. On a machine without it the test is skipped, saying how to get it.
+"""
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.processes import herald, json_line
+
+CHROMIUM = os.environ.get("HERALD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium: install Debian's (`sudo apt-get install chromium`) or set HERALD_CHROMIUM to its path",
+)
+# The flags a headless browser needs on a machine with no outside network (and as root).
+FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    # The demo on, and a one-second poll hint so the polling fallback shows within a test.
+    return {**env, "HERALD_DEMO": "1", "HERALD_POLL_INTERVAL": "1"}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        await launched.close()
+
+
+async def test_the_bell_moves_live(env: dict[str, str], running: str, browser: Browser) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "erin", env=env))["token"]
+    page: Page = await browser.new_page(viewport={"width": 1100, "height": 620})
+    await page.goto(f"{running}/demo")
+    await page.fill("#token", token)
+    await page.click("#connect")
+    badge = page.locator("#badge")
+    await expect(page.locator("#state-text")).to_have_text("live", timeout=10_000)
+    await expect(badge).to_have_text("0")
+
+    # A test event goes through the stream and the worker, and arrives over the live stream.
+    for n in (1, 2):
+        await page.click("#publish")
+        await expect(badge).to_have_text(str(n), timeout=5_000)
+    await expect(page.locator("li.unread")).to_have_count(2)
+    if os.environ.get("HERALD_DEMO_SCREENSHOT"):
+        await page.screenshot(path=os.environ["HERALD_DEMO_SCREENSHOT"])
+
+    # Marking read moves the badge (pushed back by the stream, not only by the click).
+    await page.locator("button.mark-read").first.click()
+    await expect(badge).to_have_text("1", timeout=5_000)
+    # A change made elsewhere (here: the CLI of another client) reaches the page too.
+    done = herald(
+        "publish",
+        "-",
+        env=env,
+        stdin=b'{"id": "cli-1", "type": "t", "tenant": "acme", '
+        b'"audience": {"users": ["erin"]}, "title": "From the CLI", "message": "hello"}',
+    )
+    assert done.returncode == 0, done.stderr
+    await expect(badge).to_have_text("2", timeout=5_000)
+    await expect(page.locator("li .title").first).to_have_text("From the CLI")
+    await page.click("#read-all")
+    await expect(badge).to_have_text("0", timeout=5_000)
+
+
+async def test_the_bell_falls_back_to_polling_when_the_stream_drops(
+    env: dict[str, str], running: str, browser: Browser
+) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "finn", env=env))["token"]
+    page: Page = await browser.new_page()
+    await page.route("**/v1/stream*", lambda route: route.abort())  # no stream gets through
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.headers.get("if-none-match", "")) if "unread-count" in r.url else None)
+    await page.goto(f"{running}/demo?token={token}")
+    await expect(page.locator("#state-text")).to_have_text("stream lost, polling", timeout=10_000)
+    await page.click("#publish")
+    await expect(page.locator("#badge")).to_have_text("1", timeout=8_000)
+    assert any(polls[1:]), "later polls are conditional (If-None-Match)"
+    await page.unroute("**/v1/stream*")
+    await expect(page.locator("#state-text")).to_have_text("live", timeout=15_000)
