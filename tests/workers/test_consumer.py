@@ -147,3 +147,24 @@ async def test_a_split_fan_out_runs_as_arq_jobs(settings: Settings, backends: Ba
         await worker.close()
     assert await rows(backends) == 2500
     assert worker.jobs_complete == 3 and worker.jobs_failed == 0
+
+
+async def test_a_database_without_the_schema_is_waited_for_not_blamed_on_the_event(
+    servers: Any, settings: Settings, backends: Backends, running: Running
+) -> None:
+    import asyncpg
+
+    from service.errors import Unavailable
+
+    server = servers.database_url.rsplit("/", 1)[0]
+    conn = await asyncpg.connect(server + "/postgres")
+    await conn.execute("DROP DATABASE IF EXISTS herald_unmigrated")
+    await conn.execute("CREATE DATABASE herald_unmigrated")
+    await conn.close()
+    bare = msgspec.structs.replace(settings, database_url=server + "/herald_unmigrated")
+    early = await Backends.open(bare, "herald-test-early")
+    try:
+        with pytest.raises(Unavailable):
+            await Fanout(early, None).ingest(decode_event(event()))  # type: ignore[arg-type]
+    finally:
+        await early.close()
