@@ -106,6 +106,7 @@ def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
         print(
             f"""
 Herald is running at {base}  (OpenAPI: {base}/schema/openapi.json)
+The demo bell: {base}/demo?token={token}
 
   admin token     {token}
   producer token  {producer}
