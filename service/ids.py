@@ -10,7 +10,12 @@ Anything that does not decode is `None`, which callers answer as "not found", ne
 
 from __future__ import annotations
 
+import base64
+import struct
 import uuid
+from datetime import UTC, datetime, timedelta
+
+from service.model import Position
 
 _M64 = (1 << 64) - 1
 _K1 = 0x9E3779B97F4A7C15
@@ -98,3 +103,24 @@ def from_int(text: str | int) -> int | None:
 def _positive(value: int) -> int | None:
     # Row ids come from a bigint identity; anything outside it cannot name a row.
     return value if 0 < value < (1 << 63) else None
+
+
+# Cursors: where a page ended (created time in microseconds, row id), as 22 URL-safe characters.
+# Opaque to clients; not secret either, since a cursor only positions the caller's own list.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_cursor(position: Position) -> str:
+    micros = (position.created_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(struct.pack(">qq", micros, position.id)).decode().rstrip("=")
+
+
+def from_cursor(text: str) -> Position | None:
+    if len(text) != 22:
+        return None
+    try:
+        micros, row_id = struct.unpack(">qq", base64.urlsafe_b64decode(text + "=="))
+        created = _EPOCH + timedelta(microseconds=micros)
+    except (ValueError, struct.error, OverflowError):
+        return None
+    return Position(created_at=created, id=row_id)

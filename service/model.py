@@ -222,7 +222,23 @@ class InboxQuery(Record, frozen=True):
         return bool(self.types or self.categories or self.entity_types or self.trigger_types or self.tags or self.since)
 
 
+class Position(Record, frozen=True):
+    """Where a page ended, in the list's order (created, then id): the next page starts after it."""
+
+    created_at: datetime
+    id: int
+
+
 class Page(Record, frozen=True):
     items: list[InboxItem]
     total: int
     counts: Counts
+    more: bool  # whether rows follow the last item of this page
+
+    @property
+    def end(self) -> Position | None:
+        """The position after which the next page starts; None on the last page."""
+        if not self.more or not self.items:
+            return None
+        last = self.items[-1]
+        return Position(created_at=last.created_at, id=last.id)

@@ -21,7 +21,7 @@ from service import db
 from service.backends import Backends
 from service.errors import NotFound
 from service.metrics import COUNT_READS
-from service.model import Counts, InboxItem, InboxQuery, Page, Principal
+from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal
 from service.store import inbox
 
 log = logging.getLogger("herald.notifications")
@@ -102,15 +102,18 @@ async def _from_database(b: Backends, user_id: int) -> Counts:
     return await db.run(b.pool, read, timeout=b.settings.backend_timeout)
 
 
-async def page(b: Backends, who: Principal, query: InboxQuery, *, limit: int, offset: int) -> Page:
-    """One page of the inbox, its total under the query, and the user's overall counts.
+async def page(
+    b: Backends, who: Principal, query: InboxQuery, *, limit: int, offset: int = 0, after: Position | None = None
+) -> Page:
+    """One page of the inbox (by offset, or after a position), its total under the query, and the
+    user's overall counts.
 
     Totals come from the exact counters unless the query filters on the event, in which case the
-    matching rows are counted.
+    matching rows are counted. One row more than asked is read, to know whether another page follows.
     """
 
     async def read(conn: asyncpg.Connection) -> Page:
-        rows = await inbox.items(conn, who, query, limit=limit, offset=offset)
+        rows = await inbox.items(conn, who, query, limit=limit + 1, offset=offset, after=after)
         overall = await inbox.counts(conn, who.user_id)
         if query.by_event:
             total = await inbox.count(conn, who, query)
@@ -118,7 +121,7 @@ async def page(b: Backends, who: Principal, query: InboxQuery, *, limit: int, of
             total = overall.total
         else:
             total = overall.total - overall.unread if query.read else overall.unread
-        return Page(items=rows, total=total, counts=overall)
+        return Page(items=rows[:limit], total=total, counts=overall, more=len(rows) > limit)
 
     return await db.run(b.pool, read, timeout=b.settings.backend_timeout)
 

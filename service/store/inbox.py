@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from service.model import Counts, InboxItem, InboxQuery, Principal
+from service.model import Counts, InboxItem, InboxQuery, Position, Principal
 
 _COLUMNS = """
 SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
@@ -47,6 +47,10 @@ _BY_FIELD = {
     "tags": " AND e.tags && ${}::text[]",
     "since": " AND i.created_at >= ${}",
 }
+# Keyset paging: rows strictly after a position in the list's order. A row comparison, so the
+# (user_id, created_at, id) index serves it at any depth.
+_AFTER_NEWEST_FIRST = " AND (i.created_at, i.id) < (${}, ${})"
+_AFTER_OLDEST_FIRST = " AND (i.created_at, i.id) > (${}, ${})"
 _NEWEST_FIRST = " ORDER BY i.created_at DESC, i.id DESC"
 _OLDEST_FIRST = " ORDER BY i.created_at ASC, i.id ASC"
 _PAGE = " LIMIT ${} OFFSET ${}"
@@ -162,10 +166,20 @@ def _counts(row: asyncpg.Record, offset: int) -> Counts | None:
 
 
 async def items(
-    conn: asyncpg.Connection, who: Principal, query: InboxQuery, *, limit: int, offset: int = 0
+    conn: asyncpg.Connection,
+    who: Principal,
+    query: InboxQuery,
+    *,
+    limit: int,
+    offset: int = 0,
+    after: Position | None = None,
 ) -> list[InboxItem]:
     params: list[Any] = [who.user_id]
-    sql = _COLUMNS + _where(query, params) + (_OLDEST_FIRST if query.ascending else _NEWEST_FIRST)
+    sql = _COLUMNS + _where(query, params)
+    if after is not None:
+        params += [after.created_at, after.id]
+        sql += (_AFTER_OLDEST_FIRST if query.ascending else _AFTER_NEWEST_FIRST).format(len(params) - 1, len(params))
+    sql += _OLDEST_FIRST if query.ascending else _NEWEST_FIRST
     params += [limit, offset]
     sql += _PAGE.format(len(params) - 1, len(params))
     return [_item(r, who) for r in await conn.fetch(sql, *params)]

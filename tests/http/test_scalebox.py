@@ -58,7 +58,7 @@ async def test_list_has_the_seed_shape(client: Client, alice: User, deliver: Del
     )
     data = ok(await client.get(BASE, headers={"X-API-Key": alice.token}))
     assert set(data) == {"notifications", "pagination", "unread_count"}
-    assert data["pagination"] == {"page": 1, "limit": 50, "total": 1, "total_pages": 1}
+    assert data["pagination"] == {"page": 1, "limit": 50, "total": 1, "total_pages": 1, "next_cursor": None}
     assert data["unread_count"] == 1
     item = data["notifications"][0]
     assert item == {
@@ -93,7 +93,8 @@ async def test_limit_aliases_caps_and_pages(client: Client, alice: User, deliver
         return ok(await client.get(BASE, params=params, headers=alice.headers))
 
     default = await page()
-    assert len(default["notifications"]) == 50 and default["pagination"] == {
+    assert len(default["notifications"]) == 50
+    assert {k: v for k, v in default["pagination"].items() if k != "next_cursor"} == {
         "page": 1,
         "limit": 50,
         "total": 120,
@@ -269,3 +270,45 @@ async def test_every_endpoint_refuses_missing_unknown_and_producer_tokens(
     refused(await client.request(method, BASE + path, headers={"X-API-Key": "herald_pat_unknown"}, **body), 401)
     producer = await make_user(user="svc", kind="producer")
     refused(await client.request(method, BASE + path, headers=producer.headers, **body), 403)
+
+
+async def test_a_cursor_walk_sees_every_old_row_once_while_new_ones_arrive(
+    client: Client, alice: User, deliver: Deliver
+) -> None:
+    # Ties on the timestamp on purpose: ten rows share each second.
+    old = [await make(deliver, occurred_at=f"2026-01-01T00:00:{n // 10:02d}Z") for n in range(230)]
+    seen: list[str] = []
+    cursor = None
+    pages_walked = 0
+    while True:
+        params: dict[str, Any] = {"limit": 50} if cursor is None else {"limit": 50, "cursor": cursor}
+        data = ok(await client.get(BASE, params=params, headers=alice.headers))
+        seen += [n["id"] for n in data["notifications"]]
+        pages_walked += 1
+        await make(deliver, message="arrived meanwhile")  # newer than anything already paged
+        cursor = data["pagination"]["next_cursor"]
+        if cursor is None:
+            break
+    assert pages_walked == 5
+    assert sorted(seen) == sorted(old) and len(seen) == len(set(seen))
+
+
+async def test_cursors_follow_the_filters_and_refuse_garbage(client: Client, alice: User, deliver: Deliver) -> None:
+    rows = [await make(deliver, type="a" if n % 2 else "b") for n in range(9)]
+    first = ok(await client.get(BASE, params={"limit": 2, "type": "a"}, headers=alice.headers))
+    nxt = first["pagination"]["next_cursor"]
+    second = ok(await client.get(BASE, params={"limit": 2, "type": "a", "cursor": nxt}, headers=alice.headers))
+    assert [n["type"] for n in first["notifications"] + second["notifications"]] == ["a"] * 4
+    assert {n["id"] for n in first["notifications"]}.isdisjoint({n["id"] for n in second["notifications"]})
+    assert set(rows) >= {n["id"] for n in second["notifications"]}
+    for bad in ("nope", "A" * 22 + "x", "!" * 22):
+        refused(await client.get(BASE, params={"cursor": bad}, headers=alice.headers), 400)
+    # Offset pages carry a cursor too, so a client can switch to cursors at any point.
+    by_offset = ok(await client.get(BASE, params={"limit": 3, "offset": 3}, headers=alice.headers))
+    after = ok(
+        await client.get(
+            BASE, params={"limit": 3, "cursor": by_offset["pagination"]["next_cursor"]}, headers=alice.headers
+        )
+    )
+    by_offset_next = ok(await client.get(BASE, params={"limit": 3, "offset": 6}, headers=alice.headers))
+    assert after["notifications"] == by_offset_next["notifications"]

@@ -52,6 +52,7 @@ class Pagination(msgspec.Struct, kw_only=True):
     limit: int
     total: int
     total_pages: int
+    next_cursor: str | None  # keyset paging: pass back as `cursor`; null on the last page
 
 
 class ListData(msgspec.Struct, kw_only=True):
@@ -183,6 +184,10 @@ ReadFilter = Annotated[
     Literal["true", "false"] | None, QueryParameter(description="true for read only, false for unread only.")
 ]
 TypeFilter = Annotated[str | None, QueryParameter(max_length=100, description="Exact notification type.")]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(max_length=64, description="next_cursor of the previous page; overrides page and offset."),
+]
 
 
 @get("/notifications", summary="List notifications")
@@ -196,18 +201,32 @@ async def list_notifications(
     skip: Skip = None,
     read: ReadFilter = None,
     type: TypeFilter = None,  # the seed names it `type`
+    cursor: Cursor = None,
 ) -> ListEnvelope:
     size = min(limit or page_size or LIMIT_DEFAULT, LIMIT_MAX)
-    start = offset if offset is not None else skip
-    if start is None:
-        start = (page - 1) * size
-    else:
-        page = start // size + 1
     query = InboxQuery(read=None if read is None else read == "true", types=(type,) if type else ())
-    found = await notifications.page(b, who, query, limit=size, offset=start)
+    if cursor is not None:
+        after = ids.from_cursor(cursor)
+        if after is None:
+            raise BadRequest("cursor is not one this API gave out", "cursor", "query")
+        found = await notifications.page(b, who, query, limit=size, after=after)
+    else:
+        start = offset if offset is not None else skip
+        if start is None:
+            start = (page - 1) * size
+        else:
+            page = start // size + 1
+        found = await notifications.page(b, who, query, limit=size, offset=start)
+    end = found.end
     data = ListData(
         notifications=[present(n) for n in found.items],
-        pagination=Pagination(page=page, limit=size, total=found.total, total_pages=pages(found.total, size)),
+        pagination=Pagination(
+            page=page,
+            limit=size,
+            total=found.total,
+            total_pages=pages(found.total, size),
+            next_cursor=ids.to_cursor(end) if end else None,
+        ),
         unread_count=found.counts.unread,
     )
     return ListEnvelope(success=True, data=data, timestamp=timestamp())
