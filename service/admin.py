@@ -54,6 +54,19 @@ async def deactivate(conn: asyncpg.Connection, client: aioredis.Redis | None, te
     user_id = None if tenant_id is None else await users.deactivate(conn, tenant_id, user)
     if user_id is None:
         raise NotFound(f"no user {user!r} in tenant {tenant!r}")
+    await _forget_credentials(client, user_id)
+
+
+async def revoke_token(conn: asyncpg.Connection, client: aioredis.Redis | None, token: str) -> None:
+    """Revoke one token at once, in every API process."""
+    user_id = await users.revoke_token(conn, token_hash(token))
+    if user_id is None:
+        raise NotFound("no such token, or it is already revoked")
+    await _forget_credentials(client, user_id)
+
+
+async def _forget_credentials(client: aioredis.Redis | None, user_id: int) -> None:
+    """Every API process drops its cached credentials of this user (see service/hub.py)."""
     if client is not None:
         # If Redis is down, the API processes' cache TTL still bounds how long the old state lasts.
         with contextlib.suppress(redis.exceptions.RedisError):

@@ -6,6 +6,7 @@
     herald admin create-token --tenant T --user U [--kind pat|producer]
     herald admin subscribe --tenant T --user U --topic X
     herald admin deactivate-user --tenant T --user U
+    herald admin revoke-token --token TOKEN
     herald publish FILE|-
 
 A bad setting stops any command with one line naming the variable, and exit status 2.
@@ -129,6 +130,20 @@ def cmd_deactivate(settings: Settings, args: argparse.Namespace) -> None:
     _print_json({"tenant": args.tenant, "user": args.user, "active": False})
 
 
+def cmd_revoke_token(settings: Settings, args: argparse.Namespace) -> None:
+    _, redis_url = settings.require_backends()
+
+    async def work(conn: asyncpg.Connection) -> None:
+        client = cache.connect(redis_url, settings.backend_timeout)
+        try:
+            await admin.revoke_token(conn, client, args.token)
+        finally:
+            await client.aclose()
+
+    _with_database(settings, work)
+    _print_json({"revoked": True})
+
+
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> None:
     _, redis_url = settings.require_backends()
     raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()  # noqa: SIM115
@@ -185,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--user", required=True)
     p.set_defaults(run=cmd_deactivate)
+    p = adm.add_parser("revoke-token", help="revoke a token (it stops working within a second)")
+    p.add_argument("--token", required=True, help="the token itself (only its hash is stored)")
+    p.set_defaults(run=cmd_revoke_token)
 
     pub = sub.add_parser("publish", help="publish one event or an array of events from a file or stdin")
     pub.add_argument("file", help="a JSON file, or - for standard input")

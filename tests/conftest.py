@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from service import admin, db
 from service.backends import Backends
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from service.http.app import create_app
+from service.http.app import asgi, create_app
 from service.model import Event, decode_event
 from service.settings import Settings
 from workers.fanout import Fanout, Outcome
@@ -149,7 +149,7 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         waiter.cancel()
         task.result()  # the start failed: raise why
     try:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=asgi(app))
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
             yield http
     finally:
@@ -166,7 +166,7 @@ async def listening(settings: Settings) -> AsyncIterator[str]:
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
+        asgi(create_app(settings)), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

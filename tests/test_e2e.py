@@ -133,3 +133,19 @@ async def test_sigterm_ends_open_streams_cleanly_and_the_api_exits(env: dict[str
 def test_the_demo_is_only_served_under_herald_dev(running: str) -> None:
     assert httpx.get(f"{running}/demo").status_code == 404
     assert httpx.post(f"{running}/demo/publish").status_code == 404
+
+
+def test_a_revoked_token_stops_working_within_a_second_even_when_cached(env: dict[str, str], running: str) -> None:
+    made = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "gus", env=env))
+    other = json_line(herald("admin", "create-token", "--tenant", "acme", "--user", "gus", env=env))["token"]
+    for _ in range(3):  # cached now, on the fast path
+        assert httpx.get(running + "/v1/unread-count", headers={"X-API-Key": made["token"]}).status_code == 200
+    assert json_line(herald("admin", "revoke-token", "--token", made["token"], env=env)) == {"revoked": True}
+    deadline = time.monotonic() + 1
+    while httpx.get(running + "/v1/unread-count", headers={"X-API-Key": made["token"]}).status_code != 401:
+        assert time.monotonic() < deadline, "revocation not effective within a second"
+        time.sleep(0.02)
+    # The user's other token still works; revoking twice is an error.
+    assert httpx.get(running + "/v1/unread-count", headers={"X-API-Key": other}).status_code == 200
+    again = herald("admin", "revoke-token", "--token", made["token"], env=env)
+    assert again.returncode == 1 and b"already revoked" in again.stderr

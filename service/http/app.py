@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from service.backends import Backends
 from service.http import demo, native
 from service.http.errors import Renderer, fallback
+from service.http.fastpath import FastPath
 from service.http.profiles import aptly, qualytics, scalebox
 from service.hub import Hub
 from service.settings import Settings, load_settings
@@ -102,6 +103,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
+def asgi(app: Litestar) -> FastPath:
+    """What the server runs: the app behind the badge's fast path."""
+    return FastPath(app)
+
+
 def app_from_env() -> Any:
     """Entry point for granian (`--factory`): settings from the environment of each worker."""
-    return create_app()
+    return asgi(create_app())

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
 
 from service import auth
@@ -54,13 +54,16 @@ admin_guard = _guard(auth.admin)
 stream_guard = _guard(auth.reader, query_token=True)
 
 
-def _who(request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    who: Principal = request.scope[_SCOPE_KEY]  # type: ignore[literal-required]
-    return who
-
-
 def _backends(request: ASGIConnection[Any, Any, Any, Any]) -> Backends:
     return backends_of(request)
+
+
+def _who(request: ASGIConnection[Any, Any, Any, Any], b: NamedDependency[Backends]) -> Principal:
+    # `b` is not needed here; asking for it makes Litestar resolve the two one after the other.
+    # Dependencies of the same level are resolved in an anyio task group per request, which cost
+    # about 8 % of a badge poll when profiled.
+    who: Principal = request.scope[_SCOPE_KEY]  # type: ignore[literal-required]
+    return who
 
 
 # Router dependencies: `who: NamedDependency[Principal]`, `b: NamedDependency[Backends]`.

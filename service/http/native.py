@@ -83,17 +83,20 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def badge_headers(etag: str, poll_interval: int) -> dict[str, str]:
+    """The headers of every badge answer; the fast path (service/http/fastpath.py) sends the same."""
+    return {"ETag": etag, "Cache-Control": "private, no-cache", "X-Poll-Interval": str(poll_interval)}
+
+
 @get("/v1/unread-count", guards=[reader_guard], summary="Unread count for badge polling")
 async def unread_count(
     request: Request[Any, Any, Any], b: NamedDependency[Backends], who: NamedDependency[Principal]
 ) -> Response[Any]:
+    # Most polls never get here: the fast path answers them when the token and the count are
+    # cached. This is the general path (cold caches, Redis down, errors), with the same answers.
     counts = await notifications.counts(b, who.user_id)
     etag = etag_of(who.user_id, counts.version, counts.unread)
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "private, no-cache",
-        "X-Poll-Interval": str(b.settings.poll_interval),
-    }
+    headers = badge_headers(etag, b.settings.poll_interval)
     if matches(request.headers.get("if-none-match"), etag):
         return Response(None, status_code=304, headers=headers)
     return Response(UnreadCount(counts.unread), headers=headers)

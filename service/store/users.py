@@ -41,6 +41,9 @@ SELECT u.id, u.external_id, u.tenant_id, t.name, u.role, u.active, k.kind
 FROM tokens k JOIN users u ON u.id = k.user_id JOIN tenants t ON t.id = u.tenant_id
 WHERE k.hash = $1 AND k.revoked_at IS NULL
 """  # noqa: S105 - SQL, not a secret
+_REVOKE_TOKEN = """
+UPDATE tokens SET revoked_at = now() WHERE hash = $1 AND revoked_at IS NULL RETURNING user_id
+"""  # noqa: S105 - SQL, not a secret
 _SUBSCRIBE = """
 INSERT INTO subscriptions (tenant_id, topic, user_id) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING
@@ -98,6 +101,12 @@ async def insert_token(conn: asyncpg.Connection, user_id: int, kind: str, digest
 async def principal_by_token(conn: asyncpg.Connection, digest: bytes) -> Principal | None:
     row = await conn.fetchrow(_PRINCIPAL_BY_TOKEN, digest)
     return None if row is None else _principal(row, row[6])
+
+
+async def revoke_token(conn: asyncpg.Connection, digest: bytes) -> int | None:
+    """Revoke a token; its owner's id, or None if no live token has that hash."""
+    value: int | None = await conn.fetchval(_REVOKE_TOKEN, digest)
+    return value
 
 
 async def subscribe(conn: asyncpg.Connection, tenant_id: int, topic: str, user_id: int) -> None:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from service import ids
 from service.backends import Backends
 from service.cache import count_key, decode_counts
-from service.metrics import COUNT_READS
+from service.metrics import AUTH_LOOKUPS, COUNT_READS
 from tests.conftest import Deliver, MakeUser, User
 
 BADGE = "/v1/unread-count"
@@ -148,3 +148,35 @@ async def test_the_poll_interval_comes_from_the_settings(alice: User, settings: 
 
     async with serving(msgspec.structs.replace(settings, poll_interval=7)) as c:  # type: ignore[type-var]
         assert (await c.get(BADGE, headers=alice.headers)).headers["x-poll-interval"] == "7"
+
+
+async def test_the_fast_path_and_the_full_route_answer_alike(
+    client: httpx.AsyncClient, alice: User, deliver: Deliver, backends: Backends
+) -> None:
+    """The first poll goes through the full route (nothing cached yet); later ones take the
+    fast path. Status, headers and body must not tell them apart."""
+    await deliver(users=["alice"])
+    misses = AUTH_LOOKUPS.labels("miss")._value.get()
+
+    def shape(reply: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+        keep = ("etag", "cache-control", "x-poll-interval", "content-type")
+        return reply.status_code, {k: reply.headers[k] for k in keep if k in reply.headers}, reply.content
+
+    slow = await client.get(BADGE, headers=alice.headers)
+    assert AUTH_LOOKUPS.labels("miss")._value.get() == misses + 1  # the guard ran: the full route
+    fast = await client.get(BADGE, headers=alice.headers)
+    assert AUTH_LOOKUPS.labels("miss")._value.get() == misses + 1
+    assert shape(fast) == shape(slow)
+    assert fast.headers["content-length"] == str(len(fast.content))
+    etag = slow.headers["etag"]
+    await redis_flush_count(backends, alice)
+    slow304 = await client.get(BADGE, headers={**alice.headers, "If-None-Match": etag})
+    fast304 = await client.get(BADGE, headers={**alice.headers, "If-None-Match": f'W/{etag}, "other"'})
+    assert shape(slow304) == shape(fast304) and slow304.status_code == 304
+    # Whatever the fast path cannot vouch for goes to the full route and its errors.
+    assert (await client.get(BADGE)).status_code == 401
+    assert (await client.get(BADGE, headers={"X-API-Key": "herald_pat_unknown"})).status_code == 401
+
+
+async def redis_flush_count(b: Backends, user: User) -> None:
+    await b.redis.delete(count_key(user.user_id))
