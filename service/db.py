@@ -27,6 +27,12 @@ def _json_encode(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL):
+    Herald sets no session state on pooled connections, and that reset cost a round trip per
+    request. asyncpg still clears the connection's own state and rolls back a stray transaction."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_json_encode, decoder=msgspec.json.decode, schema="pg_catalog")
 
@@ -47,6 +53,7 @@ async def create_pool(
         command_timeout=max(timeout, 30.0),
         max_inactive_connection_lifetime=60.0,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"application_name": name, "timezone": "UTC", "statement_timeout": "60s"},
     )
     return pool

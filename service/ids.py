@@ -46,17 +46,30 @@ def _check(x: int, bits: int) -> int:
     return _mix(x ^ 0x5DEECE66D) & ((1 << bits) - 1)
 
 
+_PAIRS = [a + b for a in _DIGITS for b in _DIGITS]
+_SIX = 36**6  # below 2**32: arithmetic on each six-digit piece stays on small integers
+
+
+def _six_digits(value: int) -> str:
+    high, low = divmod(value, 1296 * 1296)
+    middle, low = divmod(low, 1296)
+    return _PAIRS[high] + _PAIRS[middle] + _PAIRS[low]
+
+
 def _base36(value: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        value, digit = divmod(value, 36)
-        out.append(_DIGITS[digit])
-    return "".join(reversed(out))
+    """`value` (below 36**13) as `width` base-36 digits. Cut into six-digit pieces first: a list
+    page writes fifty ids, and digit-by-digit division of a 64-bit number was a tenth of its time."""
+    top, low = divmod(value, _SIX)
+    top, middle = divmod(top, _SIX)
+    text = _DIGITS[top] + _six_digits(middle) + _six_digits(low) if top < 36 else ""
+    if not text:
+        raise ValueError("too large for 13 base-36 digits")
+    return text[-width:].rjust(width, "0")
 
 
 def to_scalebox(row_id: int) -> str:
     body = _mix(row_id)
-    return "ntf-" + _base36(_check(body, 10) % 36**_SCALEBOX_CHECK, _SCALEBOX_CHECK) + _base36(body, _SCALEBOX_BODY)
+    return "ntf-" + _PAIRS[_check(body, 10) % 1296] + _base36(body, _SCALEBOX_BODY)  # 2 check digits
 
 
 def from_scalebox(text: str) -> int | None:

@@ -108,22 +108,31 @@ async def page(
     """One page of the inbox (by offset, or after a position), its total under the query, and the
     user's overall counts.
 
-    Totals come from the exact counters unless the query filters on the event, in which case the
-    matching rows are counted. One row more than asked is read, to know whether another page follows.
+    The counts come from the count cache (batched with everyone else's reads), concurrently with
+    the page's query; totals are taken from them unless the query filters on the event, in which
+    case the matching rows are counted. One row more than asked is read, to know whether another
+    page follows.
     """
 
-    async def read(conn: asyncpg.Connection) -> Page:
+    async def read(conn: asyncpg.Connection) -> tuple[list[InboxItem], int | None]:
         rows = await inbox.items(conn, who, query, limit=limit + 1, offset=offset, after=after)
-        overall = await inbox.counts(conn, who.user_id)
-        if query.by_event:
-            total = await inbox.count(conn, who, query)
-        elif query.read is None:
-            total = overall.total
-        else:
-            total = overall.total - overall.unread if query.read else overall.unread
-        return Page(items=rows[:limit], total=total, counts=overall, more=len(rows) > limit)
+        matching = await inbox.count(conn, who, query) if query.by_event else None
+        return rows, matching
 
-    return await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+    try:
+        async with asyncio.TaskGroup() as group:
+            reading = group.create_task(db.run(b.pool, read, timeout=b.settings.backend_timeout))
+            counting = group.create_task(counts(b, who.user_id))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # callers map single errors (Unavailable, ...)
+    (rows, matching), overall = reading.result(), counting.result()
+    if matching is not None:
+        total = matching
+    elif query.read is None:
+        total = overall.total
+    else:
+        total = overall.total - overall.unread if query.read else overall.unread
+    return Page(items=rows[:limit], total=total, counts=overall, more=len(rows) > limit)
 
 
 async def get(b: Backends, who: Principal, row_id: int | None) -> InboxItem:

@@ -1,22 +1,11 @@
-"""Wire formats shared by the profiles: timestamps, and paging arithmetic."""
+"""Wire formats shared by the profiles: timestamps, phrases of time, and paging arithmetic.
+
+Timestamps in response bodies are `datetime`s that msgspec writes as ISO 8601 in UTC ending in Z
+(with fractions of a second only when there are some); the helpers here are for the rest."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC ending in Z; fractions of a second only when there are some."""
-    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return text + "Z"
-
-
-def iso_or_none(moment: datetime | None) -> str | None:
-    return None if moment is None else iso(moment)
-
-
-def now_iso() -> str:
-    return iso(datetime.now(UTC))
 
 
 def now_iso_ms() -> str:

@@ -19,7 +19,7 @@ from service import ids, notifications
 from service.backends import Backends
 from service.errors import Forbidden, NotFound
 from service.http.errors import Problem, handlers
-from service.http.formats import iso, iso_or_none, months_before, now_iso_ms, relative_time
+from service.http.formats import months_before, now_iso_ms, relative_time
 from service.http.guard import dependencies, reader_guard
 from service.model import InboxItem, InboxQuery, Principal
 
@@ -44,8 +44,8 @@ class Item(msgspec.Struct, kw_only=True):
     message: str
     isActionable: bool
     status: Literal["UNREAD", "READ"]
-    createdAt: str
-    readAt: str | None
+    createdAt: datetime
+    readAt: datetime | None
     userId: str
     entityType: str | None
     entityId: str | None
@@ -103,8 +103,8 @@ def present(n: InboxItem, now: datetime) -> Item:
         message=n.message,
         isActionable=n.actionable,
         status="UNREAD" if n.read_at is None else "READ",
-        createdAt=iso(n.created_at),
-        readAt=iso_or_none(n.read_at),
+        createdAt=n.created_at,
+        readAt=n.read_at,
         userId=n.user,
         entityType=n.entity_type,
         entityId=n.entity_id,

@@ -10,6 +10,7 @@ An item is an inbox row (`id`, `created`, `acknowledged`) around its event (`not
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -22,7 +23,7 @@ from service import ids, notifications
 from service.backends import Backends
 from service.errors import BadRequest
 from service.http.errors import Problem, handlers
-from service.http.formats import iso, pages
+from service.http.formats import pages
 from service.http.guard import dependencies, reader_guard
 from service.model import TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
 
@@ -32,7 +33,7 @@ ACK_MAX = 1000
 
 class Notification(msgspec.Struct, kw_only=True):
     id: int
-    created: str
+    created: datetime
     notification_type: str
     message: str
     target_uri: str | None
@@ -42,7 +43,7 @@ class Notification(msgspec.Struct, kw_only=True):
 
 class UserNotification(msgspec.Struct, kw_only=True):
     id: int
-    created: str
+    created: datetime
     acknowledged: bool
     notification: Notification
 
@@ -66,7 +67,7 @@ class AcknowledgeResult(msgspec.Struct, kw_only=True):
 
 class Acknowledged(msgspec.Struct, kw_only=True):
     id: int
-    created: str
+    created: datetime
     acknowledged: bool
 
 
@@ -84,11 +85,11 @@ def present(n: InboxItem, public_url: str) -> UserNotification:
     execution = (n.payload or {}).get("action_execution")
     return UserNotification(
         id=n.id,
-        created=iso(n.created_at),
+        created=n.created_at,
         acknowledged=n.read_at is not None,
         notification=Notification(
             id=n.event_id,
-            created=iso(n.occurred_at),
+            created=n.occurred_at,
             notification_type=n.type,
             message=n.message,
             target_uri=n.action_url,
@@ -210,7 +211,7 @@ async def acknowledge_one(
     b: NamedDependency[Backends], who: NamedDependency[Principal], id: FromPath[str]
 ) -> Acknowledged:
     found = await notifications.set_read_one(b, who, _row_id(id), True)
-    return Acknowledged(id=found.id, created=iso(found.created_at), acknowledged=True)
+    return Acknowledged(id=found.id, created=found.created_at, acknowledged=True)
 
 
 def router(prefix: str) -> Router:

@@ -21,7 +21,7 @@ from service import ids, notifications
 from service.backends import Backends
 from service.errors import BadRequest, NotFound
 from service.http.errors import Problem, handlers
-from service.http.formats import iso, pages
+from service.http.formats import pages
 from service.http.guard import dependencies, reader_guard
 from service.model import InboxItem, InboxQuery, Principal
 
@@ -42,7 +42,7 @@ class Item(msgspec.Struct, kw_only=True):
     type: str
     is_read: bool
     category: str | None
-    created_at: str
+    created_at: datetime
     related_entity_type: str | None
     related_entity_id: str | None
 
@@ -144,7 +144,7 @@ def present(n: InboxItem) -> Item:
         type=n.type,
         is_read=n.read_at is not None,
         category=n.category,
-        created_at=iso(n.created_at),
+        created_at=n.created_at,
         related_entity_type=n.entity_type,
         related_entity_id=n.entity_id,
     )
