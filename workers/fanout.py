@@ -71,7 +71,9 @@ class Fanout:
                     event_id, done = found
                     todo = [] if done else await fanout.pending(conn, event_id)
                 else:
-                    todo = await fanout.plan(conn, event_id, chunk)
+                    audience = event.audience
+                    named_only = not audience.topics and not audience.all
+                    todo = await fanout.plan(conn, event_id, chunk, at_most=len(audience.users) if named_only else None)
                 deliveries: list[fanout.Delivery] = []
                 if len(todo) == 1:
                     deliveries = await fanout.run_chunk(conn, event_id, *todo[0])
