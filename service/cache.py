@@ -51,8 +51,11 @@ def count_key(user_id: int) -> str:
     return f"herald:count:{user_id}"
 
 
+USER_CHANNEL = "herald:user:"
+
+
 def user_channel(user_id: int) -> str:
-    return f"herald:user:{user_id}"
+    return f"{USER_CHANNEL}{user_id}"
 
 
 def connect(url: str, timeout: float = 5.0) -> aioredis.Redis:
@@ -79,25 +82,30 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     event: int | None = None  # its event id, so the stream can render it from one cached lookup
 
 
-_encode_change = msgspec.json.Encoder().encode
 decode_change = msgspec.json.Decoder(Change).decode
 
-# KEYS[i] is user i's count key; ARGV[1] the TTL, then four values per user: version, the encoded
-# counts, the user's channel and the message for it. The copy is kept only when newer; the message
-# is always published and carries its version, so a stream applies it only if it is newer too.
+# KEYS[i] is user i's count key; ARGV[1] the TTL, ARGV[2] the event id of new rows (0: none), then
+# five numbers per user: user id, version, unread, total and the new row's id (0: none). The copy
+# ("version:unread:total") is kept only when newer; the message is always published and carries
+# its version, so a stream applies it only if it is newer too. The script writes the strings itself
+# so the caller (a fan-out chunk of thousands of users) only passes numbers.
 _SET_COUNTS = """
-local ttl = ARGV[1]
+local ttl, event = ARGV[1], ARGV[2]
 for i = 1, #KEYS do
-    local at = 2 + (i - 1) * 4
-    local version = tonumber(ARGV[at])
+    local at = 3 + (i - 1) * 5
+    local user, version, unread, total, item = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
     local current = redis.call('GET', KEYS[i])
-    if not current or tonumber(string.match(current, '^(%d+)')) < version then
-        redis.call('SET', KEYS[i], ARGV[at + 1], 'EX', ttl)
+    if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(version) then
+        redis.call('SET', KEYS[i], version .. ':' .. unread .. ':' .. total, 'EX', ttl)
     end
-    redis.call('PUBLISH', ARGV[at + 2], ARGV[at + 3])
+    local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total
+    if item ~= '0' then
+        message = message .. ',"item":' .. item .. ',"event":' .. event
+    end
+    redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
 return #KEYS
-"""
+""".replace("{USER_CHANNEL}", USER_CHANNEL)
 # Same keep-the-newer rule, without a message: for rebuilding a cold key.
 _FILL_COUNT = """
 local current = redis.call('GET', KEYS[1])
@@ -176,17 +184,8 @@ class CountCache:
         """Copy new counts into Redis and tell the users' streams, in batches of one script call."""
         for start in range(0, len(changes), _PUBLISH_BATCH):
             batch = changes[start : start + _PUBLISH_BATCH]
-            keys: list[str] = []
-            args: list[bytes | str | int] = [COUNT_TTL]
-            for offset, counts in enumerate(batch):
-                item = items[start + offset] if items is not None else None
-                message = Change(
-                    v=counts.version,
-                    unread=counts.unread,
-                    total=counts.total,
-                    item=item,
-                    event=event_id if item is not None else None,
-                )
-                keys.append(count_key(counts.user_id))
-                args += [counts.version, encode_counts(counts), user_channel(counts.user_id), _encode_change(message)]
-            await self._set_counts(keys=keys, args=args)
+            rows = items[start : start + _PUBLISH_BATCH] if items is not None else [None] * len(batch)
+            args: list[int] = [COUNT_TTL, event_id or 0]
+            for counts, item in zip(batch, rows, strict=True):
+                args += (counts.user_id, counts.version, counts.unread, counts.total, item or 0)
+            await self._set_counts(keys=[count_key(c.user_id) for c in batch], args=args)
