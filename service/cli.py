@@ -7,6 +7,7 @@
     herald admin subscribe --tenant T --user U --topic X
     herald admin deactivate-user --tenant T --user U
     herald admin revoke-token --token TOKEN
+    herald admin dead-letters [--limit N] [--requeue ID]
     herald publish FILE|-
 
 A bad setting stops any command with one line naming the variable, and exit status 2.
@@ -144,6 +145,23 @@ def cmd_revoke_token(settings: Settings, args: argparse.Namespace) -> None:
     _print_json({"revoked": True})
 
 
+def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> None:
+    _, redis_url = settings.require_backends()
+
+    async def run() -> None:
+        client = cache.connect(redis_url, settings.backend_timeout)
+        try:
+            if args.requeue:
+                _print_json({"requeued": args.requeue, "entry": await stream.requeue(client, args.requeue)})
+                return
+            for letter in await stream.dead_letters(client, args.limit):
+                _print_json(letter)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> None:
     _, redis_url = settings.require_backends()
     raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()  # noqa: SIM115
@@ -200,6 +218,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--user", required=True)
     p.set_defaults(run=cmd_deactivate)
+    p = adm.add_parser("dead-letters", help="list dead-lettered events (one JSON line each), or requeue one")
+    p.add_argument("--limit", type=int, default=100, help="how many to list, oldest first")
+    p.add_argument("--requeue", metavar="ID", help="put this dead letter's event back on the stream")
+    p.set_defaults(run=cmd_dead_letters)
     p = adm.add_parser("revoke-token", help="revoke a token (it stops working within a second)")
     p.add_argument("--token", required=True, help="the token itself (only its hash is stored)")
     p.set_defaults(run=cmd_revoke_token)

@@ -12,11 +12,12 @@ import logging
 from collections.abc import Awaitable
 from typing import cast
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
-from service.errors import Unavailable
+from service.errors import NotFound, Unavailable
 from service.model import Event
 
 log = logging.getLogger("herald.stream")
@@ -61,3 +62,37 @@ async def count_attempt(client: aioredis.Redis, key: str) -> int:
 
 async def forget_attempts(client: aioredis.Redis, key: str) -> None:
     await cast(Awaitable[int], client.hdel(ATTEMPTS, key))
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    id: str
+    reason: str
+    event: str
+
+
+async def dead_letters(client: aioredis.Redis, count: int = 100) -> list[DeadLetter]:
+    """The oldest dead letters first, at most `count`."""
+    entries = await client.xrange(DEAD, count=count)
+    return [
+        DeadLetter(
+            id=entry_id.decode(),
+            reason=fields.get(b"reason", b"").decode("utf-8", "replace"),
+            event=fields.get(b"event", b"").decode("utf-8", "replace"),
+        )
+        for entry_id, fields in entries
+    ]
+
+
+async def requeue(client: aioredis.Redis, dead_id: str) -> str:
+    """Put a dead letter's event back on the stream (after the cause is fixed) and remove the letter,
+    in one MULTI. Returns the new stream entry's id. Republishing is safe: an event is recorded once
+    per (tenant, id), so whatever was already delivered is not delivered again."""
+    found = await client.xrange(DEAD, min=dead_id, max=dead_id, count=1)
+    if not found:
+        raise NotFound(f"no dead letter {dead_id}")
+    _, fields = found[0]
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(STREAM, {"event": fields.get(b"event", b"")})
+        pipe.xdel(DEAD, dead_id)
+        new_id, _ = await pipe.execute()
+    return str(new_id.decode())

@@ -149,3 +149,23 @@ def test_a_revoked_token_stops_working_within_a_second_even_when_cached(env: dic
     assert httpx.get(running + "/v1/unread-count", headers={"X-API-Key": other}).status_code == 200
     again = herald("admin", "revoke-token", "--token", made["token"], env=env)
     assert again.returncode == 1 and b"already revoked" in again.stderr
+
+
+def test_dead_letters_are_listed_and_requeued_from_the_cli(env: dict[str, str], running: str) -> None:
+    r = redis.Redis.from_url(env["HERALD_REDIS_URL"])
+    r.xadd(
+        STREAM, {"event": b'{"id": "x", "type": "t", "tenant": "acme", "audience": {"users": ["ann"]}, "message": ""}'}
+    )
+    deadline = time.monotonic() + 5
+    while r.xlen("herald:events:dead") == 0:
+        assert time.monotonic() < deadline, "the invalid event was not dead-lettered"
+        time.sleep(0.05)
+    r.close()
+    listed = herald("admin", "dead-letters", env=env)
+    assert listed.returncode == 0
+    [letter] = [msgspec.json.decode(line) for line in listed.stdout.splitlines()]
+    assert set(letter) == {"id", "reason", "event"} and "message" in letter["reason"]
+    requeued = json_line(herald("admin", "dead-letters", "--requeue", letter["id"], env=env))
+    assert requeued["requeued"] == letter["id"]
+    missing = herald("admin", "dead-letters", "--requeue", letter["id"], env=env)
+    assert missing.returncode == 1 and b"no dead letter" in missing.stderr

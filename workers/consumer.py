@@ -49,8 +49,10 @@ class Consumer:
         concurrency: int = 8,
         claim_idle: float = CLAIM_IDLE,
         claim_every: float = CLAIM_EVERY,
+        retry_base: float = 0.2,
     ) -> None:
         self.fan = fan
+        self.retry_base = retry_base
         self.claim_idle = claim_idle
         self.claim_every = claim_every
         self.redis = fan.b.redis
@@ -136,7 +138,7 @@ class Consumer:
             self._retry_at = 0.0 if more else float("inf")
 
     def _backoff(self) -> float:
-        return min(MAX_BACKOFF, 0.2 * 2.0 ** min(self._failures, 10))
+        return min(MAX_BACKOFF, self.retry_base * 2.0 ** min(self._failures, 10))
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1,0 +1,133 @@
+"""Poison events: valid events whose fan-out fails every time are set aside, and can come back."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from service import stream
+from service.backends import Backends
+from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
+from service.model import decode_event
+from tests.conftest import JobRecorder
+from workers.consumer import MAX_ATTEMPTS, Consumer
+from workers.fanout import CHUNK_ATTEMPTS, Fanout, fanout_chunk
+
+# A real failure, inside PostgreSQL: any event of type "poison" cannot be recorded.
+POISON = """
+CREATE OR REPLACE FUNCTION herald_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.type = 'poison' THEN RAISE EXCEPTION 'poisoned event %', NEW.external_id; END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS herald_test_poison ON events;
+CREATE TRIGGER herald_test_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION herald_test_poison();
+"""
+CURE = "DROP TRIGGER IF EXISTS herald_test_poison ON events"
+
+
+@pytest.fixture
+async def poisoned(backends: Backends) -> AsyncIterator[None]:
+    async with backends.pool.acquire() as conn:
+        await conn.execute(POISON)
+    yield
+    async with backends.pool.acquire() as conn:
+        await conn.execute(CURE)
+
+
+def event(**fields: Any) -> bytes:
+    body: dict[str, Any] = {"id": "e1", "type": "t", "tenant": "acme", "audience": {"users": ["alice"]}, "message": "m"}
+    body.update(fields)
+    return msgspec.json.encode(body)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def rows(b: Backends) -> int:
+    async with b.pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM inbox"))
+
+
+async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backends: Backends, poisoned: None) -> None:
+    consumer = Consumer(Fanout(backends, JobRecorder()), block=0.05, retry_base=0.01)  # type: ignore[arg-type]
+    task = asyncio.create_task(consumer.run())
+    try:
+        await backends.redis.xadd(STREAM, {"event": event(id="bad", type="poison")})
+        for n in range(5):
+            await backends.redis.xadd(STREAM, {"event": event(id=f"good-{n}")})
+
+        async def the_good_ones_arrived() -> bool:
+            return await rows(backends) == 5
+
+        await eventually(the_good_ones_arrived, timeout=3)  # not held back by the retries of "bad"
+
+        async def dead_lettered() -> bool:
+            return int(await backends.redis.xlen(DEAD)) == 1
+
+        await eventually(dead_lettered)
+        [letter] = await stream.dead_letters(backends.redis)
+        assert f"fan-out failed {MAX_ATTEMPTS} times" in letter.reason and "poisoned event bad" in letter.reason
+        assert msgspec.json.decode(letter.event)["id"] == "bad"  # the event as it was received
+        assert int((await backends.redis.xpending(STREAM, GROUP))["pending"]) == 0
+        assert await backends.redis.hlen(ATTEMPTS) == 0
+
+        # Once the cause is fixed, requeueing delivers it, exactly once.
+        async with backends.pool.acquire() as conn:
+            await conn.execute(CURE)
+        await stream.requeue(backends.redis, letter.id)
+        assert await backends.redis.xlen(DEAD) == 0
+
+        async def delivered() -> bool:
+            return await rows(backends) == 6
+
+        await eventually(delivered)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_chunk_that_keeps_failing_dead_letters_its_event(backends: Backends) -> None:
+    """A split fan-out whose chunk fails every time: arq retries it, then Herald dead-letters it."""
+    jobs = JobRecorder()
+    fan = Fanout(backends, jobs)  # type: ignore[arg-type]
+    await fan.ingest(decode_event(event(id="split", audience={"users": [f"u{i}" for i in range(1500)]})))
+    _, (event_id, lo, hi), _ = jobs.jobs[0]
+    async with backends.pool.acquire() as conn:  # a real failure in the chunk's statement
+        await conn.execute(
+            """CREATE OR REPLACE FUNCTION herald_test_block() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'the disk is full (pretend)'; END $$;
+               DROP TRIGGER IF EXISTS herald_test_block ON inbox;
+               CREATE TRIGGER herald_test_block BEFORE INSERT ON inbox
+                   FOR EACH STATEMENT EXECUTE FUNCTION herald_test_block();"""
+        )
+    try:
+        ctx: dict[str, Any] = {"fanout": fan}
+        from arq import Retry
+
+        for attempt in range(1, CHUNK_ATTEMPTS):
+            ctx["job_try"] = attempt
+            with pytest.raises(Retry):
+                await fanout_chunk(ctx, event_id, lo, hi)
+        ctx["job_try"] = CHUNK_ATTEMPTS
+        assert await fanout_chunk(ctx, event_id, lo, hi) == 0
+    finally:
+        async with backends.pool.acquire() as conn:
+            await conn.execute("DROP TRIGGER IF EXISTS herald_test_block ON inbox")
+    [letter] = await stream.dead_letters(backends.redis)
+    assert f"fan-out failed {CHUNK_ATTEMPTS} times" in letter.reason and "disk is full" in letter.reason
+    assert msgspec.json.decode(letter.event)["id"] == "split"
+    # Requeued after the fix: the stored plan resumes, and every recipient gets one row.
+    await stream.requeue(backends.redis, letter.id)
+    raw = (await backends.redis.xrange(STREAM))[-1][1][b"event"]
+    jobs.jobs.clear()
+    await fan.ingest(decode_event(raw))
+    for _, args, _ in jobs.jobs:
+        await fan.run_chunk(*args)
+    assert await rows(backends) == 1500
