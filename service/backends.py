@@ -26,6 +26,10 @@ class Backends:
         # Count rebuilds in this process, and a ticket per count read (see service/notifications.py).
         self.rebuilding: dict[int, Rebuild] = {}
         self.poll_ticket = 0
+        # Users whose new counts could not be copied to Redis (it was unreachable), to copy once it is
+        # back; `lost_track` when there were too many to remember (see service/notifications.py).
+        self.uncopied: set[int] = set()
+        self.lost_track = False
 
     @classmethod
     async def open(cls, settings: Settings, name: str) -> Backends:

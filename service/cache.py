@@ -47,8 +47,11 @@ COUNT_TTL = 60
 _PUBLISH_BATCH = 1000
 
 
+COUNT_PREFIX = "herald:count:"
+
+
 def count_key(user_id: int) -> str:
-    return f"herald:count:{user_id}"
+    return f"{COUNT_PREFIX}{user_id}"
 
 
 USER_CHANNEL = "herald:user:"
@@ -171,6 +174,17 @@ class CountCache:
             for future in waiting[user_id]:
                 if not future.done():
                     future.set_result(counts)
+
+    async def drop_all(self) -> None:
+        """Delete every cached copy (they are rebuilt on demand), a thousand keys at a time."""
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(match=COUNT_PREFIX + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self.redis.delete(*batch)
+                batch = []
+        if batch:
+            await self.redis.delete(*batch)
 
     async def fill(self, counts: Counts) -> None:
         await self._fill(keys=[count_key(counts.user_id)], args=[counts.version, encode_counts(counts), COUNT_TTL])

@@ -19,7 +19,7 @@ import redis.exceptions
 
 from service import db
 from service.backends import Backends
-from service.errors import NotFound
+from service.errors import NotFound, Unavailable
 from service.metrics import COUNT_READS
 from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal
 from service.store import inbox
@@ -30,11 +30,45 @@ log = logging.getLogger("herald.notifications")
 REBUILD_KEPT = 1.0
 
 
+UNCOPIED_MAX = 100_000
+
+
 async def publish(b: Backends, changes: Sequence[Counts]) -> None:
     try:
         await b.counts.publish(changes)
     except redis.exceptions.RedisError as exc:
-        log.warning("counts not copied to Redis (%s); they will be rebuilt from PostgreSQL", exc)
+        log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
+        b.uncopied.update(c.user_id for c in changes)
+        if len(b.uncopied) > UNCOPIED_MAX:
+            b.uncopied.clear()
+            b.lost_track = True
+
+
+async def keep_copies(b: Backends, every: float = 1.0) -> None:
+    """Copy again, once Redis answers, the counts whose copy failed while it did not (runs for the
+    life of an API process). A Redis that kept its data would otherwise serve the older copy until
+    it expires; one that lost it rebuilds on demand anyway."""
+    while True:
+        await asyncio.sleep(every)
+        if not b.uncopied and not b.lost_track:
+            continue
+        try:
+            if b.lost_track:
+                await b.counts.drop_all()  # too many to name: every copy is rebuilt on demand
+                b.lost_track = False
+            users = list(b.uncopied)
+            for start in range(0, len(users), 1000):
+                batch = users[start : start + 1000]
+
+                async def read(conn: asyncpg.Connection, batch: list[int] = batch) -> list[Counts]:
+                    return await inbox.counts_of(conn, batch)
+
+                await b.counts.publish(await db.run(b.pool, read, timeout=b.settings.backend_timeout))
+                b.uncopied.difference_update(batch)
+            if users:
+                log.warning("copied the counts of %d users again after Redis came back", len(users))
+        except (redis.exceptions.RedisError, Unavailable):
+            continue
 
 
 class Rebuild:

@@ -87,7 +87,7 @@ class Consumer:
                 await self._claim()
             if now >= self._retry_at:
                 mine = await self._read("0")
-                failed = await self._handle_all(mine)
+                failed = await self._handle_all(mine, retry=True)
                 self._schedule_retry(failed, more=len(mine) == self.batch)
             wait = max(0.0, min(self.block, self._retry_at - time.monotonic(), self._next_claim - time.monotonic()))
             fresh = await self._read(">", wait)
@@ -144,14 +144,14 @@ class Consumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _handle_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    async def _handle_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, retry: bool = False) -> int:
         """Handle a batch concurrently; returns how many entries are left pending for a retry."""
         if not entries:
             return 0
-        results = await asyncio.gather(*(self._handle(entry_id, fields) for entry_id, fields in entries))
+        results = await asyncio.gather(*(self._handle(entry_id, fields, retry) for entry_id, fields in entries))
         return results.count(False)
 
-    async def _handle(self, raw_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
+    async def _handle(self, raw_id: bytes, fields: dict[bytes, bytes] | None, retry: bool = False) -> bool:
         """True when the entry is finished with (ingested or dead-lettered), False to retry it."""
         entry_id = raw_id.decode()
         async with self._limit:
@@ -166,7 +166,7 @@ class Consumer:
                 self.dead += 1
                 return True
             try:
-                await self.fan.ingest(event)
+                await self.fan.ingest(event, retry=retry)
             except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("entry %s waits for a backend: %s", entry_id, exc)
                 return False

@@ -22,7 +22,7 @@ from arq import ArqRedis, Retry
 from service import db
 from service.backends import Backends
 from service.errors import Unavailable
-from service.model import Event
+from service.model import Counts, Event
 from service.store import events, fanout, users
 from service.stream import count_attempt, dead_letter, forget_attempts
 
@@ -46,6 +46,7 @@ class Outcome(msgspec.Struct, frozen=True):
     event_id: int
     deliveries: list[fanout.Delivery]
     queued: list[tuple[int, int]]  # chunks left for arq jobs
+    repair: list[Counts] = []  # counts copied again for a retried, already written event
 
 
 class Fanout:
@@ -54,8 +55,12 @@ class Fanout:
         self.jobs = jobs
         self._tenants: dict[str, int] = {}  # tenants are never deleted, so ids can be kept
 
-    async def ingest(self, event: Event) -> Outcome:
-        """Record a valid event and fan it out (or queue its chunks). Safe to repeat."""
+    async def ingest(self, event: Event, *, retry: bool = False) -> Outcome:
+        """Record a valid event and fan it out (or queue its chunks). Safe to repeat.
+
+        `retry` says an earlier attempt may have committed and then failed to copy the counts (Redis
+        down, worker killed): if the event turns out to be fanned out already in one chunk, its
+        recipients' counts are copied again. (A fresh duplicate publish does not need that.)"""
         chunk = self.b.settings.fanout_chunk
 
         async def work(conn: asyncpg.Connection) -> Outcome:
@@ -65,11 +70,14 @@ class Fanout:
                     tenant_id = await users.ensure_tenant(conn, event.tenant)
                 await users.ensure_members(conn, tenant_id, event.audience.users)
                 event_id = await events.insert(conn, tenant_id, event)
+                repair: list[Counts] = []
                 if event_id is None:
                     found = await events.find(conn, tenant_id, event.id)
                     assert found is not None
                     event_id, done = found
                     todo = [] if done else await fanout.pending(conn, event_id)
+                    if done and retry and len(event.audience.users) <= chunk and not event.audience.topics:
+                        repair = await fanout.chunk_counts(conn, event_id, 1, fanout.MAX_USER_ID)
                 else:
                     audience = event.audience
                     named_only = not audience.topics and not audience.all
@@ -81,27 +89,35 @@ class Fanout:
                 if not todo:
                     await fanout.finish(conn, event_id)
             self._tenants[event.tenant] = tenant_id
-            return Outcome(event_id, deliveries, todo)
+            return Outcome(event_id, deliveries, todo, repair)
 
         outcome = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(outcome.event_id, outcome.deliveries)
+        if outcome.repair:
+            await self.b.counts.publish(outcome.repair)
         for lo, hi in outcome.queued:
             await self.jobs.enqueue_job(CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo))
         return outcome
 
     async def run_chunk(self, event_id: int, lo: int, hi: int) -> int:
-        """One chunk of a split fan-out (the arq job's body). Returns the rows written."""
+        """One chunk of a split fan-out (the arq job's body). Returns the rows written.
 
-        async def work(conn: asyncpg.Connection) -> list[fanout.Delivery]:
+        A chunk found already written is a job run again after its worker died or its copy to
+        Redis failed: its recipients' counts are copied again, since that copy may be the lost one."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[list[fanout.Delivery], list[Counts]]:
             async with conn.transaction():
                 written = await fanout.run_chunk(conn, event_id, lo, hi)
             # After the commit, in a snapshot of its own: of two last chunks committing at once,
             # each would see the other unfinished inside its transaction, and neither would finish.
             await fanout.finish(conn, event_id)
-            return written
+            again = [] if written else await fanout.chunk_counts(conn, event_id, lo, hi)
+            return written, again
 
-        deliveries = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        deliveries, again = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(event_id, deliveries)
+        if again:
+            await self.b.counts.publish(again)
         return len(deliveries)
 
     async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:

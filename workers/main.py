@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import msgspec
+import redis.exceptions
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
@@ -53,9 +55,34 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await backends.close()
 
 
+class HeraldWorker(Worker):
+    """arq's worker, kept alive through a Redis outage.
+
+    arq lets a Redis error out of its poll loop, which ends the process; Herald's promise is that
+    everything recovers by itself when Redis is back. So a failed poll is logged (once per outage)
+    and tried again with backoff. Jobs whose end could not be recorded stay on the queue and are
+    run again later, which the chunk markers make harmless.
+    """
+
+    _outage_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                log.warning("Redis unreachable (%s); the worker waits for it", exc)
+            await asyncio.sleep(min(5.0, 0.1 + (time.monotonic() - self._outage_since) / 4))
+            return
+        if self._outage_since is not None:
+            log.warning("Redis is back after %.1f s", time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+
 def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     _, redis_url = settings.require_backends()
-    return Worker(
+    return HeraldWorker(
         functions=[func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES)],
         queue_name=QUEUE,
         redis_settings=RedisSettings.from_dsn(redis_url),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
+from service import notifications
 from service.backends import Backends
 from service.http import demo, native
 from service.http.errors import Renderer, fallback
@@ -74,10 +76,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.backends = backends
         app.state.hub = hub
         restore = _end_streams_on_sigterm(hub)
+        copier = asyncio.create_task(notifications.keep_copies(backends), name="herald-keep-copies")
         try:
             yield
         finally:
             restore()
+            copier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await copier
             await hub.stop()
             await backends.close()
 

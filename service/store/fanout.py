@@ -93,6 +93,14 @@ SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version
 FROM cnt JOIN ins USING (user_id)
 """  # noqa: S608
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
+
+# The current counts of a written chunk's recipients, for copying them to Redis again when the first
+# copy may have been lost (the worker died, or Redis was down, after the chunk committed).
+_CHUNK_COUNTS = f"""
+WITH {_AUDIENCE}
+SELECT c.user_id, c.unread, c.total, c.version
+FROM audience a JOIN inbox_counts c ON c.user_id = a.user_id
+"""  # noqa: S608
 _FINISH = """
 UPDATE events SET fanout_done_at = now()
 WHERE id = $1 AND fanout_done_at IS NULL
@@ -140,6 +148,11 @@ async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -
     if rows:
         await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))
     return deliveries
+
+
+async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:
+    rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, timeout=120)
+    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3]) for r in rows]
 
 
 async def finish(conn: asyncpg.Connection, event_id: int) -> bool:

@@ -56,6 +56,7 @@ _OLDEST_FIRST = " ORDER BY i.created_at ASC, i.id ASC"
 _PAGE = " LIMIT ${} OFFSET ${}"
 
 _COUNTS = "SELECT user_id, unread, total, version FROM inbox_counts WHERE user_id = $1"
+_COUNTS_OF = "SELECT user_id, unread, total, version FROM inbox_counts WHERE user_id = ANY ($1::bigint[])"
 
 # $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched.
 _SET_READ = """
@@ -211,6 +212,11 @@ async def counts(conn: asyncpg.Connection, user_id: int) -> Counts:
     if row is None:  # a user made before their counts row existed cannot happen, but never fail a read
         return Counts(user_id=user_id, unread=0, total=0, version=0)
     return Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3])
+
+
+async def counts_of(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[Counts]:
+    rows = await conn.fetch(_COUNTS_OF, list(user_ids))
+    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3]) for r in rows]
 
 
 async def set_read(
