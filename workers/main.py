@@ -33,8 +33,24 @@ CHUNK_TIMEOUT = 40
 ARQ_MAX_TRIES = 1000
 
 
+async def warn_without_persistence(client: Any) -> None:
+    """Accepted events wait in a Redis stream (and split fan-outs in arq's queue): if Redis
+    restarts without persistence, whatever was not yet consumed is gone. Say so at start."""
+    try:
+        config = await client.config_get("appendonly")
+    except redis.exceptions.ResponseError:  # CONFIG disabled, as on some managed services
+        log.info("could not read Redis's persistence settings (CONFIG is disabled); make sure AOF is on")
+        return
+    if config.get(b"appendonly", config.get("appendonly")) in (b"no", "no"):
+        log.warning(
+            "Redis persistence is off (appendonly no): a Redis restart would lose accepted events that "
+            "are not yet consumed. Production needs appendonly yes with appendfsync everysec or always."
+        )
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    await warn_without_persistence(ctx["redis"])
     backends = await Backends.open(settings, "herald-worker")
     fan = Fanout(backends, ctx["redis"])
     consumer = Consumer(fan)

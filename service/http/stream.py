@@ -35,6 +35,7 @@ from service.model import Counts, InboxItem, Principal
 HEARTBEAT = 15.0
 RETRY_MS = 3000
 REPLAY_MAX = 100
+SENT_KEPT = 1000
 
 
 def _last_seen(header: str | None) -> int | None:
@@ -52,6 +53,9 @@ class _Stream:
         self.newest = last_row or 0
         self.replay_from = last_row
         self.heartbeat = heartbeat
+        # Rows already sent (a replay and the live feed can overlap). Not "ids above the newest
+        # sent": rows committed concurrently arrive in any order of id, and each must get through.
+        self.sent: set[int] = set()
 
     def _id(self) -> str:
         return f"{self.version}.{self.newest}"
@@ -64,6 +68,9 @@ class _Stream:
 
     def _notification(self, item: InboxItem) -> ServerSentEventMessage:
         self.newest = max(self.newest, item.id)
+        self.sent.add(item.id)
+        if len(self.sent) > SENT_KEPT:
+            self.sent = set(sorted(self.sent)[-SENT_KEPT // 2 :])
         return ServerSentEventMessage(
             event="notification", data=msgspec.json.encode(present(item)).decode(), id=self._id()
         )
@@ -99,7 +106,7 @@ class _Stream:
             if counts.version != self.version:
                 yield self._unread(counts)
             return
-        if change.item is not None and change.event is not None and change.item > self.newest:
+        if change.item is not None and change.event is not None and change.item not in self.sent:
             item = await notifications.arrival(self.b, self.who, change.item, change.event)
             if item is not None:
                 yield self._notification(item)

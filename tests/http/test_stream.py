@@ -1,15 +1,18 @@
 """GET /v1/stream: the badge and arrivals, live, over a real HTTP server."""
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
 from service import ids
+from service.backends import Backends
 from service.settings import Settings
-from tests.conftest import Deliver, MakeUser, User, listening
+from tests.conftest import Deliver, JobRecorder, MakeUser, User, listening, make_event
 from tests.sse import open_stream
+from workers.fanout import Fanout
 
 
 @pytest.fixture
@@ -104,3 +107,29 @@ async def test_each_user_hears_only_their_own_changes(
         assert (await b.next_event()).json()["message"] == "for bob"
         await deliver(users=["alice"], message="for alice")
         assert (await a.next_event()).json()["message"] == "for alice"  # not bob's
+
+
+async def test_arrivals_out_of_id_order_all_get_through(
+    base: str, alice: User, deliver: Deliver, backends: Backends, jobs: JobRecorder
+) -> None:
+    """Rows committed concurrently reach the stream in any order of id; none may be dropped."""
+    async with open_stream(base, alice.headers) as stream:
+        await stream.next_event()
+        # Row A is written first (lower id) but its push is held back, as by a slower worker...
+        held = Fanout(backends, jobs)
+        held_outcome: list[Any] = []
+
+        async def no_push(event_id: int, deliveries: list[Any]) -> None:
+            held_outcome.append((event_id, deliveries))
+
+        held._publish = no_push  # type: ignore[method-assign]
+        await held.ingest(make_event(users=["alice"], message="A, pushed late"))
+        # ...while row B (higher id) is written and pushed at once.
+        b = await deliver(users=["alice"], message="B")
+        assert (await stream.next_event()).json()["message"] == "B"
+        await stream.next_event()  # B's count
+        event_id, deliveries = held_outcome[0]
+        assert deliveries[0].inbox_id < b.deliveries[0].inbox_id  # A is older than what was sent
+        await backends.counts.publish(deliveries, [d.inbox_id for d in deliveries], event_id)
+        late = await stream.next_event()
+        assert late.event == "notification" and late.json()["message"] == "A, pushed late"

@@ -1,0 +1,92 @@
+"""Servers a test may break: a private Redis and a private PostgreSQL, stopped and started at will,
+and real Herald processes pointed at them."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service import db
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tests.conftest import Servers, _create_database
+from tests.processes import stop, wait_ready
+
+
+class Breakable:
+    """A Redis that can be stopped and started again on the same port and directory."""
+
+    def __init__(self, root: Path, appendonly: bool = True) -> None:
+        self.root, self.port, self.appendonly = root, free_port(), appendonly
+        self.server: EmbeddedRedis | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, empty: bool = False) -> None:
+        if empty:
+            for f in self.root.glob("**/*.aof*"):
+                f.unlink()
+            for f in self.root.glob("appendonlydir/*"):
+                f.unlink()
+        self.server = EmbeddedRedis(self.root, self.port, appendonly=self.appendonly)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="herald-fault-") as d:
+        Path(d).chmod(0o755)
+        yield Path(d)
+
+
+@pytest.fixture
+def private_redis(scratch: Path) -> Iterator[Breakable]:
+    redis = Breakable(scratch / "redis")
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def private_postgres(scratch: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
+    server = EmbeddedPostgres(scratch / "postgres")
+    url = asyncio.run(_create_database(server.start(), "herald"))
+    asyncio.run(db.migrate(url))
+    yield server, url
+    server.stop()
+
+
+def start_herald(env: dict[str, str], *parts: str, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """Start `herald <part>` processes; each one's log goes to `logs/<part>-<n>.log`."""
+    logs.mkdir(exist_ok=True)
+    procs = []
+    for n, part in enumerate(parts):
+        with open(logs / f"{part}-{n}.log", "ab") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "service.cli", part], env=env, stderr=log, stdout=log))
+    if "api" in parts:
+        wait_ready(f"http://127.0.0.1:{env['HERALD_PORT']}", procs)
+    return procs
+
+
+def fault_env(database_url: str, redis_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HERALD_DATABASE_URL": database_url,
+        "HERALD_REDIS_URL": redis_url,
+        "HERALD_PORT": str(free_port()),
+        "HERALD_BACKEND_TIMEOUT": "2",
+    }
+
+
+__all__ = ["Breakable", "Servers", "fault_env", "start_herald", "stop"]
