@@ -47,12 +47,13 @@ async def dead_letter(client: aioredis.Redis, raw: bytes, reason: str, ack: str 
     log.warning("dead-lettered an event: %s", reason)
 
 
-async def acknowledge(client: aioredis.Redis, entry_id: str) -> None:
-    """The entry is done with: acknowledge it and forget its attempts, in one MULTI."""
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.xack(STREAM, GROUP, entry_id)
-        pipe.hdel(ATTEMPTS, entry_id)
-        await pipe.execute()
+async def acknowledge(client: aioredis.Redis, entry_ids: list[str]) -> None:
+    """The entries are done with: acknowledge them and forget their attempts, in one MULTI."""
+    if entry_ids:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xack(STREAM, GROUP, *entry_ids)
+            pipe.hdel(ATTEMPTS, *entry_ids)
+            await pipe.execute()
 
 
 async def count_attempt(client: aioredis.Redis, key: str) -> int:

@@ -149,10 +149,13 @@ class Consumer:
         if not entries:
             return 0
         results = await asyncio.gather(*(self._handle(entry_id, fields, retry) for entry_id, fields in entries))
-        return results.count(False)
+        # Ingested entries are acknowledged together, in one round trip for the whole batch.
+        await acknowledge(self.redis, [e[0].decode() for e, r in zip(entries, results, strict=True) if r == "ingested"])
+        return results.count("retry")
 
-    async def _handle(self, raw_id: bytes, fields: dict[bytes, bytes] | None, retry: bool = False) -> bool:
-        """True when the entry is finished with (ingested or dead-lettered), False to retry it."""
+    async def _handle(self, raw_id: bytes, fields: dict[bytes, bytes] | None, retry: bool = False) -> str:
+        """What became of the entry: "ingested" (to acknowledge), "dead" (dead-lettered and
+        acknowledged already) or "retry" (left pending)."""
         entry_id = raw_id.decode()
         async with self._limit:
             raw = (fields or {}).get(b"event")
@@ -164,24 +167,23 @@ class Consumer:
                 where = f" at {exc.field}" if exc.field else ""
                 await dead_letter(self.redis, raw or b"", f"invalid event{where}: {exc.message}", ack=entry_id)
                 self.dead += 1
-                return True
+                return "dead"
             try:
                 await self.fan.ingest(event, retry=retry)
             except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("entry %s waits for a backend: %s", entry_id, exc)
-                return False
+                return "retry"
             except Exception as exc:
                 return await self._failed(entry_id, raw, exc)
-            await acknowledge(self.redis, entry_id)
             self.handled += 1
-            return True
+            return "ingested"
 
-    async def _failed(self, entry_id: str, raw: bytes, exc: Exception) -> bool:
+    async def _failed(self, entry_id: str, raw: bytes, exc: Exception) -> str:
         attempts = await count_attempt(self.redis, entry_id)
         if attempts < MAX_ATTEMPTS:
             log.warning("entry %s failed (attempt %d): %s: %s", entry_id, attempts, type(exc).__name__, exc)
-            return False
+            return "retry"
         reason = f"fan-out failed {attempts} times: {type(exc).__name__}: {exc}"
         await dead_letter(self.redis, raw, reason, ack=entry_id)
         self.dead += 1
-        return True
+        return "dead"

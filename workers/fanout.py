@@ -32,6 +32,7 @@ log = logging.getLogger("herald.fanout")
 # after this many failures; arq's own limit is far above it so that Herald has the last word.
 CHUNK_ATTEMPTS = 5
 CHUNK_JOB = "fanout_chunk"
+KNOWN_USERS_KEPT = 200_000
 
 
 def backoff(attempt: int) -> float:
@@ -53,7 +54,9 @@ class Fanout:
     def __init__(self, backends: Backends, jobs: ArqRedis) -> None:
         self.b = backends
         self.jobs = jobs
-        self._tenants: dict[str, int] = {}  # tenants are never deleted, so ids can be kept
+        # Tenants and users are never deleted, so what is known to exist stays known.
+        self._tenants: dict[str, int] = {}
+        self._known: set[tuple[int, str]] = set()
 
     async def ingest(self, event: Event, *, retry: bool = False) -> Outcome:
         """Record a valid event and fan it out (or queue its chunks). Safe to repeat.
@@ -62,6 +65,11 @@ class Fanout:
         down, worker killed): if the event turns out to be fanned out already in one chunk, its
         recipients' counts are copied again. (A fresh duplicate publish does not need that.)"""
         chunk = self.b.settings.fanout_chunk
+        audience = event.audience
+        if not retry and not audience.topics and not audience.all and len(audience.users) <= chunk:
+            delivered = await self._deliver_named(event)
+            if delivered is not None:
+                return delivered
 
         async def work(conn: asyncpg.Connection) -> Outcome:
             async with conn.transaction():
@@ -98,6 +106,34 @@ class Fanout:
         for lo, hi in outcome.queued:
             await self.jobs.enqueue_job(CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo))
         return outcome
+
+    async def _deliver_named(self, event: Event) -> Outcome | None:
+        """The common event (named users only, new) in one statement; None to take the general path.
+
+        Unknown users are created first, by a statement of their own: a user created at the same
+        moment by another event's delivery becomes visible only to a statement that starts after
+        that other one commits, which creating them inside the delivery would not guarantee."""
+
+        async def work(conn: asyncpg.Connection) -> tuple[int, int, list[fanout.Delivery]] | None:
+            tenant_id = self._tenants.get(event.tenant)
+            if tenant_id is None:
+                tenant_id = await users.ensure_tenant(conn, event.tenant)
+            unknown = [u for u in set(event.audience.users) if (tenant_id, u) not in self._known]
+            if unknown:
+                await users.ensure_members(conn, tenant_id, unknown)
+            delivered = await fanout.deliver_named(conn, tenant_id, event)
+            return None if delivered is None else (tenant_id, *delivered)
+
+        result = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        if result is None:
+            return None
+        tenant_id, event_id, deliveries = result
+        self._tenants[event.tenant] = tenant_id
+        if len(self._known) > KNOWN_USERS_KEPT:
+            self._known.clear()
+        self._known.update((tenant_id, u) for u in event.audience.users)
+        await self._publish(event_id, deliveries)
+        return Outcome(event_id, deliveries, [])
 
     async def run_chunk(self, event_id: int, lo: int, hi: int) -> int:
         """One chunk of a split fan-out (the arq job's body). Returns the rows written.

@@ -9,17 +9,18 @@ import asyncpg
 
 from service.model import Event
 
-# ON CONFLICT DO NOTHING: a republished event returns no row, and the caller resumes its fan-out
-# instead of starting another one.
-_INSERT = """
+# The insert of an event, shared with the one-statement delivery in store/fanout.py. $19 marks the
+# fan-out done at once (that delivery writes the rows in the same statement). ON CONFLICT DO NOTHING:
+# a republished event returns no row, and the caller resumes its fan-out instead of starting another.
+INSERT_EVENT = """
 INSERT INTO events (
     tenant_id, external_id, type, title, message, category, tags, trigger_type,
     entity_type, entity_id, action_url, actionable, payload,
-    audience_users, audience_topics, audience_all, occurred_at, expires_at
+    audience_users, audience_topics, audience_all, occurred_at, expires_at, fanout_done_at
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-          coalesce($17, now()), $18)
+          coalesce($17, now()), $18, CASE WHEN $19 THEN now() END)
 ON CONFLICT (tenant_id, external_id) DO NOTHING
-RETURNING id
+RETURNING id, occurred_at
 """
 _FIND = """
 SELECT id, fanout_done_at IS NOT NULL FROM events WHERE tenant_id = $1 AND external_id = $2
@@ -33,11 +34,10 @@ FROM events e JOIN tenants t ON t.id = e.tenant_id WHERE e.id = $1
 """
 
 
-async def insert(conn: asyncpg.Connection, tenant_id: int, event: Event) -> int | None:
-    """The new event's id, or None when (tenant, id) was already published."""
+def insert_args(tenant_id: int, event: Event, *, done: bool = False) -> list[Any]:
+    """The parameters of INSERT_EVENT, in order."""
     entity = event.entity
-    value: int | None = await conn.fetchval(
-        _INSERT,
+    return [
         tenant_id,
         event.id,
         event.type,
@@ -56,8 +56,14 @@ async def insert(conn: asyncpg.Connection, tenant_id: int, event: Event) -> int 
         event.audience.all,
         event.occurred_at,
         event.expires_at,
-    )
-    return value
+        done,
+    ]
+
+
+async def insert(conn: asyncpg.Connection, tenant_id: int, event: Event) -> int | None:
+    """The new event's id, or None when (tenant, id) was already published."""
+    row = await conn.fetchrow(INSERT_EVENT, *insert_args(tenant_id, event))
+    return None if row is None else int(row[0])
 
 
 async def find(conn: asyncpg.Connection, tenant_id: int, external_id: str) -> tuple[int, bool] | None:

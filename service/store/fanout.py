@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.model import Counts
+from service.model import Counts, Event
+from service.store import events
+from service.store.events import INSERT_EVENT
 
 MAX_USER_ID = (1 << 63) - 1
 
@@ -94,6 +96,29 @@ FROM cnt JOIN ins USING (user_id)
 """  # noqa: S608
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
 
+# The common event in one statement: named users only (no topics, no `all`), all of them existing.
+# It records the event as already fanned out, writes its rows and bumps the counts, atomically
+# without a transaction round trip. No row when (tenant, id) was published before: the caller then
+# takes the general path, which resumes whatever that earlier publish left undone. An empty audience
+# (every named user deactivated) still returns the event's id, with nulls.
+_DELIVER_NAMED = f"""
+WITH ev AS ({INSERT_EVENT.strip()}),
+ins AS (
+    INSERT INTO inbox (user_id, event_id, created_at)
+    SELECT u.id, ev.id, ev.occurred_at FROM ev, users u
+    WHERE u.tenant_id = $1 AND u.external_id = ANY ($14::text[]) AND u.active
+    RETURNING id, user_id
+),
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
+    RETURNING c.user_id, c.unread, c.total, c.version
+),
+delivered AS (SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version FROM cnt JOIN ins USING (user_id))
+SELECT ev.id, d.user_id, d.id, d.unread, d.total, d.version FROM ev LEFT JOIN delivered d ON true
+"""  # noqa: S608
+
 # The current counts of a written chunk's recipients, for copying them to Redis again when the first
 # copy may have been lost (the worker died, or Redis was down, after the chunk committed).
 _CHUNK_COUNTS = f"""
@@ -148,6 +173,19 @@ async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -
     if rows:
         await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))
     return deliveries
+
+
+async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) -> tuple[int, list[Delivery]] | None:
+    """Record and deliver a new event to named, existing users in one statement (see _DELIVER_NAMED).
+
+    Returns the event id and the deliveries, or None when the event was published before."""
+    rows = await conn.fetch(_DELIVER_NAMED, *events.insert_args(tenant_id, event, done=True))
+    if not rows:
+        return None
+    deliveries = [
+        Delivery(user_id=r[1], inbox_id=r[2], unread=r[3], total=r[4], version=r[5]) for r in rows if r[1] is not None
+    ]
+    return rows[0][0], deliveries
 
 
 async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:

@@ -176,3 +176,13 @@ async def test_counts_are_copied_to_redis_with_the_new_rows(backends: Backends, 
     counts = decode_counts(alice, raw)
     assert (counts.unread, counts.total) == (2, 2)
     await counts_agree(backends)
+
+
+async def test_a_new_user_named_by_two_events_at_once_gets_both(backends: Backends) -> None:
+    """Two workers create the same new user at the same moment: each event must still reach them."""
+    for round_ in range(20):
+        a, b = Fanout(backends, JobRecorder()), Fanout(backends, JobRecorder())  # type: ignore[arg-type]
+        name = f"newbie-{round_}"
+        await asyncio.gather(a.ingest(make_event(users=[name])), b.ingest(make_event(users=[name, "other"])))
+        assert (await inbox_of(backends))[name] == 2
+    await counts_agree(backends)
