@@ -32,11 +32,13 @@ class Authenticator:
         self._timeout = timeout
         self._cache: dict[bytes, tuple[float, Principal]] = {}
 
-    async def principal(self, token: str | None) -> Principal:
-        """The token's owner, whatever its kind or state; Unauthorized if Herald does not know it."""
+    async def principal(self, token: str | None, digest: bytes | None = None) -> Principal:
+        """The token's owner, whatever its kind or state; Unauthorized if Herald does not know it.
+
+        `digest` is the token's hash when the caller already has it."""
         if not token:
             raise Unauthorized("Not authenticated")
-        digest = token_hash(token)
+        digest = digest or token_hash(token)
         cached = self._cache.get(digest)
         now = time.monotonic()
         if cached is not None and cached[0] > now:
@@ -55,9 +57,10 @@ class Authenticator:
         self._cache[digest] = (now + CACHE_TTL, found)
         return found
 
-    def cached(self, token: str) -> Principal | None:
-        """The token's owner if this process already knows it; never touches the database."""
-        entry = self._cache.get(token_hash(token))
+    def cached(self, digest: bytes) -> Principal | None:
+        """The owner of the token with this hash if this process already knows it; never touches
+        the database."""
+        entry = self._cache.get(digest)
         if entry is None or entry[0] <= time.monotonic():
             return None
         _HIT.inc()

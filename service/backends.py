@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from service import cache, db
 from service.auth import Authenticator
 from service.cache import CountCache
+from service.limits import Limits
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ class Backends:
         self.redis = client
         self.counts = CountCache(client)
         self.auth = Authenticator(pool, settings.backend_timeout)
+        self.limits = Limits(
+            settings.rate_limit_reads, settings.rate_limit_publishes, settings.rate_limit_auth_failures
+        )
         # Count rebuilds in this process, and a ticket per count read (see service/notifications.py).
         self.rebuilding: dict[int, Rebuild] = {}
         self.poll_ticket = 0

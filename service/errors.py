@@ -8,6 +8,7 @@ HeraldError
 ├── Forbidden              known credentials that may not do this (deactivated, wrong kind/role/tenant)
 ├── NotFound               missing, or not the caller's: the two are indistinguishable on purpose
 ├── Conflict               a uniqueness rule would be broken
+├── TooManyRequests        a rate limit: try again in `retry_after` seconds
 └── Unavailable            PostgreSQL or Redis cannot be reached (answered as 503, retried by workers)
 """
 
@@ -58,6 +59,12 @@ class NotFound(HeraldError):
 
 class Conflict(HeraldError):
     pass
+
+
+class TooManyRequests(HeraldError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(HeraldError):

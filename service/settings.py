@@ -7,6 +7,7 @@ line naming the variable; the CLI prints that line and exits non-zero.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "json"
     # Seconds between keep-alive comments on an idle stream (the contract allows at most 15).
     stream_heartbeat: float = 15.0
+    # Rate limits per API process (see service/limits.py); 0 turns one off.
+    rate_limit_reads: float = 100.0  # requests per second per reader token
+    rate_limit_publishes: float = 1000.0  # events per second per producer token
+    rate_limit_auth_failures: float = 10.0  # unknown tokens per second per client address
+    # Browser origins allowed to call the API (CORS); empty: none, ("*",): any.
+    cors_origins: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-For is believed (a reverse proxy or ingress), as networks.
+    trusted_proxies: tuple[str, ...] = ()
 
     def require_backends(self) -> tuple[str, str]:
         """The two URLs, for the parts that cannot start embedded servers themselves."""
@@ -92,6 +101,25 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in env.get(name, "").split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+            raise SettingsError(f"{name}: expected * or origins like https://app.example.com, got {origin!r}")
+    return origins
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    networks = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: expected addresses or networks like 10.0.0.0/8, got {network!r}") from None
+    return networks
+
+
 def parse_profiles(raw: str, name: str = "HERALD_PROFILES") -> tuple[tuple[str, str], ...]:
     mounts: list[tuple[str, str]] = []
     for item in raw.split(","):
@@ -137,4 +165,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_workers=_int(env, "HERALD_API_WORKERS", 1, 1, 64),
         demo=env.get("HERALD_DEMO", "") == "1",
         log_format=log_format,
+        rate_limit_reads=_float(env, "HERALD_RATE_LIMIT_READS", 100.0, 0, 1e6),
+        rate_limit_publishes=_float(env, "HERALD_RATE_LIMIT_PUBLISHES", 1000.0, 0, 1e7),
+        rate_limit_auth_failures=_float(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", 10.0, 0, 1e6),
+        cors_origins=_origins(env, "HERALD_CORS_ORIGINS"),
+        trusted_proxies=_networks(env, "HERALD_TRUSTED_PROXIES"),
     )

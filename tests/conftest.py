@@ -125,7 +125,7 @@ async def redis_client(backends: Backends) -> aioredis.Redis:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(settings: Settings, peer: tuple[str, int] = ("127.0.0.1", 123)) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to a fresh app on this test's own event loop.
 
     Litestar's AsyncTestClient runs the app's lifespan on another thread's loop and blocks the
@@ -149,7 +149,7 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         waiter.cancel()
         task.result()  # the start failed: raise why
     try:
-        transport = httpx.ASGITransport(app=asgi(app))
+        transport = httpx.ASGITransport(app=asgi(app), client=peer)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
             yield http
     finally:

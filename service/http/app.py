@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from service import notifications
 from service.backends import Backends
 from service.http import demo, native
+from service.http.edge import Edge
 from service.http.errors import Renderer, fallback
 from service.http.fastpath import FastPath
 from service.http.profiles import aptly, qualytics, scalebox
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     routers = [native.router(), *(make(prefix) for prefix, (make, _) in mounts)]
     if settings.demo:
         routers.append(demo.router())
-    return Litestar(
+    app = Litestar(
         route_handlers=routers,
         lifespan=[lifespan],
         exception_handlers={
@@ -107,11 +108,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    app.state.settings = settings
+    return app
 
 
-def asgi(app: Litestar) -> FastPath:
-    """What the server runs: the app behind the badge's fast path."""
-    return FastPath(app)
+def asgi(app: Litestar) -> Edge:
+    """What the server runs: the app behind the badge's fast path, behind the headers and CORS."""
+    return Edge(FastPath(app), app.state.settings)
 
 
 def app_from_env() -> Any:

@@ -23,6 +23,7 @@ from service.errors import (
     HeraldError,
     InvalidEvent,
     NotFound,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -53,6 +54,7 @@ _STATUS: dict[type[HeraldError], int] = {
     NotFound: 404,
     Conflict: 409,
     InvalidEvent: 422,
+    TooManyRequests: 429,
     Unavailable: 503,
 }
 _HEADERS: dict[int, dict[str, str]] = {
@@ -87,9 +89,10 @@ def problem_of(exc: BaseException) -> Problem:
             member = exc.member
         elif isinstance(exc, BadRequest):
             issues = (Issue(exc.location, exc.field, exc.message),)
-        return Problem(
-            status=status, message=exc.message, issues=issues, member=member, headers=_HEADERS.get(status, {})
-        )
+        headers = _HEADERS.get(status, {})
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return Problem(status=status, message=exc.message, issues=issues, member=member, headers=headers)
     if isinstance(exc, ValidationException):
         issues = _issues_of(exc)
         first = issues[0]

@@ -19,6 +19,7 @@ from litestar import Litestar
 from service.backends import Backends
 from service.http.native import badge_headers, etag_of, matches
 from service.metrics import COUNT_READS
+from service.tokens import token_hash
 
 PATH = "/v1/unread-count"
 _encode = msgspec.json.Encoder().encode
@@ -62,9 +63,12 @@ class FastPath:
         token = _token(scope)
         if b is None or token is None:
             return False
-        who = b.auth.cached(token)
+        key = token_hash(token)
+        who = b.auth.cached(key)
         if who is None or who.kind != "pat" or not who.active:
             return False
+        if b.limits.reads.take(key):
+            return False  # the route answers 429 in its own envelope
         try:
             counts = await b.counts.get(who.user_id)
         except redis.exceptions.RedisError:

@@ -8,6 +8,8 @@ the route (reader, producer or admin) and leaves the principal in the request sc
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +19,15 @@ from litestar.handlers.base import BaseRouteHandler
 
 from service import auth
 from service.backends import Backends
+from service.errors import TooManyRequests, Unauthorized
+from service.limits import retry_after
 from service.model import Principal
+from service.tokens import token_hash
 
 _SCOPE_KEY = "herald.principal"
+_LIMIT_KEY = "herald.limit-key"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def token_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -36,15 +44,77 @@ def backends_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Backends:
     return found
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(trusted: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def client_address(connection: ASGIConnection[Any, Any, Any, Any], trusted: tuple[str, ...]) -> str:
+    """The caller's address: the peer, or, when the peer is a trusted proxy, the nearest address in
+    X-Forwarded-For that is not one (anything further left could have been written by the client)."""
+    peer = connection.scope.get("client")
+    address = peer[0] if peer else "unknown"
+    networks = _networks(trusted)
+    if not networks or not _trusted(address, networks):
+        return address
+    hops = [h.strip() for h in ",".join(connection.headers.getall("x-forwarded-for", [])).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            return hop
+    return hops[0] if hops else address
+
+
+async def _principal(connection: ASGIConnection[Any, Any, Any, Any], token: str | None, key: bytes) -> Principal:
+    """The token's owner. A token this process does not know costs a database lookup, so unknown
+    tokens are limited per client address: guessing is slowed, valid cached tokens from the same
+    address (a shared office NAT) go on working."""
+    b = backends_of(connection)
+    if token is None:
+        return await b.auth.principal(None)
+    who = b.auth.cached(key)
+    if who is not None:
+        return who
+    address = client_address(connection, b.settings.trusted_proxies)
+    wait = b.limits.auth_failures.wait(address)
+    if wait:
+        raise TooManyRequests("too many failed authentications from this address", retry_after(wait))
+    try:
+        return await b.auth.principal(token, key)
+    except Unauthorized:
+        b.limits.auth_failures.take(address)
+        raise
+
+
 def _guard(rule: Callable[[Principal], Principal], *, query_token: bool = False) -> Callable[..., Any]:
     async def check(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         token = token_of(connection)
         if token is None and query_token:
             token = connection.query_params.get("token")
-        who = await backends_of(connection).auth.principal(token)
-        connection.scope[_SCOPE_KEY] = rule(who)  # type: ignore[literal-required]
+        key = token_hash(token or "")
+        who = rule(await _principal(connection, token, key))
+        if who.kind == "pat":
+            # Publishes are counted per event by the route; everything else a token does is a read.
+            wait = backends_of(connection).limits.reads.take(key)
+            if wait:
+                raise TooManyRequests("too many requests for this token", retry_after(wait))
+        connection.scope[_SCOPE_KEY] = who  # type: ignore[literal-required]
+        connection.scope[_LIMIT_KEY] = key  # type: ignore[literal-required]
 
     return check
+
+
+def token_key(connection: ASGIConnection[Any, Any, Any, Any]) -> bytes:
+    """The rate-limit key of the request's token (its hash), set by the guard."""
+    key: bytes = connection.scope[_LIMIT_KEY]  # type: ignore[literal-required]
+    return key
 
 
 reader_guard = _guard(auth.reader)

@@ -16,10 +16,11 @@ from litestar.params import JSONBody
 
 from service import admin, db, notifications, stream
 from service.backends import Backends
-from service.errors import Forbidden, InvalidEvent
+from service.errors import Forbidden, InvalidEvent, TooManyRequests
 from service.http.errors import Problem, handlers
-from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard
+from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard, token_key
 from service.http.stream import live
+from service.limits import retry_after
 from service.metrics import render as render_metrics
 from service.model import Event, Input, Name, Principal, decode_events
 
@@ -124,6 +125,9 @@ async def publish_events(
         raise InvalidEvent("the body holds no event")
     if len(batch) > MAX_BATCH:
         raise InvalidEvent(f"at most {MAX_BATCH} events per request, got {len(batch)}")
+    wait = b.limits.publishes.take(token_key(request), len(batch))
+    if wait:
+        raise TooManyRequests(f"too many events for this token ({len(batch)} in this request)", retry_after(wait))
     for index, (event, _) in enumerate(batch):
         if event.tenant != who.tenant:
             member = f"event {index}" if len(batch) > 1 else "the event"
