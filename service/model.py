@@ -21,7 +21,8 @@ MAX_AUDIENCE_USERS = 10_000
 TriggerType = Literal["Anomaly", "PartitionScan", "Operation", "Manual"]
 TRIGGER_TYPES: tuple[str, ...] = ("Anomaly", "PartitionScan", "Operation", "Manual")
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+MAX_NAME = 200  # user ids, topics, tags
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -115,10 +116,15 @@ def decode_event(raw: bytes | str) -> Event:
     except msgspec.DecodeError as exc:
         message, path = _split_msgspec_error(exc)
         raise InvalidEvent(message, path) from None
+    except RecursionError:
+        raise InvalidEvent(NESTED_TOO_DEEPLY) from None
     return check_event(event)
 
 
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+# msgspec decodes nested JSON recursively; a body nested thousands deep (an attack, never an event)
+# exhausts the interpreter's stack, which Python reports as RecursionError.
+NESTED_TOO_DEEPLY = "JSON nested too deeply"
 
 
 def decode_events(raw: bytes) -> list[tuple[Event, bytes]]:
@@ -134,6 +140,8 @@ def decode_events(raw: bytes) -> list[tuple[Event, bytes]]:
         members = _raw_list_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"not a JSON array of events: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent(NESTED_TOO_DEEPLY) from None
     events: list[tuple[Event, bytes]] = []
     for index, member in enumerate(members):
         data = bytes(member)

@@ -27,6 +27,7 @@ from service.errors import (
     Unauthorized,
     Unavailable,
 )
+from service.model import NESTED_TOO_DEEPLY
 
 log = logging.getLogger("herald.http")
 
@@ -105,6 +106,8 @@ def problem_of(exc: BaseException) -> Problem:
         # A 400 from Litestar itself is a body it could not decode (not JSON, truncated, too deep).
         issues = (Issue("body", "", message),) if status == 400 else ()
         return Problem(status=status, message=message, issues=issues, headers=headers)
+    if isinstance(exc, RecursionError):  # a body nested too deeply for the decoder (see service/model.py)
+        return Problem(status=400, message=NESTED_TOO_DEEPLY, issues=(Issue("body", "", NESTED_TOO_DEEPLY),))
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
         return Problem(status=503, message="Redis is unavailable", headers=_HEADERS[503])
     log.error("unhandled error", exc_info=exc)

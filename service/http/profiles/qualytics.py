@@ -25,7 +25,7 @@ from service.errors import BadRequest
 from service.http.errors import Problem, handlers
 from service.http.formats import pages
 from service.http.guard import dependencies, reader_guard
-from service.model import TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
+from service.model import MAX_NAME, TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
 
 LISTING_MAX = 1000
 ACK_MAX = 1000
@@ -117,9 +117,14 @@ def render(problem: Problem) -> Response[Any]:
     return Response({"detail": detail}, status_code=status, headers=problem.headers)
 
 
+MAX_TAGS = 50
+
+
 def _query(
     include_acknowledged: bool, trigger_type: list[TriggerType] | None, tag: list[str] | None, asc: bool
 ) -> InboxQuery:
+    if any(len(t) > MAX_NAME for t in tag or ()):
+        raise BadRequest(f"a tag has at most {MAX_NAME} characters", "tag", "query")
     return InboxQuery(
         read=None if include_acknowledged else False,
         trigger_types=tuple(trigger_type or ()),
@@ -135,7 +140,12 @@ TriggerTypes = Annotated[
     list[TriggerType] | None,
     QueryParameter(description=f"Only notifications whose trigger type is one of these ({', '.join(TRIGGER_TYPES)})."),
 ]
-Tags = Annotated[list[str] | None, QueryParameter(description="Only notifications carrying one of these tags.")]
+Tags = Annotated[
+    list[str] | None,
+    QueryParameter(
+        max_items=MAX_TAGS, description=f"Only notifications carrying one of these tags (at most {MAX_TAGS})."
+    ),
+]
 SortCreated = Annotated[Literal["desc", "asc"], QueryParameter(description="Order by creation date.")]
 PageNumber = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="Page number, from 1.")]
 PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="Items per page, 1 to 100.")]
