@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -76,3 +77,15 @@ def running(env: dict[str, str]) -> Iterator[str]:
         yield base
     finally:
         stop(procs)
+
+
+def start_herald(env: dict[str, str], *parts: str, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """Start `herald <part>` processes; each one's log goes to `logs/<part>-<n>.log`."""
+    logs.mkdir(exist_ok=True)
+    procs = []
+    for n, part in enumerate(parts):
+        with open(logs / f"{part}-{n}.log", "ab") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "service.cli", part], env=env, stderr=log, stdout=log))
+    if "api" in parts:
+        wait_ready(f"http://127.0.0.1:{env['HERALD_PORT']}", procs)
+    return procs

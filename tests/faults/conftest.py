@@ -3,8 +3,6 @@ and real Herald processes pointed at them."""
 
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from service import db
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import Servers, _create_database
-from tests.processes import stop, wait_ready
+from tests.processes import start_herald, stop
 
 
 class Breakable:
@@ -65,18 +63,6 @@ def private_postgres(scratch: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     asyncio.run(db.migrate(url))
     yield server, url
     server.stop()
-
-
-def start_herald(env: dict[str, str], *parts: str, logs: Path) -> list[subprocess.Popen[bytes]]:
-    """Start `herald <part>` processes; each one's log goes to `logs/<part>-<n>.log`."""
-    logs.mkdir(exist_ok=True)
-    procs = []
-    for n, part in enumerate(parts):
-        with open(logs / f"{part}-{n}.log", "ab") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "service.cli", part], env=env, stderr=log, stdout=log))
-    if "api" in parts:
-        wait_ready(f"http://127.0.0.1:{env['HERALD_PORT']}", procs)
-    return procs
 
 
 def fault_env(database_url: str, redis_url: str) -> dict[str, str]:
