@@ -8,13 +8,15 @@ profile's format; `fallback` does the same for requests that match no route, by 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import asyncpg
 import msgspec
 import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from service.errors import (
     BadRequest,
@@ -106,6 +108,11 @@ def problem_of(exc: BaseException) -> Problem:
         # A 400 from Litestar itself is a body it could not decode (not JSON, truncated, too deep).
         issues = (Issue("body", "", message),) if status == 400 else ()
         return Problem(status=status, message=message, issues=issues, headers=headers)
+    if isinstance(exc, asyncpg.DataError):
+        # A value PostgreSQL cannot take as given, like a NUL character in a filter: the request's
+        # fault, and nothing was changed (the statement failed).
+        message = "a parameter holds a value that cannot be used (for instance a NUL character)"
+        return Problem(status=400, message=message, issues=(Issue("query", "", message),))
     if isinstance(exc, RecursionError):  # a body nested too deeply for the decoder (see service/model.py)
         return Problem(status=400, message=NESTED_TOO_DEEPLY, issues=(Issue("body", "", NESTED_TOO_DEEPLY),))
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
@@ -115,6 +122,30 @@ def problem_of(exc: BaseException) -> Problem:
 
 
 Renderer = Callable[[Problem], Response[Any]]
+
+# What each error status means, for the OpenAPI document. Every guarded route can answer each of
+# them (a token is missing, forbidden or over its rate; a backend is down; a parameter is bad).
+ERRORS = {
+    400: "The request is malformed: a bad parameter, body or id.",
+    401: "No token, or one Herald does not know.",
+    403: "The token may not do this: a deactivated user, a producer token on a reader route, another tenant.",
+    404: "No such notification for this user (another user's is answered the same way).",
+    413: "The body is larger than the route accepts.",
+    422: "The request is well-formed but refused: the failing field is named.",
+    429: "Over a rate limit; `Retry-After` says when to try again.",
+    503: "PostgreSQL or Redis cannot be reached right now; `Retry-After` says when to try again.",
+}
+
+
+def documented(route_handlers: Sequence[Any], envelope: type, statuses: Iterable[int] = ERRORS) -> list[Any]:
+    """The handlers, each with the error answers it can give described in the OpenAPI document,
+    in `envelope`, the shape of the profile's errors."""
+    for handler in route_handlers:
+        specs = {
+            s: ResponseSpec(data_container=envelope, description=ERRORS[s], generate_examples=False) for s in statuses
+        }
+        handler.responses = {**specs, **(handler.responses or {})}
+    return list(route_handlers)
 
 
 def handlers(

@@ -7,7 +7,7 @@ index of the refused event in a batch) and `field` (a dotted path) when a reques
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
@@ -17,7 +17,7 @@ from litestar.params import JSONBody
 from service import admin, db, notifications, stream
 from service.backends import Backends
 from service.errors import Forbidden, InvalidEvent, TooManyRequests
-from service.http.errors import Problem, handlers
+from service.http.errors import Problem, documented, handlers
 from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard, token_key
 from service.http.stream import live
 from service.limits import retry_after
@@ -103,7 +103,9 @@ async def unread_count(
     return Response(UnreadCount(counts.unread), headers=headers)
 
 
-def _event_body_doc(data: JSONBody[Event | list[Event]]) -> None:
+def _event_body_doc(
+    data: JSONBody[Event | Annotated[list[Event], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]],
+) -> None:
     """Never called: it only shows the request body in the OpenAPI document. The handler parses
     the body itself, so that a refusal can name the member of the batch."""
     raise AssertionError("documentation only")
@@ -188,10 +190,20 @@ async def metrics() -> bytes:
     return render_metrics()
 
 
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Herald's own error envelope."""
+
+    error: str
+    status: int
+    member: int | None = None
+    field: str | None = None
+
+
 def router() -> Router:
+    guarded = documented([unread_count, live, publish_events, create_user, create_subscription], ErrorBody)
     return Router(
         "/",
-        route_handlers=[unread_count, live, publish_events, create_user, create_subscription, healthz, readyz, metrics],
+        route_handlers=[*guarded, healthz, readyz, metrics],
         dependencies=dependencies,
         exception_handlers=handlers(render),
         tags=["herald"],

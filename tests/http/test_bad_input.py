@@ -8,7 +8,18 @@ import pytest
 
 from tests.conftest import Deliver, MakeUser, User
 
-SQL = ["' OR 1=1 --", "x'; DROP TABLE inbox; --", '" OR ""="', "%", "_", "\\", "1; SELECT pg_sleep(5)", "é\u202e"]
+SQL = [
+    "\x00",
+    "a\x00b",
+    "' OR 1=1 --",
+    "x'; DROP TABLE inbox; --",
+    '" OR ""="',
+    "%",
+    "_",
+    "\\",
+    "1; SELECT pg_sleep(5)",
+    "é\u202e",
+]
 
 # path -> a check that the body is that profile's error envelope
 ENVELOPES: dict[str, Callable[[Any], bool]] = {

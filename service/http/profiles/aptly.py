@@ -18,7 +18,7 @@ from litestar.params import FromPath, QueryParameter
 from service import ids, notifications
 from service.backends import Backends
 from service.errors import Forbidden, NotFound
-from service.http.errors import Problem, handlers
+from service.http.errors import Problem, documented, handlers
 from service.http.formats import months_before, now_iso_ms, relative_time
 from service.http.guard import dependencies, reader_guard
 from service.model import InboxItem, InboxQuery, Principal
@@ -217,10 +217,17 @@ async def delete_one(
     )
 
 
+class ErrorBody(msgspec.Struct):
+    statusCode: int
+    timestamp: str
+    message: str
+    data: None
+
+
 def router(prefix: str) -> Router:
     return Router(
         prefix,
-        route_handlers=[list_notifications, mark_read, mark_unread, read_all, delete_one],
+        route_handlers=documented([list_notifications, mark_read, mark_unread, read_all, delete_one], ErrorBody),
         guards=[reader_guard],
         dependencies=dependencies,
         exception_handlers=handlers(render),

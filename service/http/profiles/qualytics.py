@@ -22,7 +22,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service import ids, notifications
 from service.backends import Backends
 from service.errors import BadRequest
-from service.http.errors import Problem, handlers
+from service.http.errors import Problem, documented, handlers
 from service.http.formats import pages
 from service.http.guard import dependencies, reader_guard
 from service.model import MAX_NAME, TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
@@ -224,10 +224,24 @@ async def acknowledge_one(
     return Acknowledged(id=found.id, created=found.created_at, acknowledged=True)
 
 
+class ValidationIssue(msgspec.Struct):
+    type: str
+    loc: list[str]
+    msg: str
+
+
+class ErrorBody(msgspec.Struct):
+    """FastAPI's error shape: a message, or the list of what failed validation."""
+
+    detail: str | list[ValidationIssue]
+
+
 def router(prefix: str) -> Router:
     return Router(
         prefix,
-        route_handlers=[list_notifications, listing, get_notification, acknowledge, acknowledge_one],
+        route_handlers=documented(
+            [list_notifications, listing, get_notification, acknowledge, acknowledge_one], ErrorBody
+        ),
         guards=[reader_guard],
         dependencies=dependencies,
         exception_handlers=handlers(render),

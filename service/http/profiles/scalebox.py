@@ -20,7 +20,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service import ids, notifications
 from service.backends import Backends
 from service.errors import BadRequest, NotFound
-from service.http.errors import Problem, handlers
+from service.http.errors import Problem, documented, handlers
 from service.http.formats import pages
 from service.http.guard import dependencies, reader_guard
 from service.model import InboxItem, InboxQuery, Principal
@@ -336,21 +336,30 @@ async def bulk_unread(
     return await _bulk_mark(b, who, data, False)
 
 
+class ErrorBody(msgspec.Struct):
+    success: bool
+    error: str
+    timestamp: str
+
+
 def router(prefix: str) -> Router:
     return Router(
         prefix,
-        route_handlers=[
-            list_notifications,
-            get_notification,
-            mark_read,
-            mark_unread,
-            read_all,
-            delete_one,
-            delete_all,
-            bulk_delete,
-            bulk_read,
-            bulk_unread,
-        ],
+        route_handlers=documented(
+            [
+                list_notifications,
+                get_notification,
+                mark_read,
+                mark_unread,
+                read_all,
+                delete_one,
+                delete_all,
+                bulk_delete,
+                bulk_read,
+                bulk_unread,
+            ],
+            ErrorBody,
+        ),
         guards=[reader_guard],
         dependencies=dependencies,
         exception_handlers=handlers(render),
