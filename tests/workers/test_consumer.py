@@ -7,8 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 
 from service.backends import Backends
 from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
@@ -17,20 +16,6 @@ from service.settings import Settings
 from workers.consumer import Consumer
 from workers.fanout import Fanout
 from workers.main import build_worker
-
-
-@pytest.fixture
-async def arq_pool(settings: Settings, backends: Backends) -> AsyncIterator[ArqRedis]:
-    assert settings.redis_url
-    pool = await create_pool(
-        RedisSettings.from_dsn(settings.redis_url),
-        default_queue_name=QUEUE,
-        job_serializer=msgspec.msgpack.encode,
-        job_deserializer=msgspec.msgpack.decode,
-    )
-    yield pool
-    await pool.aclose()
-
 
 Running = Callable[..., Awaitable[Consumer]]
 
