@@ -86,6 +86,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from workers.main import build_worker
 
     logs.configure("worker", settings.log_format)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        from service.metrics import REGISTRY
+
+        start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
     try:
         import uvloop
 

@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Serve the demo page and its publish route (only `herald dev` turns this on).
     demo: bool = False
     log_format: str = "json"
+    # Port of `herald worker`'s /metrics (on HERALD_HOST); 0: none. The API serves its own.
+    metrics_port: int = 0
+    # One log line per HTTP request (logger herald.access), with its id, route, status and time.
+    access_log: bool = True
     # Seconds between keep-alive comments on an idle stream (the contract allows at most 15).
     stream_heartbeat: float = 15.0
     # Rate limits per API process (see service/limits.py); 0 turns one off.
@@ -99,6 +103,15 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     if parts.scheme not in schemes or not (parts.hostname or parts.path):
         raise SettingsError(f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
     return raw
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise SettingsError(f"{name}: expected 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
 
 
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -165,6 +178,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_workers=_int(env, "HERALD_API_WORKERS", 1, 1, 64),
         demo=env.get("HERALD_DEMO", "") == "1",
         log_format=log_format,
+        access_log=_flag(env, "HERALD_ACCESS_LOG", True),
+        metrics_port=_int(env, "HERALD_METRICS_PORT", 0, 0, 65535),
         rate_limit_reads=_float(env, "HERALD_RATE_LIMIT_READS", 100.0, 0, 1e6),
         rate_limit_publishes=_float(env, "HERALD_RATE_LIMIT_PUBLISHES", 1000.0, 0, 1e7),
         rate_limit_auth_failures=_float(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", 10.0, 0, 1e6),

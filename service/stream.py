@@ -16,8 +16,10 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
+from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.errors import NotFound, Unavailable
+from service.logs import request_id
+from service.metrics import DEAD_LETTERS, EVENTS_DEAD_LETTERED, QUEUED_JOBS, STREAM_LAG, STREAM_LENGTH, STREAM_PENDING
 from service.model import Event
 
 log = logging.getLogger("herald.stream")
@@ -26,9 +28,11 @@ log = logging.getLogger("herald.stream")
 async def enqueue(client: aioredis.Redis, events: list[tuple[Event, bytes]]) -> int:
     """XADD every event as received; returns how many. Unavailable if Redis cannot take them."""
     try:
+        # The request's id travels with each event, so the worker's log lines about it carry it too.
+        rid = request_id.get()
         async with client.pipeline(transaction=True) as pipe:
             for _, raw in events:
-                pipe.xadd(STREAM, {"event": raw})
+                pipe.xadd(STREAM, {"event": raw, "request_id": rid} if rid else {"event": raw})
             await pipe.execute()
     except redis.exceptions.RedisError as exc:
         raise Unavailable("the event stream (Redis) is unavailable; nothing was queued") from exc
@@ -44,6 +48,7 @@ async def dead_letter(client: aioredis.Redis, raw: bytes, reason: str, ack: str 
             pipe.xack(STREAM, GROUP, ack)
             pipe.hdel(ATTEMPTS, ack)
         await pipe.execute()
+    EVENTS_DEAD_LETTERED.labels("invalid" if reason.startswith("invalid") else "failing").inc()
     log.warning("dead-lettered an event: %s", reason)
 
 
@@ -97,3 +102,28 @@ async def requeue(client: aioredis.Redis, dead_id: str) -> str:
         pipe.xdel(DEAD, dead_id)
         new_id, _ = await pipe.execute()
     return str(new_id.decode())
+
+
+async def observe(client: aioredis.Redis) -> None:
+    """Set the stream's gauges (length, pending, lag, dead letters, queued jobs) from Redis; read
+    when metrics are scraped. Left as they were if Redis does not answer."""
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xlen(STREAM)
+            pipe.xlen(DEAD)
+            pipe.zcard(QUEUE)
+            pipe.xinfo_groups(STREAM)
+            length, dead, queued, groups = await pipe.execute(raise_on_error=False)
+    except redis.exceptions.RedisError:
+        return
+    STREAM_LENGTH.set(length if isinstance(length, int) else 0)
+    DEAD_LETTERS.set(dead if isinstance(dead, int) else 0)
+    QUEUED_JOBS.set(queued if isinstance(queued, int) else 0)
+    group = (
+        next((g for g in groups if g.get("name") in (GROUP, GROUP.encode())), None)
+        if isinstance(groups, list)
+        else None
+    )
+    if group is not None:
+        STREAM_PENDING.set(int(group.get("pending") or 0))
+        STREAM_LAG.set(int(group.get("lag") or 0))

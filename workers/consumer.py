@@ -27,6 +27,8 @@ import redis.exceptions
 
 from service.cache import GROUP, STREAM
 from service.errors import InvalidEvent, Unavailable
+from service.logs import request_id
+from service.metrics import EVENTS_INGESTED, JOB_RETRIES
 from service.model import decode_event
 from service.stream import acknowledge, count_attempt, dead_letter
 from workers.fanout import Fanout
@@ -157,6 +159,9 @@ class Consumer:
         """What became of the entry: "ingested" (to acknowledge), "dead" (dead-lettered and
         acknowledged already) or "retry" (left pending)."""
         entry_id = raw_id.decode()
+        # This task's log lines carry the id of the request that published the event, or the entry's.
+        given = (fields or {}).get(b"request_id")
+        request_id.set(given.decode(errors="replace")[:128] if given else f"entry-{entry_id}")
         async with self._limit:
             raw = (fields or {}).get(b"event")
             try:
@@ -176,11 +181,13 @@ class Consumer:
             except Exception as exc:
                 return await self._failed(entry_id, raw, exc)
             self.handled += 1
+            EVENTS_INGESTED.inc()
             return "ingested"
 
     async def _failed(self, entry_id: str, raw: bytes, exc: Exception) -> str:
         attempts = await count_attempt(self.redis, entry_id)
         if attempts < MAX_ATTEMPTS:
+            JOB_RETRIES.labels("entry").inc()
             log.warning("entry %s failed (attempt %d): %s: %s", entry_id, attempts, type(exc).__name__, exc)
             return "retry"
         reason = f"fan-out failed {attempts} times: {type(exc).__name__}: {exc}"

@@ -22,6 +22,7 @@ from arq import ArqRedis, Retry
 from service import db
 from service.backends import Backends
 from service.errors import Unavailable
+from service.metrics import FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
 from service.model import Counts, Event
 from service.store import events, fanout, users
 from service.stream import count_attempt, dead_letter, forget_attempts
@@ -99,7 +100,8 @@ class Fanout:
             self._tenants[event.tenant] = tenant_id
             return Outcome(event_id, deliveries, todo, repair)
 
-        outcome = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        with FANOUT_SECONDS.time():
+            outcome = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(outcome.event_id, outcome.deliveries)
         if outcome.repair:
             await self.b.counts.publish(outcome.repair)
@@ -124,7 +126,8 @@ class Fanout:
             delivered = await fanout.deliver_named(conn, tenant_id, event)
             return None if delivered is None else (tenant_id, *delivered)
 
-        result = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        with FANOUT_SECONDS.time():
+            result = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         if result is None:
             return None
         tenant_id, event_id, deliveries = result
@@ -150,7 +153,8 @@ class Fanout:
             again = [] if written else await fanout.chunk_counts(conn, event_id, lo, hi)
             return written, again
 
-        deliveries, again = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        with FANOUT_SECONDS.time():
+            deliveries, again = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(event_id, deliveries)
         if again:
             await self.b.counts.publish(again)
@@ -158,6 +162,7 @@ class Fanout:
 
     async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
         if deliveries:
+            FANOUT_ROWS.inc(len(deliveries))
             await self.b.counts.publish(deliveries, [d.inbox_id for d in deliveries], event_id)
 
 
@@ -169,6 +174,7 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
     try:
         return await worker.run_chunk(event_id, lo, hi)
     except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        JOB_RETRIES.labels("chunk").inc()
         log.warning("chunk %s of event %s waits for a backend: %s", lo, event_id, exc)
         raise Retry(defer=backoff(tries)) from exc
     except Exception as exc:
@@ -176,6 +182,7 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
         field = f"job:{chunk_job_id(event_id, lo)}"
         failures = await count_attempt(worker.b.redis, field)
         if failures < CHUNK_ATTEMPTS:
+            JOB_RETRIES.labels("chunk").inc()
             log.exception("chunk %s of event %s failed (%d); retrying", lo, event_id, failures)
             raise Retry(defer=backoff(failures)) from exc
         raw = await _stored_event(worker.b, event_id)

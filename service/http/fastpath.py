@@ -76,6 +76,7 @@ class FastPath:
         if counts is None:
             return False
         _HIT.inc()
+        scope["path_template"] = PATH
         etag = etag_of(who.user_id, counts.version, counts.unread)
         headers = [(k.lower().encode(), v.encode()) for k, v in badge_headers(etag, b.settings.poll_interval).items()]
         if matches(_header(scope, b"if-none-match"), etag):

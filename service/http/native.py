@@ -186,7 +186,8 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
 
 
 @get("/metrics", summary="Prometheus metrics of this process", media_type="text/plain; version=0.0.4")
-async def metrics() -> bytes:
+async def metrics(b: NamedDependency[Backends]) -> bytes:
+    await stream.observe(b.redis)
     return render_metrics()
 
 
