@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_tenant_type ON events (tenant_id, type);
 CREATE INDEX IF NOT EXISTS events_tenant_category ON events (tenant_id, category);
 CREATE INDEX IF NOT EXISTS events_tags ON events USING gin (tags);
+-- Retention removes events by age (see service/store/maintenance.py).
+CREATE INDEX IF NOT EXISTS events_occurred ON events (occurred_at);
 
 CREATE TABLE IF NOT EXISTS fanout_chunks (
     event_id  bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
@@ -122,3 +124,6 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE INDEX IF NOT EXISTS inbox_user_created ON inbox (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS inbox_user_unread ON inbox (user_id, created_at DESC, id DESC)
     WHERE read_at IS NULL;
+-- Retention finds old rows by time. BRIN: a few pages for the whole table and nearly free to keep
+-- up, since rows arrive in about the order of their time.
+CREATE INDEX IF NOT EXISTS inbox_created_brin ON inbox USING brin (created_at);

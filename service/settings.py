@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Serve the demo page and its publish route (only `herald dev` turns this on).
     demo: bool = False
     log_format: str = "json"
+    # Inbox rows (and then events) older than this many days are removed by the worker; 0: kept.
+    retention_days: int = 0
     # Port of `herald worker`'s /metrics (on HERALD_HOST); 0: none. The API serves its own.
     metrics_port: int = 0
     # One log line per HTTP request (logger herald.access), with its id, route, status and time.
@@ -180,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         access_log=_flag(env, "HERALD_ACCESS_LOG", True),
         metrics_port=_int(env, "HERALD_METRICS_PORT", 0, 0, 65535),
+        retention_days=_int(env, "HERALD_RETENTION_DAYS", 0, 0, 36_500),
         rate_limit_reads=_float(env, "HERALD_RATE_LIMIT_READS", 100.0, 0, 1e6),
         rate_limit_publishes=_float(env, "HERALD_RATE_LIMIT_PUBLISHES", 1000.0, 0, 1e7),
         rate_limit_auth_failures=_float(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", 10.0, 0, 1e6),

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import redis.exceptions
 from arq.connections import RedisSettings
+from arq.cron import cron
 from arq.worker import Worker, func
 
 from service.backends import Backends
@@ -22,6 +23,7 @@ from service.cache import QUEUE
 from service.settings import Settings
 from workers.consumer import Consumer
 from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
+from workers.maintenance import reconcile_job, retention_job
 
 log = logging.getLogger("herald.worker")
 
@@ -100,6 +102,11 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     _, redis_url = settings.require_backends()
     return HeraldWorker(
         functions=[func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES)],
+        # One run of each at a time across every worker (arq's cron jobs have fixed ids per slot).
+        cron_jobs=[
+            cron(retention_job, name="herald:retention", minute={7}, timeout=3600),
+            cron(reconcile_job, name="herald:reconcile", minute=set(range(2, 60, 10)), timeout=600),
+        ],
         queue_name=QUEUE,
         redis_settings=RedisSettings.from_dsn(redis_url),
         on_startup=startup,

@@ -1,0 +1,106 @@
+"""Keeping data in bounds and counts honest: retention and count reconciliation.
+
+Both work in small batches, each its own short transaction, so neither holds locks for long nor
+stalls the fan-out; both lock a user's counts row only after the inbox rows they touch, in user id
+order, the same order every other writer uses (inbox first, then counts), so they cannot deadlock
+with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from service.model import Counts
+
+# Oldest rows first. The BRIN index on inbox.created_at finds them without a full scan: rows are
+# written in roughly the order of their time, which is what BRIN needs.
+_OLD_ROWS = """
+DELETE FROM inbox WHERE id IN (
+    SELECT id FROM inbox WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+RETURNING user_id, read_at IS NULL
+"""
+_LOCK_COUNTS = "SELECT user_id FROM inbox_counts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE"
+_SUBTRACT = """
+UPDATE inbox_counts c
+SET unread = c.unread - d.unread, total = c.total - d.total, version = c.version + 1
+FROM unnest($1::bigint[], $2::int[], $3::int[]) AS d (user_id, unread, total)
+WHERE c.user_id = d.user_id
+RETURNING c.user_id, c.unread, c.total, c.version
+"""
+# Every row of an event has the event's time as its own, so an event older than the cutoff has no
+# rows left once the inbox is done; one still being fanned out is kept until it is finished.
+_OLD_EVENTS = """
+DELETE FROM events WHERE id IN (
+    SELECT id FROM events WHERE occurred_at < $1 AND fanout_done_at IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+"""
+
+# One slice of users, their stored counts beside their rows counted now (one snapshot).
+_DRIFT_SCAN = """
+SELECT c.user_id, c.unread <> x.unread OR c.total <> x.total
+FROM inbox_counts c,
+     LATERAL (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total
+              FROM inbox WHERE user_id = c.user_id) x
+WHERE c.user_id > $1
+ORDER BY c.user_id
+LIMIT $2
+"""
+_LOCK_ONE = "SELECT 1 FROM inbox_counts WHERE user_id = $1 FOR UPDATE"
+# Run after _LOCK_ONE, in its transaction: every writer changes inbox rows before it takes this
+# lock, so rows counted now are exactly those whose change is already in the stored count.
+_REPAIR = """
+UPDATE inbox_counts c SET unread = x.unread, total = x.total, version = c.version + 1
+FROM (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total
+      FROM inbox WHERE user_id = $1) x
+WHERE c.user_id = $1 AND (c.unread <> x.unread OR c.total <> x.total)
+RETURNING c.user_id, c.unread, c.total, c.version
+"""
+
+
+async def expire_rows(conn: asyncpg.Connection, cutoff: datetime, batch: int) -> tuple[int, list[Counts]]:
+    """Delete up to `batch` inbox rows older than `cutoff` and take them off their users' counts,
+    in one transaction. Returns how many went and the new counts."""
+    async with conn.transaction():
+        gone = await conn.fetch(_OLD_ROWS, cutoff, batch)
+        if not gone:
+            return 0, []
+        per_user: dict[int, list[int]] = {}
+        for user_id, unread in gone:
+            entry = per_user.setdefault(user_id, [0, 0])
+            entry[0] += int(unread)
+            entry[1] += 1
+        users = sorted(per_user)
+        await conn.execute(_LOCK_COUNTS, users)
+        rows = await conn.fetch(_SUBTRACT, users, [per_user[u][0] for u in users], [per_user[u][1] for u in users])
+    return len(gone), [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3]) for r in rows]
+
+
+async def expire_events(conn: asyncpg.Connection, cutoff: datetime, batch: int) -> int:
+    result = await conn.execute(_OLD_EVENTS, cutoff, batch)
+    return int(result.split()[-1])
+
+
+async def drift_scan(conn: asyncpg.Connection, after: int, batch: int) -> tuple[int | None, list[int]]:
+    """The next slice of users after `after`: the last user id seen (None at the end) and those
+    whose stored counts disagree with their rows."""
+    rows = await conn.fetch(_DRIFT_SCAN, after, batch)
+    if not rows:
+        return None, []
+    return rows[-1][0], [r[0] for r in rows if r[1]]
+
+
+async def repair(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[Counts]:
+    """Set each user's counts from their rows, under the counts row's lock; only real drift is
+    written. Returns the repaired counts."""
+    fixed: list[Counts] = []
+    for user_id in sorted(user_ids):
+        async with conn.transaction():
+            await conn.execute(_LOCK_ONE, user_id)
+            row = await conn.fetchrow(_REPAIR, user_id)
+        if row is not None:
+            fixed.append(Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3]))
+    return fixed

@@ -1,0 +1,111 @@
+"""Periodic jobs (arq cron, one run at a time across all workers): retention and reconciliation.
+
+Retention (`HERALD_RETENTION_DAYS`, off by default) removes inbox rows older than the cutoff and
+then events that no longer have any, in batches of BATCH rows, each its own short transaction, with
+a pause between batches so that fan-outs and readers always get their turn. Counts are taken down
+in the same transaction as the rows and copied to Redis, so the badge never counts a removed row.
+
+Reconciliation compares every user's stored counts with their rows, a slice of users per run
+(the cursor is kept in Redis, so a large table is covered over several runs), and repairs any
+difference under the counts row's lock. It should never find any: `herald_count_drift_total`
+says how many it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from service import db, notifications
+from service.backends import Backends
+from service.metrics import COUNT_DRIFT, RETENTION_DELETED
+from service.model import Counts
+from service.store import maintenance
+
+log = logging.getLogger("herald.maintenance")
+
+BATCH = 5_000
+PAUSE = 0.05  # seconds between batches
+RECONCILE_USERS_PER_RUN = 50_000
+RECONCILE_BATCH = 500
+CURSOR_KEY = "herald:reconcile:cursor"
+
+
+async def apply_retention(b: Backends, days: int, now: datetime | None = None) -> tuple[int, int]:
+    """Remove what is older than `days`; returns (inbox rows, events) removed."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    rows = events = 0
+    while True:
+
+        async def batch(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
+            return await maintenance.expire_rows(conn, cutoff, BATCH)
+
+        gone, changed = await db.run(b.pool, batch, timeout=b.settings.backend_timeout)
+        if changed:
+            await notifications.publish(b, changed)
+        rows += gone
+        RETENTION_DELETED.labels("inbox").inc(gone)
+        if gone < BATCH:
+            break
+        await asyncio.sleep(PAUSE)
+    while True:
+
+        async def old_events(conn: asyncpg.Connection) -> int:
+            return await maintenance.expire_events(conn, cutoff, BATCH)
+
+        gone = await db.run(b.pool, old_events, timeout=b.settings.backend_timeout)
+        events += gone
+        RETENTION_DELETED.labels("events").inc(gone)
+        if gone < BATCH:
+            break
+        await asyncio.sleep(PAUSE)
+    if rows or events:
+        log.info("retention removed %d inbox rows and %d events older than %s", rows, events, cutoff.isoformat())
+    return rows, events
+
+
+async def reconcile(b: Backends, users: int = RECONCILE_USERS_PER_RUN) -> list[Counts]:
+    """Check the next `users` users' counts against their rows and repair any drift."""
+    raw = await b.redis.get(CURSOR_KEY)
+    after = int(raw) if raw else 0
+    repaired: list[Counts] = []
+    seen = 0
+    while seen < users:
+
+        async def scan(conn: asyncpg.Connection, after: int = after) -> tuple[int | None, list[int]]:
+            return await maintenance.drift_scan(conn, after, RECONCILE_BATCH)
+
+        last, drifted = await db.run(b.pool, scan, timeout=max(b.settings.backend_timeout, 30))
+        if drifted:
+
+            async def fix(conn: asyncpg.Connection, drifted: list[int] = drifted) -> list[Counts]:
+                return await maintenance.repair(conn, drifted)
+
+            fixed = await db.run(b.pool, fix, timeout=b.settings.backend_timeout)
+            if fixed:
+                COUNT_DRIFT.inc(len(fixed))
+                log.warning("repaired the counts of %d users: %s", len(fixed), [c.user_id for c in fixed][:20])
+                await notifications.publish(b, fixed)
+                repaired += fixed
+        if last is None:
+            after = 0  # the end of the table: the next run starts again from the beginning
+            break
+        after = last
+        seen += RECONCILE_BATCH
+        await asyncio.sleep(PAUSE)
+    await b.redis.set(CURSOR_KEY, after)
+    return repaired
+
+
+async def retention_job(ctx: dict[str, Any]) -> None:
+    b: Backends = ctx["backends"]
+    if b.settings.retention_days:
+        await apply_retention(b, b.settings.retention_days)
+
+
+async def reconcile_job(ctx: dict[str, Any]) -> None:
+    await reconcile(ctx["backends"])
