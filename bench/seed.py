@@ -25,7 +25,8 @@ INSERT INTO events (tenant_id, external_id, type, title, message, category, tags
 SELECT $1, 'seed-' || g, 'scan.completed', 'Scan completed',
        'A Scan operation on datastore ' || (g % 500) || ' has completed.', 'Operations',
        ARRAY['nightly'], 'Operation', '/datastores/' || (g % 500) || '/activity?operation_id=' || g,
-       $3 - g * interval '1 second', $3 - g * interval '1 second', $3 - g * interval '1 second'
+       $3::timestamptz - g * interval '1 second', $3::timestamptz - g * interval '1 second',
+       $3::timestamptz - g * interval '1 second'
 FROM generate_series(1, $2) g
 """
 
