@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Herald needs Python 3.11 or newer (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -19,6 +19,19 @@ run: $(STAMP)  ## Herald on this machine: embedded PostgreSQL and Redis unless H
 
 test: $(STAMP)  ## the whole suite, against HERALD_TEST_*_URL or embedded servers
 	$(BIN)/pytest
+
+# Benchmarks, not tests (never part of `make test`): every hot path beside this machine's raw limit,
+# one table, rows in bench/results/latest.json. BENCH_ARGS="--quick" or figure names (fanout badge
+# list visible readall) for a shorter, unsaved run. wrk is the load generator; installed if missing.
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make bench: installing wrk (apt-get install -y wrk)"; \
+	    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; } || true; \
+	  fi; \
+	  command -v wrk >/dev/null 2>&1 || echo "make bench: wrk is missing and could not be installed (as root: apt-get install -y wrk); the badge and list figures will be skipped"; \
+	}
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

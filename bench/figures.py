@@ -1,0 +1,531 @@
+"""The five figures. Each measures Herald and, where there is one, the raw limit of this machine
+in the same run, and returns table rows. See the README's "Performance" section for what each
+figure means and why it is measured this way."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import redis.asyncio as aioredis
+
+from bench import bare, load
+from bench.env import API_WORKERS, WORKERS, Processes, peak_rss_mb
+from bench.report import Row, ratio_row
+from bench.seed import NEWEST, TENANT, Seeder, say
+from service import ids
+from service.cache import COUNT_PREFIX, STREAM
+from service.model import Position
+
+
+class Sizes(msgspec.Struct, frozen=True, kw_only=True):
+    fanout: int = 100_000  # recipients of the fan-out figure
+    fanout_big: int = 1_000_000  # recipients of the large fan-out (peak RSS)
+    raw: int = 100_000  # rows of the raw INSERT … SELECT
+    events: int = 1_000_000  # seeded events (the 1M-unread user needs one each)
+    badge_small: int = 1_000
+    badge_big: int = 1_000_000
+    list_rows: int = 100_000  # rows of the list user
+    filler_users: int = 2_450  # other users, so the inbox has at least 5,000,000 rows
+    filler_rows: int = 2_000
+    deep: int = 25_000  # depth (rows skipped) of the deep page
+    readall: int = 100_000  # unread rows of the mark-all-read user
+    visible_rate: int = 500  # events/s of the publish → visible figure
+    visible_seconds: float = 10
+    visible_users: int = 100
+    wrk_seconds: float = 10  # each throughput run
+    p50_seconds: float = 5  # each single-connection latency run
+
+
+QUICK = Sizes(
+    fanout=10_000,
+    fanout_big=50_000,
+    raw=10_000,
+    events=20_000,
+    badge_small=1_000,
+    badge_big=20_000,
+    list_rows=10_000,
+    filler_users=40,
+    filler_rows=2_000,
+    deep=2_500,
+    readall=10_000,
+    visible_seconds=3,
+    visible_users=20,
+    wrk_seconds=3,
+    p50_seconds=2,
+)
+
+DJANGO_LIST_RPS = 230.0  # django-notifications-hq's unread list, measured in the reference; not run here
+
+
+def k(n: int) -> str:
+    """1000 -> 1k, 1000000 -> 1M."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return f"{n:,}"
+
+
+class Bench:
+    """What the figures share: the servers' connections, the processes, the seed, the sizes."""
+
+    def __init__(self, conn: asyncpg.Connection, redis: aioredis.Redis, procs: Processes, sizes: Sizes) -> None:
+        self.conn = conn
+        self.redis = redis
+        self.procs = procs
+        self.sizes = sizes
+        self.seeder = Seeder(conn)
+        self.notes: list[str] = []
+        self._inbox_ready = False
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  ! {text}", flush=True)
+
+    async def prepare_inbox(self) -> None:
+        """The read side's data set: every badge, list and read-all user, among other users'
+        rows so that the inbox holds at least 5,000,000 rows (full size). Seeded once per run."""
+        if self._inbox_ready:
+            return
+        s, seed = self.sizes, self.seeder
+        say("seeding the inbox")
+        await seed.ensure_events(max(s.events, s.badge_big, s.list_rows, s.readall, s.filler_rows))
+        for name, n in (("badge-small", s.badge_small), ("badge-big", s.badge_big), ("readall", s.readall)):
+            lo, hi = await seed.user_group(name, 1)
+            await seed.rows(lo, hi, n, spread=False)
+        lo, hi = await seed.user_group("list", 1)
+        await seed.rows(lo, hi, s.list_rows, read_every=2, spread=False)
+        lo, hi = await seed.user_group("other", s.filler_users)
+        await seed.rows(lo, hi, s.filler_rows, read_every=2)
+        await seed.settle()
+        total = await self.conn.fetchval("SELECT count(*) FROM inbox")
+        users = await self.conn.fetchval("SELECT count(DISTINCT user_id) FROM inbox")
+        say(f"inbox: {total:,} rows of {users:,} users")
+        self._inbox_ready = True
+
+    async def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.seeder.token(user)}"}
+
+
+def _wrk(url: str, **kw: Any) -> Awaitable[load.Load]:
+    return asyncio.to_thread(load.wrk, url, **kw)
+
+
+def _valid(b: Bench, what: str, run: load.Load) -> bool:
+    if run.bad:
+        b.note(f"{what}: {run.bad} of {run.requests} answers were errors (non-2xx/3xx or socket errors)")
+    return run.bad == 0
+
+
+# --- 1. fan-out ------------------------------------------------------------------------------------
+
+# How many recipients in lo..hi do not yet show a cached count of at least the wanted version
+# (users up to `split` want version ARGV[4], the others ARGV[5]). Runs inside Redis: checking a
+# chunk's 10,000 keys is one round trip.
+_UNSEEN = """
+local lo, hi, split = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local high, low = tonumber(ARGV[4]), tonumber(ARGV[5])
+local unseen = 0
+for id = lo, hi do
+    local v = redis.call('GET', '{prefix}' .. id)
+    local want = low
+    if id <= split then want = high end
+    if not v or tonumber(string.match(v, '^(%d+)')) < want then unseen = unseen + 1 end
+end
+return unseen
+""".replace("{prefix}", COUNT_PREFIX)
+
+_EVENT_ID = "SELECT e.id FROM events e JOIN tenants t ON t.id = e.tenant_id WHERE t.name = $1 AND e.external_id = $2"
+_RAW = "INSERT INTO bench_raw_inbox (user_id, event_id, created_at) SELECT g, 1, $2 FROM generate_series(1, $1) g"
+_RAW_ON_CONFLICT = _RAW + " ON CONFLICT DO NOTHING"
+
+
+async def raw_insert(conn: asyncpg.Connection, n: int, statement: str, runs: int = 3) -> float:
+    """Rows/s of a server-side INSERT … SELECT of n rows into an empty table of the inbox's shape
+    and indexes (LIKE inbox INCLUDING ALL: identity, unique constraint, the two list indexes);
+    the median of `runs`, each into a freshly truncated table."""
+    await conn.execute("DROP TABLE IF EXISTS bench_raw_inbox; CREATE TABLE bench_raw_inbox (LIKE inbox INCLUDING ALL)")
+    times = []
+    try:
+        for _ in range(runs):
+            await conn.execute("TRUNCATE bench_raw_inbox")
+            started = time.perf_counter()
+            await conn.execute(statement, n, NEWEST)
+            times.append(time.perf_counter() - started)
+    finally:
+        await conn.execute("DROP TABLE bench_raw_inbox")
+    return n / statistics.median(times)
+
+
+async def _fan_event(b: Bench, topic: str, lo: int, hi: int, split: int, want: tuple[int, int]) -> float:
+    """XADD one event for `topic` (recipients lo..hi) and return the seconds until its fan-out is
+    committed (every chunk) and every recipient's cached count shows it."""
+    unseen = b.redis.register_script(_UNSEEN)
+    event = msgspec.json.encode(
+        {
+            "id": f"fanout-{topic}",
+            "type": "bench.fanout",
+            "tenant": TENANT,
+            "audience": {"topics": [topic]},
+            "title": "Maintenance tonight",
+            "message": "The platform is read-only from 02:00 to 03:00 UTC.",
+            "trigger_type": "Manual",
+        }
+    )
+    checked: set[int] = set()
+    started = time.perf_counter()
+    await b.redis.xadd(STREAM, {"event": event})
+    event_id = None
+    deadline = started + 600
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+        if event_id is None:
+            event_id = await b.conn.fetchval(_EVENT_ID, TENANT, f"fanout-{topic}")
+            continue
+        done = await b.conn.fetchval("SELECT fanout_done_at IS NOT NULL FROM events WHERE id = $1", event_id)
+        chunks = await b.conn.fetch(
+            "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done_at IS NOT NULL", event_id
+        )
+        for chunk_lo, chunk_hi in chunks:
+            if chunk_lo in checked:
+                continue
+            a, z = max(lo, chunk_lo), min(hi, chunk_hi)
+            if a > z or await unseen(args=[a, z, split, *want]) == 0:
+                checked.add(chunk_lo)
+        if done and len(checked) == len(chunks):
+            elapsed = time.perf_counter() - started
+            rows = await b.conn.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event_id)
+            if rows != hi - lo + 1:
+                raise RuntimeError(f"fan-out of {topic} wrote {rows} rows, expected {hi - lo + 1}")
+            return elapsed
+    raise RuntimeError(f"fan-out of {topic} did not finish within 600 s")
+
+
+async def fanout(b: Bench) -> list[Row]:
+    s, seed = b.sizes, b.seeder
+    say(f"seeding {s.fanout_big:,} subscribers")
+    lo, hi = await seed.user_group("fan", s.fanout_big)
+    await seed.subscribe("fan-small", lo, lo + s.fanout - 1)
+    await seed.subscribe("fan-big", lo, hi)
+    await seed.settle()
+    say(f"raw limit: INSERT … SELECT of {s.raw:,} rows into (LIKE inbox INCLUDING ALL)")
+    limit = await raw_insert(b.conn, s.raw, _RAW)
+    on_conflict = await raw_insert(b.conn, s.raw, _RAW_ON_CONFLICT)
+    say(f"raw: {limit:,.0f} rows/s plain, {on_conflict:,.0f} rows/s with ON CONFLICT DO NOTHING")
+    b.note(
+        f"fan-out limit: plain INSERT … SELECT (Herald's fan-out INSERT has no ON CONFLICT; that form ran at "
+        f"{on_conflict:,.0f} rows/s); fan-out ran on {WORKERS} `herald worker` processes, HERALD_FANOUT_CHUNK=10000"
+    )
+    pids = b.procs.workers()
+    small = await _fan_event(b, "fan-small", lo, lo + s.fanout - 1, lo + s.fanout - 1, (1, 1))
+    say(f"fan-out 1 × {s.fanout:,}: {small:.2f} s")
+    big = await _fan_event(b, "fan-big", lo, hi, lo + s.fanout - 1, (2, 1))
+    say(f"fan-out 1 × {s.fanout_big:,}: {big:.2f} s")
+    rss = max(peak_rss_mb(pid) for pid in pids)
+    return [
+        ratio_row(f"fan-out 1 event × {k(s.fanout)} (rows/s)", s.fanout / small, limit, 0.5, "≥ 0.5× raw INSERT"),
+        ratio_row(f"fan-out 1 event × {k(s.fanout_big)} (rows/s)", s.fanout_big / big, limit, 0.5, "≥ 0.5× raw INSERT"),
+        Row(
+            figure=f"fan-out 1 × {k(s.fanout_big)}: worker peak RSS (MB)",
+            herald=rss,
+            limit=None,
+            ratio=None,
+            target="< 250 MB",
+            passed=rss < 250,
+        ),
+    ]
+
+
+# --- 2. badge --------------------------------------------------------------------------------------
+
+
+async def badge(b: Bench) -> list[Row]:
+    s = b.sizes
+    await b.prepare_inbox()
+    api, bare_url = b.procs.api(), b.procs.bare()
+    await b.redis.set(bare.KEY, str(s.badge_small))
+    load.check(bare_url + "/count", {}, 200)
+    await _wrk(bare_url + "/count", seconds=1)  # warm-up
+    limit = await _wrk(bare_url + "/count", seconds=s.wrk_seconds)
+    limit_ok = _valid(b, "bare route", limit)
+    say(f"bare route, one Redis GET: {limit.rps:,.0f} req/s")
+    b.note(f"badge limit: bare Litestar route doing one Redis GET, granian with {API_WORKERS} workers, wrk -t2 -c64")
+    rows = []
+    url = api + "/v1/unread-count"
+    for user, n in (("badge-small1", s.badge_small), ("badge-big1", s.badge_big)):
+        headers = await b.headers(user)
+        reply = httpx.get(url, headers=headers)
+        if reply.status_code != 200 or reply.json() != {"unread_count": n}:
+            raise RuntimeError(f"{url} for {user}: {reply.status_code} {reply.text}")
+        etag = reply.headers["etag"]
+        await _wrk(url, headers=headers, seconds=1)  # warm-up: every API process caches the token and count
+        for label, extra in (("200", {}), ("304", {"If-None-Match": etag})):
+            load.check(url, {**headers, **extra}, int(label))
+            run = await _wrk(url, headers={**headers, **extra}, seconds=s.wrk_seconds)
+            ok = _valid(b, f"badge {label} at {k(n)} unread", run) and limit_ok
+            say(f"badge {label}, {k(n)} unread: {run.rps:,.0f} req/s")
+            row = ratio_row(
+                f"badge {label}, {k(n)} unread (req/s)", run.rps, limit.rps, 1.0, "≥ 1.0× bare route + Redis GET"
+            )
+            row.passed = row.passed and ok
+            rows.append(row)
+    return rows
+
+
+# --- 3. list ---------------------------------------------------------------------------------------
+
+
+async def list_pages(b: Bench) -> list[Row]:
+    s = b.sizes
+    await b.prepare_inbox()
+    api = b.procs.api()
+    headers = await b.headers("list1")
+    user_id = await b.seeder.user_id("list1")
+    at = await b.conn.fetchrow(
+        "SELECT created_at, id FROM inbox WHERE user_id = $1 ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT 1",
+        user_id,
+        s.deep - 1,
+    )
+    assert at is not None
+    cursor = ids.to_cursor(Position(created_at=at[0], id=at[1]))
+    page = s.deep // 12 + 1  # qualytics lists unacknowledged rows (half of this user's), 12 a page
+    urls = {
+        "scalebox first page (50)": (api + "/v1/notifications", 50),
+        "qualytics first page (12)": (api + "/api/user-notifications", 12),
+        f"scalebox cursor after {k(s.deep)} rows": (api + f"/v1/notifications?cursor={cursor}", 50),
+        f"qualytics page={page} (offset {(page - 1) * 12:,})": (api + f"/api/user-notifications?page={page}", 12),
+    }
+    for name, (url, size) in urls.items():
+        body = httpx.get(url, headers=headers).raise_for_status().json()
+        got = len(body["data"]["notifications"]) if "data" in body else len(body["items"])
+        if got != size:
+            raise RuntimeError(f"{name}: {got} items, expected {size}: {str(body)[:300]}")
+        await _wrk(url, headers=headers, seconds=1, threads=1, connections=1)  # warm-up
+    p50: dict[str, float] = {}
+    for name, (url, _) in urls.items():
+        run = await _wrk(url, headers=headers, seconds=s.p50_seconds, threads=1, connections=1)
+        _valid(b, name, run)
+        p50[name] = run.p50_ms
+        say(f"{name}: p50 {run.p50_ms:.2f} ms, one connection")
+    b.note(
+        "list p50: measured by wrk over one keep-alive connection (-t1 -c1), so it includes the client and the "
+        "loopback: an upper bound on the server-side time (Herald sends no Server-Timing)"
+    )
+    b.note(
+        f"list throughput target: 10× django-notifications-hq's {DJANGO_LIST_RPS:.0f} req/s, a constant from the "
+        "reference measurement (the peer is not run here)"
+    )
+    rows = []
+    names = list(urls)
+    for name in names[:2]:
+        rows.append(
+            Row(
+                figure=f"list {name}, {k(s.list_rows)} rows: p50 (ms)",
+                herald=p50[name],
+                limit=None,
+                ratio=None,
+                target="< 5 ms",
+                passed=p50[name] < 5,
+            )
+        )
+    for name in names[:2]:
+        run = await _wrk(urls[name][0], headers=headers, seconds=s.wrk_seconds)
+        ok = _valid(b, name, run)
+        say(f"{name}: {run.rps:,.0f} req/s")
+        row = ratio_row(f"list {name} (req/s)", run.rps, DJANGO_LIST_RPS, 10.0, "≥ 10× Django peer (constant)")
+        row.passed = row.passed and ok
+        rows.append(row)
+    for deep, first in ((names[3], names[1]), (names[2], names[0])):
+        ratio = p50[deep] / p50[first]
+        rows.append(
+            Row(
+                figure=f"list {deep}: p50 (ms)",
+                herald=p50[deep],
+                limit=p50[first],
+                ratio=ratio,
+                target="≤ 2.0× first page",
+                passed=ratio <= 2.0,
+            )
+        )
+    return rows
+
+
+# --- 4. publish → visible --------------------------------------------------------------------------
+
+
+async def visible(b: Bench) -> list[Row]:
+    """Single-recipient events XADDed at a steady rate; each recipient holds GET /v1/stream open.
+
+    A row's `notification` event is sent by the API only after the worker committed the row and
+    published the new counts, so its arrival time bounds from above the moment the row became
+    readable over HTTP. One arrival in 25 is checked with a GET of the user's list at once."""
+    s = b.sizes
+    api = b.procs.api()
+    b.procs.workers()
+    lo, hi = await b.seeder.user_group("pv", s.visible_users)
+    names = [f"pv{i}" for i in range(1, hi - lo + 2)]
+    tokens = {name: await b.seeder.token(name) for name in names}
+    warmup = s.visible_rate  # the first second fills the caches (tenant, known users); not counted
+    total = warmup + int(s.visible_rate * s.visible_seconds)
+    events = [
+        msgspec.json.encode(
+            {
+                "id": f"visible-{i}",
+                "type": "bench.visible",
+                "tenant": TENANT,
+                "audience": {"users": [names[i % len(names)]]},
+                "title": str(i),
+                "message": "Your export is ready.",
+            }
+        )
+        for i in range(total)
+    ]
+    sent: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    checks: list[asyncio.Task[bool]] = []
+    ready = 0
+    limits = httpx.Limits(max_connections=len(names) + 50, max_keepalive_connections=len(names) + 50)
+    async with httpx.AsyncClient(base_url=api, timeout=httpx.Timeout(30, read=None), limits=limits) as http:
+
+        async def readable(name: str, item_id: str, seq: int) -> bool:
+            path = f"/v1/notifications/{item_id}"
+            reply = await http.get(path, headers={"Authorization": f"Bearer {tokens[name]}"})
+            return reply.status_code == 200 and reply.json()["data"]["title"] == str(seq)
+
+        async def listen(name: str) -> None:
+            nonlocal ready
+            headers = {"Authorization": f"Bearer {tokens[name]}", "Accept": "text/event-stream"}
+            async with http.stream("GET", "/v1/stream", headers=headers) as reply:
+                kind = ""
+                async for line in reply.aiter_lines():
+                    if line.startswith("event:"):
+                        kind = line[6:].strip()
+                    elif line.startswith("data:") and kind == "unread" and not ready_seen.get(name):
+                        ready_seen[name] = True
+                        ready += 1
+                    elif line.startswith("data:") and kind == "notification":
+                        item = msgspec.json.decode(line[5:])
+                        seq = int(item["title"])
+                        arrived[seq] = time.perf_counter()
+                        if seq % 25 == 0:
+                            checks.append(asyncio.create_task(readable(name, item["id"], seq)))
+
+        ready_seen: dict[str, bool] = {}
+        listeners = [asyncio.create_task(listen(name)) for name in names]
+        try:
+            deadline = time.perf_counter() + 30
+            while ready < len(names):
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("the event streams did not open within 30 s")
+                await asyncio.sleep(0.05)
+            say(f"{len(names)} event streams open; publishing {total:,} events at {s.visible_rate}/s")
+            start = time.perf_counter() + 0.2
+            for i, raw in enumerate(events):
+                delay = start + i / s.visible_rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent[i] = time.perf_counter()
+                await b.redis.xadd(STREAM, {"event": raw})
+            rate = (total - 1) / (sent[total - 1] - sent[0])
+            deadline = time.perf_counter() + 30
+            while len(arrived) < total and time.perf_counter() < deadline:
+                await asyncio.sleep(0.05)
+            results = await asyncio.gather(*checks)
+        finally:
+            for task in listeners:
+                task.cancel()
+            await asyncio.gather(*listeners, return_exceptions=True)
+    latencies = sorted((arrived[i] - sent[i]) * 1000 for i in arrived if i >= warmup)
+    missing = total - warmup - len(latencies)
+    unreadable = results.count(False)
+    if missing:
+        b.note(f"publish → visible: {missing} of {total - warmup} events never arrived")
+    if unreadable:
+        b.note(f"publish → visible: {unreadable} of {len(results)} sampled rows were not readable when announced")
+    b.note(
+        f"publish → visible: {total - warmup:,} single-recipient events XADDed at {rate:,.0f}/s to {len(names)} "
+        f"users after {warmup} not counted, each timed to the user's GET /v1/stream announcing the row (sent after "
+        "the commit, the count copy and one event read by the API: an upper bound); "
+        f"{len(results)} sampled rows read back over HTTP at once"
+    )
+    p50 = latencies[len(latencies) // 2] if latencies else float("inf")
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("inf")
+    say(f"publish → visible at {rate:,.0f}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    good = not missing and not unreadable and rate >= s.visible_rate * 0.95
+    return [
+        Row(
+            figure=f"publish → visible at {s.visible_rate}/s: p50 (ms)",
+            herald=p50,
+            limit=None,
+            ratio=None,
+            target="< 20 ms",
+            passed=good and p50 < 20,
+        ),
+        Row(
+            figure=f"publish → visible at {s.visible_rate}/s: p99 (ms)",
+            herald=p99,
+            limit=None,
+            ratio=None,
+            target="< 100 ms",
+            passed=good and p99 < 100,
+        ),
+    ]
+
+
+# --- 5. mark all read ------------------------------------------------------------------------------
+
+
+async def readall(b: Bench) -> list[Row]:
+    s = b.sizes
+    await b.prepare_inbox()
+    api = b.procs.api()
+    headers = await b.headers("readall1")
+    with httpx.Client(base_url=api, headers=headers, timeout=60) as http:
+        before = http.get("/v1/unread-count").raise_for_status().json()["unread_count"]
+        if before != s.readall:
+            raise RuntimeError(f"read-all user has {before} unread, expected {s.readall}")
+        started = time.perf_counter()
+        reply = http.patch("/v1/notifications/read-all").raise_for_status()
+        elapsed = time.perf_counter() - started
+        after = http.get("/v1/unread-count").raise_for_status().json()["unread_count"]
+    marked = reply.json()["data"]["marked_count"]
+    if marked != s.readall:
+        b.note(f"read-all marked {marked} rows, expected {s.readall}")
+    say(f"read-all of {s.readall:,} unread: {elapsed * 1000:.0f} ms; badge right after: {after}")
+    return [
+        Row(
+            figure=f"mark all read, {k(s.readall)} unread (s)",
+            herald=elapsed,
+            limit=None,
+            ratio=None,
+            target="< 1 s",
+            passed=elapsed < 1 and marked == s.readall,
+        ),
+        Row(
+            figure="badge right after read-all (unread)",
+            herald=float(after),
+            limit=None,
+            ratio=None,
+            target="= 0",
+            passed=after == 0,
+        ),
+    ]
+
+
+Figure = Callable[[Bench], Awaitable[list[Row]]]
+FIGURES: dict[str, Figure] = {
+    "fanout": fanout,
+    "badge": badge,
+    "list": list_pages,
+    "visible": visible,
+    "readall": readall,
+}
+HTTP_FIGURES = {"badge", "list", "visible", "readall"}
+WRK_FIGURES = {"badge", "list"}

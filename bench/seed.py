@@ -1,0 +1,164 @@
+"""Set-based seeding: every row comes from one INSERT … SELECT generate_series, never row by row.
+
+The data looks like Herald's own: events in `events`, one small row per recipient in `inbox`
+(created_at copied from the event, ids growing with time as arrivals do), and `inbox_counts`
+rows that agree exactly with the rows they count (version 1), as Herald's writers keep them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+
+from service import admin
+from service.store import users
+
+TENANT = "bench"
+# Event number g (1 = newest) occurred g seconds before this instant.
+NEWEST = datetime(2025, 6, 1, tzinfo=UTC)
+
+_EVENTS = """
+INSERT INTO events (tenant_id, external_id, type, title, message, category, tags, trigger_type,
+                    action_url, occurred_at, created_at, fanout_done_at)
+SELECT $1, 'seed-' || g, 'scan.completed', 'Scan completed',
+       'A Scan operation on datastore ' || (g % 500) || ' has completed.', 'Operations',
+       ARRAY['nightly'], 'Operation', '/datastores/' || (g % 500) || '/activity?operation_id=' || g,
+       $3::timestamptz - g * interval '1 second', $3::timestamptz - g * interval '1 second',
+       $3::timestamptz - g * interval '1 second'
+FROM generate_series(1, $2) g
+"""
+
+# Users named prefix || g for g in lo..hi, each with their (empty) counts row.
+_USERS = """
+WITH made AS (
+    INSERT INTO users (tenant_id, external_id)
+    SELECT $1, $2 || g FROM generate_series($3::int, $4::int) g
+    RETURNING id
+)
+INSERT INTO inbox_counts (user_id) SELECT id FROM made
+"""
+_USER_IDS = "SELECT min(id), max(id), count(*) FROM users WHERE tenant_id = $1 AND external_id LIKE $2 || '%'"
+
+# One row per (user, event): user ids $1..$2, each receiving $3 consecutive events starting at a
+# per-user offset (wrapping around the $4 seeded events, whose ids start at $5). Inserted oldest
+# first, so row ids grow with created_at as real arrivals do. Every $6-th row (0: none) is read.
+_ROWS = """
+INSERT INTO inbox (user_id, event_id, created_at, read_at)
+SELECT u, $5 + s - 1, $7::timestamptz - s * interval '1 second',
+       CASE WHEN $6 > 0 AND s % $6 = 0 THEN $7::timestamptz - s * interval '1 second' + interval '1 minute' END
+FROM generate_series($1::bigint, $2::bigint) u,
+     LATERAL (SELECT 1 + ((u * 7919 * $8 + j) % $4) AS s FROM generate_series($3 - 1, 0, -1) j) e
+"""
+_RECOUNT = """
+UPDATE inbox_counts c SET unread = x.unread, total = x.total, version = c.version + 1
+FROM (SELECT user_id, (count(*) FILTER (WHERE read_at IS NULL))::int AS unread, count(*)::int AS total
+      FROM inbox WHERE user_id BETWEEN $1 AND $2 GROUP BY user_id) x
+WHERE c.user_id = x.user_id
+"""
+_SUBSCRIBE = """
+INSERT INTO subscriptions (tenant_id, topic, user_id)
+SELECT $1, $2, g FROM generate_series($3::bigint, $4::bigint) g
+"""
+
+
+def say(message: str) -> None:
+    print(f"  · {message}", flush=True)
+
+
+class Seeder:
+    """What this run has seeded so far (each run starts from an empty database)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.tenant_id = 0
+        self.events = 0  # how many seeded events
+        self.first_event = 0  # id of event number 1 (the newest)
+        self.groups: dict[str, tuple[int, int]] = {}  # user-name prefix -> (first id, last id)
+
+    async def tenant(self) -> int:
+        if not self.tenant_id:
+            self.tenant_id = await users.ensure_tenant(self.conn, TENANT)
+        return self.tenant_id
+
+    async def ensure_events(self, n: int) -> None:
+        """At least n events, numbered 1 (newest) to n; event number g has id first_event + g - 1."""
+        if self.events >= n:
+            return
+        if self.events:
+            raise RuntimeError("seed the largest number of events first")
+        tenant_id = await self.tenant()
+        started = time.monotonic()
+        await self.conn.execute(_EVENTS, tenant_id, n, NEWEST)
+        found = await self.conn.fetchrow(
+            "SELECT min(id), max(id) FROM events WHERE tenant_id = $1 AND external_id LIKE 'seed-%'", tenant_id
+        )
+        assert found is not None
+        lo, hi = found
+        # One statement over generate_series assigns consecutive identities in order.
+        assert hi - lo + 1 == n, (lo, hi, n)
+        check = await self.conn.fetchval("SELECT external_id FROM events WHERE id = $1", lo)
+        assert check == "seed-1", check
+        self.events, self.first_event = n, lo
+        say(f"{n:,} events in {time.monotonic() - started:.1f} s")
+
+    async def user_group(self, prefix: str, count: int) -> tuple[int, int]:
+        """Users prefix1..prefixN (members, with counts rows); their first and last id."""
+        if prefix in self.groups:
+            return self.groups[prefix]
+        tenant_id = await self.tenant()
+        started = time.monotonic()
+        for lo in range(1, count + 1, 200_000):
+            await self.conn.execute(_USERS, tenant_id, prefix, lo, min(count, lo + 199_999))
+        found = await self.conn.fetchrow(_USER_IDS, tenant_id, prefix)
+        assert found is not None
+        first, last, made = found
+        assert made == count, (made, count)
+        assert last - first + 1 == count, (first, last, count)
+        self.groups[prefix] = (first, last)
+        if count > 1000:
+            say(f"{count:,} users {prefix}* in {time.monotonic() - started:.1f} s")
+        return first, last
+
+    async def token(self, user: str) -> str:
+        """A real personal token, made the way `herald admin create-token` makes one."""
+        return await admin.create_token(self.conn, TENANT, user)
+
+    async def user_id(self, user: str) -> int:
+        tenant_id = await self.tenant()
+        found = await users.find_user(self.conn, tenant_id, user)
+        assert found is not None
+        return found.user_id
+
+    async def rows(self, lo: int, hi: int, per_user: int, *, read_every: int = 0, spread: bool = True) -> None:
+        """`per_user` inbox rows for each user id in lo..hi, then their exact counts.
+
+        With `spread`, each user gets a different run of consecutive events; without, every user
+        gets events 1..per_user (the newest)."""
+        assert per_user <= self.events, "seed enough events first"
+        started = time.monotonic()
+        batch = max(1, 2_000_000 // per_user)
+        for start in range(lo, hi + 1, batch):
+            end = min(hi, start + batch - 1)
+            await self.conn.execute(
+                _ROWS, start, end, per_user, self.events, self.first_event, read_every, NEWEST, 1 if spread else 0
+            )
+        await self.conn.execute(_RECOUNT, lo, hi)
+        made = (hi - lo + 1) * per_user
+        if made >= 100_000:
+            elapsed = time.monotonic() - started
+            say(f"{made:,} inbox rows for {hi - lo + 1:,} users in {elapsed:.1f} s ({made / elapsed:,.0f} rows/s)")
+
+    async def subscribe(self, topic: str, lo: int, hi: int) -> None:
+        tenant_id = await self.tenant()
+        for start in range(lo, hi + 1, 500_000):
+            await self.conn.execute(_SUBSCRIBE, tenant_id, topic, start, min(hi, start + 499_999))
+
+    async def settle(self) -> None:
+        """After seeding: statistics and visibility maps as on a database that has been running
+        a while, and a checkpoint now rather than in the middle of a measurement."""
+        started = time.monotonic()
+        await self.conn.execute("VACUUM (ANALYZE) inbox, events, users, inbox_counts, subscriptions, tokens")
+        await self.conn.execute("CHECKPOINT")
+        say(f"vacuum analyze + checkpoint in {time.monotonic() - started:.1f} s")
