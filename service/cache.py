@@ -44,7 +44,8 @@ AUTH_CHANNEL = "herald:auth"
 # A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
 # process that died between its commit and its copy can leave a badge behind.
 COUNT_TTL = 60
-_PUBLISH_BATCH = 1000
+# Users per copy script: each call holds Redis for a few milliseconds at most.
+_PUBLISH_BATCH = 2000
 
 
 COUNT_PREFIX = "herald:count:"
@@ -87,28 +88,34 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 decode_change = msgspec.json.Decoder(Change).decode
 
-# KEYS[i] is user i's count key; ARGV[1] the TTL, ARGV[2] the event id of new rows (0: none), then
+# ARGV[1] the TTL, ARGV[2] the event id of new rows (0: none), ARGV[3] msgpack of a flat array of
 # five numbers per user: user id, version, unread, total and the new row's id (0: none). The copy
 # ("version:unread:total") is kept only when newer; the message is always published and carries
-# its version, so a stream applies it only if it is newer too. The script writes the strings itself
-# so the caller (a fan-out chunk of thousands of users) only passes numbers.
+# its version, so a stream applies it only if it is newer too.
+#
+# Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
+# thousands of arguments, passing them cost more than the work), the keys are built here (so they
+# are not declared; Redis Cluster would need them grouped by slot, see docs/scaling.md), and the
+# usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
+# put back in the rare case that it was the newer one.
 _SET_COUNTS = """
 local ttl, event = ARGV[1], ARGV[2]
-for i = 1, #KEYS do
-    local at = 3 + (i - 1) * 5
-    local user, version, unread, total, item = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
-    local current = redis.call('GET', KEYS[i])
-    if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(version) then
-        redis.call('SET', KEYS[i], version .. ':' .. unread .. ':' .. total, 'EX', ttl)
+local v = cmsgpack.unpack(ARGV[3])
+for at = 1, #v, 5 do
+    local user, version, unread, total, item = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]
+    local key = '{COUNT_PREFIX}' .. user
+    local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total, 'EX', ttl, 'GET')
+    if old and tonumber(string.match(old, '^(%d+)')) > version then
+        redis.call('SET', key, old, 'EX', ttl)
     end
     local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total
-    if item ~= '0' then
+    if item ~= 0 then
         message = message .. ',"item":' .. item .. ',"event":' .. event
     end
     redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
-return #KEYS
-""".replace("{USER_CHANNEL}", USER_CHANNEL)
+return #v / 5
+""".replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{USER_CHANNEL}", USER_CHANNEL)
 # Same keep-the-newer rule, without a message: for rebuilding a cold key.
 _FILL_COUNT = """
 local current = redis.call('GET', KEYS[1])
@@ -199,7 +206,7 @@ class CountCache:
         for start in range(0, len(changes), _PUBLISH_BATCH):
             batch = changes[start : start + _PUBLISH_BATCH]
             rows = items[start : start + _PUBLISH_BATCH] if items is not None else [None] * len(batch)
-            args: list[int] = [COUNT_TTL, event_id or 0]
+            flat: list[int] = []
             for counts, item in zip(batch, rows, strict=True):
-                args += (counts.user_id, counts.version, counts.unread, counts.total, item or 0)
-            await self._set_counts(keys=[count_key(c.user_id) for c in batch], args=args)
+                flat += (counts.user_id, counts.version, counts.unread, counts.total, item or 0)
+            await self._set_counts(keys=[], args=[COUNT_TTL, event_id or 0, msgspec.msgpack.encode(flat)])
