@@ -1,17 +1,14 @@
 """The load: a paced publisher, list/ack sessions, and badge pollers in their own process.
 
-The publisher and the sessions use httpx in the orchestrator's event loop: together they make a
-few hundred requests a second, paced, which one loop drives easily. The badge pollers go as fast
-as the server answers, so they get a process of their own and a minimal HTTP/1.1 client over
-asyncio streams: with two cores shared between the load and the server, every CPU second the
-client spends is one the server does not get, and httpx costs several times more per request.
+The publisher and the sessions run in the orchestrator's event loop: a few hundred requests a
+second, paced. The badge pollers make thousands, so they get a process of their own. All of them
+speak HTTP through `bench/soak/http.py` (see there why not httpx).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import random
 import resource
@@ -19,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import msgspec
 import redis.asyncio as aioredis
 
+from bench.soak.http import Connection, HTTPError, Pool
 from bench.soak.seed import Tenant
 from bench.soak.stats import Tally, Windows
 
@@ -55,7 +52,7 @@ class Publisher:
 
     def __init__(
         self,
-        base: str,
+        port: int,
         redis_url: str,
         tenant: Tenant,
         run_id: str,
@@ -64,7 +61,7 @@ class Publisher:
         ledger: Ledger,
         rng: random.Random,
     ) -> None:
-        self.base, self.redis_url, self.tenant, self.run_id = base, redis_url, tenant, run_id
+        self.port, self.redis_url, self.tenant, self.run_id = port, redis_url, tenant, run_id
         self.rate, self.windows, self.ledger, self.rng = rate, windows, ledger, rng
         self.in_flight: set[asyncio.Task[None]] = set()
 
@@ -99,12 +96,7 @@ class Publisher:
         return eid, users, topics, msgspec.json.encode(body)
 
     async def run(self, stop_at: float) -> None:
-        client = httpx.AsyncClient(
-            base_url=self.base,
-            headers={"Authorization": f"Bearer {self.tenant.producer}", "Content-Type": "application/json"},
-            timeout=10,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-        )
+        client = Pool("127.0.0.1", self.port, 64)
         rd = aioredis.Redis.from_url(self.redis_url, client_name="herald-soak", socket_timeout=10)
         began = time.monotonic()
         n = 0
@@ -124,25 +116,26 @@ class Publisher:
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=15)
         finally:
-            await client.aclose()
+            await client.close()
             await rd.aclose()
 
-    async def _one(self, client: httpx.AsyncClient, rd: aioredis.Redis, n: int) -> None:
+    async def _one(self, client: Pool, rd: aioredis.Redis, n: int) -> None:
         eid, users, topics, raw = self._event(n)
         began = time.monotonic()
         if n % 2 == 0:
             kind = "publish"
+            headers = {"Authorization": f"Bearer {self.tenant.producer}", "Content-Type": "application/json"}
             try:
-                reply = await client.post("/v1/events", content=raw)
-            except httpx.HTTPError as exc:
+                reply = await client.request("POST", "/v1/events", headers, body=raw)
+            except HTTPError as exc:
                 self.ledger.uncertain.add(eid)
                 self.windows.record(kind, began, time.monotonic(), "conn", ok=False, detail=repr(exc))
                 return
-            ok = reply.status_code == 202 and reply.json() == {"accepted": 1}
-            status = str(reply.status_code)
+            ok = reply.status == 202 and reply.json() == {"accepted": 1}
+            status = str(reply.status)
             if ok:
                 self.ledger.published[eid] = (users, topics)
-            elif reply.status_code >= 500 or reply.status_code == 429:
+            elif reply.status >= 500 or reply.status == 429:
                 self.ledger.uncertain.add(eid)
             self.windows.record(kind, began, time.monotonic(), status, ok=ok, detail=reply.text[:200])
         else:
@@ -167,10 +160,10 @@ class Sessions:
     MAX_IN_FLIGHT = 200
 
     def __init__(
-        self, base: str, tenant: Tenant, rate: float, windows: Windows, ledger: Ledger, rng: random.Random
+        self, port: int, tenant: Tenant, rate: float, windows: Windows, ledger: Ledger, rng: random.Random
     ) -> None:
-        self.base, self.tenant, self.rate, self.windows, self.ledger, self.rng = (
-            base,
+        self.port, self.tenant, self.rate, self.windows, self.ledger, self.rng = (
+            port,
             tenant,
             rate,
             windows,
@@ -181,9 +174,7 @@ class Sessions:
         self.in_flight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop_at: float) -> None:
-        client = httpx.AsyncClient(
-            base_url=self.base, timeout=10, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        )
+        client = Pool("127.0.0.1", self.port, 100)
         began = time.monotonic()
         n = 0
         try:
@@ -203,26 +194,24 @@ class Sessions:
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=15)
         finally:
-            await client.aclose()
+            await client.close()
 
-    async def _call(
-        self, client: httpx.AsyncClient, kind: str, method: str, url: str, user: str, body: Any = None
-    ) -> Any:
+    async def _call(self, client: Pool, kind: str, method: str, url: str, user: str, body: Any = None) -> Any:
         """One request; its JSON when it answered 200, else None (and the error is recorded)."""
         began = time.monotonic()
         headers = {"Authorization": f"Bearer {self.tenant.tokens[user]}"}
         try:
-            reply = await client.request(method, url, headers=headers, json=body)
-        except httpx.HTTPError as exc:
+            reply = await client.request(method, url, headers, json=body)
+        except HTTPError as exc:
             self.windows.record(kind, began, time.monotonic(), "conn", ok=False, detail=f"{method} {url} {exc!r}")
             return None
         now = time.monotonic()
-        ok = reply.status_code == 200
+        ok = reply.status == 200
         detail = "" if ok else f"{method} {url} {reply.text[:200]}"
-        self.windows.record(kind, began, now, str(reply.status_code), ok=ok, detail=detail)
+        self.windows.record(kind, began, now, str(reply.status), ok=ok, detail=detail)
         return reply.json() if ok else None
 
-    async def _session(self, client: httpx.AsyncClient, user: str) -> None:
+    async def _session(self, client: Pool, user: str) -> None:
         try:
             if self.rng.random() < 0.5:
                 await self._scalebox(client, user)
@@ -231,7 +220,7 @@ class Sessions:
         finally:
             self.busy.discard(user)
 
-    async def _scalebox(self, client: httpx.AsyncClient, user: str) -> None:
+    async def _scalebox(self, client: Pool, user: str) -> None:
         unread_only = self.rng.random() < 0.3
         page = await self._call(
             client, "list", "GET", "/v1/notifications?limit=20" + ("&read=false" if unread_only else ""), user
@@ -272,7 +261,7 @@ class Sessions:
             cursor = page["data"]["pagination"]["next_cursor"]
             await self._call(client, "list", "GET", f"/v1/notifications?limit=20&cursor={cursor}", user)
 
-    async def _qualytics(self, client: httpx.AsyncClient, user: str) -> None:
+    async def _qualytics(self, client: Pool, user: str) -> None:
         page = await self._call(client, "list", "GET", "/api/user-notifications?size=12", user)
         if page is None:
             return
@@ -358,8 +347,7 @@ async def _poll(
     plan: PollerPlan, tokens: list[bytes], etags: dict[bytes, bytes], windows: Windows, rng: random.Random
 ) -> None:
     host = f"{plan.host}:{plan.port}".encode()
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
+    conn: Connection | None = None
     interval = plan.connections / plan.rate if plan.rate > 0 else 0.0
     # Paced connections start spread over one interval, so their polls do not arrive in bursts.
     due = max(plan.start, time.monotonic()) + rng.random() * interval
@@ -373,15 +361,14 @@ async def _poll(
                 await asyncio.sleep(wait)
             elif wait < -1.0:
                 due = time.monotonic()  # more than a second behind: do not fire a burst to catch up
-        if writer is None:
+        if conn is None:
             try:
-                reader, writer = await asyncio.open_connection(plan.host, plan.port)
+                conn = Connection(*await asyncio.open_connection(plan.host, plan.port))
             except OSError as exc:
                 now = time.monotonic()
                 windows.record("badge", now, now, "conn", ok=False, detail=repr(exc))
                 await asyncio.sleep(0.1)
                 continue
-        assert reader is not None
         token = rng.choice(tokens)
         tag = etags.get(token)
         request = b"GET /v1/unread-count HTTP/1.1\r\nHost: " + host + b"\r\nAuthorization: Bearer " + token
@@ -391,48 +378,31 @@ async def _poll(
         began = time.monotonic()
         try:
             async with asyncio.timeout(10):
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = head[9:12].decode()
-                length = 0
-                etag: bytes | None = None
-                close = False
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    name = name.lower()
-                    if name == b"content-length":
-                        length = int(value)
-                    elif name == b"etag":
-                        etag = value.strip()
-                    elif name == b"connection" and value.strip().lower() == b"close":
-                        close = True
-                    elif name == b"transfer-encoding":
-                        raise ValueError("chunked answer: the soak's badge client reads Content-Length only")
-                body = await reader.readexactly(length) if length else b""
-        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                reply, keep = await conn.exchange(request)
+        except (OSError, TimeoutError, ValueError, HTTPError, asyncio.IncompleteReadError) as exc:
             windows.record("badge", began, time.monotonic(), "conn", ok=False, detail=repr(exc))
-            writer.close()
-            reader = writer = None
+            conn.close()
+            conn = None
             continue
         now = time.monotonic()
-        if status == "200":
+        etag = reply.headers.get(b"etag")
+        if reply.status == 200:
             try:
-                count = json.loads(body)["unread_count"]
+                count = reply.json()["unread_count"]
                 ok = isinstance(count, int) and count >= 0 and etag is not None
-            except (ValueError, KeyError, TypeError):
+            except (msgspec.DecodeError, KeyError, TypeError):
                 ok = False
             if ok and etag is not None:
                 etags[token] = etag
-            windows.record("badge", began, now, status, ok=ok, detail=body[:200].decode("utf-8", "replace"))
         else:
             # 304 is right only for a tag we sent; anything else is unexpected.
-            ok = status == "304" and tag is not None
-            windows.record("badge", began, now, status, ok=ok, detail=body[:200].decode("utf-8", "replace"))
-        if close:
-            writer.close()
-            reader = writer = None
-    if writer is not None:
-        writer.close()
+            ok = reply.status == 304 and tag is not None
+        windows.record("badge", began, now, str(reply.status), ok=ok, detail=reply.text[:200])
+        if not keep:
+            conn.close()
+            conn = None
+    if conn is not None:
+        conn.close()
 
 
 def merge_message(windows: Windows, message: tuple[str, int, dict[str, Any], float]) -> None:

@@ -141,8 +141,8 @@ async def _soak(
             )
             pollers.append(start_pollers(plan))
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        publisher = Publisher(herald.base, servers.redis_url, tenant, tenant.name, args.rate, windows, ledger, rng)
-        sessions = Sessions(herald.base, tenant, args.sessions, windows, ledger, rng)
+        publisher = Publisher(herald.port, servers.redis_url, tenant, tenant.name, args.rate, windows, ledger, rng)
+        sessions = Sessions(herald.port, tenant, args.sessions, windows, ledger, rng)
         load = [asyncio.create_task(publisher.run(stop_at)), asyncio.create_task(sessions.run(stop_at))]
 
         print(report.window_header(), flush=True)
