@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Herald needs Python 3.11 or newer (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -19,6 +19,10 @@ run: $(STAMP)  ## Herald on this machine: embedded PostgreSQL and Redis unless H
 
 test: $(STAMP)  ## the whole suite, against HERALD_TEST_*_URL or embedded servers
 	$(BIN)/pytest
+
+soak: $(STAMP)  ## minutes, not part of `make test`: real processes under load, then a deeper schema fuzz
+	$(BIN)/python -m bench.soak
+	HERALD_FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/test_schema_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

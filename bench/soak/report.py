@@ -42,7 +42,7 @@ def _fmt(value: float | None, width: int = 7) -> str:
 def window_header() -> str:
     return (
         f"{'window':>11} {'pub/s':>6} {'badge/s':>8} {'b p50':>6} {'b p99':>6} {'list/s':>7} {'l p50':>6} "
-        f"{'l p99':>6} {'act/s':>6} {'a p99':>6} {'err':>4} {'429':>4} {'backlog':>7} {'cpu':>5}"
+        f"{'l p99':>6} {'act/s':>6} {'a p99':>6} {'err':>4} {'429':>4} {'backlog':>7} {'cpu':>5} {'other':>5}"
     )
 
 
@@ -56,14 +56,15 @@ def window_line(w: dict[str, Any]) -> str:
     badge, lst = k.get("badge", {}), k.get("list", {})
     stream = w["sample"]["stream"]
     backlog = (stream.get("lag") or 0) + (stream.get("pending") or 0)
-    cpu = w["sample"]["cpu_cores"].get("machine")
+    cpu = w["sample"]["cpu_cores"].get("machine") or 0.0
+    other = w["sample"]["cpu_cores"].get("other") or 0.0
     return (
         f"{w['t0']:>4.0f}-{w['t1']:<4.0f}s {pub:6.0f} {badge.get('per_second') or 0:8.0f} "
         f"{_fmt(badge.get('p50_ms'), 6)} "
         f"{_fmt(badge.get('p99_ms'), 6)} {lst.get('per_second') or 0:7.1f} {_fmt(lst.get('p50_ms'), 6)} "
         f"{_fmt(lst.get('p99_ms'), 6)} {act_rate:6.1f} {_fmt(act_p99, 6)} "
         f"{sum(x['errors'] for x in k.values()):4d} {sum(x['throttled_429'] for x in k.values()):4d} "
-        f"{backlog:7d} {cpu if cpu is not None else 0:5.2f}"
+        f"{backlog:7d} {cpu:5.2f} {other:5.2f}"
     )
 
 
