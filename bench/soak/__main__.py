@@ -15,8 +15,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--badge-rate",
         type=float,
-        default=2500.0,
-        help="badge polls per second, paced; 0: as fast as the connections go (default 2500)",
+        default=0.0,
+        help="badge polls per second, paced; 0 (the default): each connection as fast as it is answered",
     )
     p.add_argument("--pollers", type=int, default=32, help="badge poll connections (default 32)")
     p.add_argument("--poller-procs", type=int, default=1, help="processes the badge pollers share (default 1)")

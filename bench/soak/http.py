@@ -77,6 +77,8 @@ class Pool:
         self._host = f"{host}:{port}".encode()
         self._idle: list[Connection] = []
         self._slots = asyncio.Semaphore(size)
+        self.retried = 0  # requests sent again after the server closed an idle connection under them
+        self.closed_by_server = 0  # idle connections found closed by the server before use
 
     async def request(
         self,
@@ -93,12 +95,24 @@ class Pool:
             hdrs["Content-Type"] = "application/json"
         raw = request_bytes(method, path, self._host, hdrs, body)
         async with self._slots:
-            conn = self._idle.pop() if self._idle else None
+            conn = self._take_idle()
+            reused = conn is not None
             try:
                 async with asyncio.timeout(self.timeout):
                     if conn is None:
-                        conn = Connection(*await asyncio.open_connection(self.host, self.port))
-                    reply, keep = await conn.exchange(raw)
+                        conn = await self._open()
+                    try:
+                        reply, keep = await conn.exchange(raw)
+                    except asyncio.IncompleteReadError as exc:
+                        if not reused or exc.partial:
+                            raise
+                        # An idle connection the server closed (its keep-alive timeout) just as we
+                        # sent: nothing was answered. Every HTTP client sends again, once, on a
+                        # new connection; the report counts how often.
+                        self.retried += 1
+                        conn.close()
+                        conn = await self._open()
+                        reply, keep = await conn.exchange(raw)
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                 if conn is not None:
                     conn.close()
@@ -112,6 +126,21 @@ class Pool:
             else:
                 conn.close()
             return reply
+
+    def _take_idle(self) -> Connection | None:
+        """The most recently used idle connection the server has not closed (LIFO keeps the
+        others idle long enough for the server to close them, which is found here)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reader.at_eof() or conn.writer.is_closing():
+                conn.close()
+                self.closed_by_server += 1
+                continue
+            return conn
+        return None
+
+    async def _open(self) -> Connection:
+        return Connection(*await asyncio.open_connection(self.host, self.port))
 
     async def close(self) -> None:
         while self._idle:

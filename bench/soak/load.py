@@ -39,6 +39,8 @@ class Ledger:
     deleted: set[tuple[str, str]] = field(default_factory=set)  # (event id, user)
     uncertain_deletes: set[tuple[str, str]] = field(default_factory=set)
     skipped: int = 0  # publishes or sessions not started because too many were in flight
+    retried: int = 0  # requests sent again on a new connection: the server closed the idle one
+    closed_by_server: int = 0  # idle keep-alive connections the server closed (its timeout)
 
 
 def _event_of(title: str) -> str:
@@ -116,6 +118,8 @@ class Publisher:
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=15)
         finally:
+            self.ledger.retried += client.retried
+            self.ledger.closed_by_server += client.closed_by_server
             await client.close()
             await rd.aclose()
 
@@ -194,6 +198,8 @@ class Sessions:
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=15)
         finally:
+            self.ledger.retried += client.retried
+            self.ledger.closed_by_server += client.closed_by_server
             await client.close()
 
     async def _call(self, client: Pool, kind: str, method: str, url: str, user: str, body: Any = None) -> Any:

@@ -81,6 +81,10 @@ def final_text(result: dict[str, Any]) -> str:
         f"requests served: {s['requests']:,}   errors: {s['errors']}   429s: {s['throttled_429']}   "
         f"events accepted: {s['events_accepted']:,} ({s['publish_rate']:.1f}/s, target {result['settings']['rate']}/s)"
     )
+    add(
+        f"keep-alive connections the server closed while idle: {s['keepalive_closed_by_server']} found before use, "
+        f"{s['keepalive_retries']} under a request (sent again once)"
+    )
     add("")
     add(
         f"{'kind':<9} {'requests':>9} {'per s':>8} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'p99.9':>8} "
@@ -106,7 +110,10 @@ def final_text(result: dict[str, Any]) -> str:
             f"max {r['max']}, bound {r['bound']}"
         )
     r = result["resources"]["redis_clients"]
-    add(f"Redis clients of Herald: {r['start']} → {r['warm']} → {r['end']} → {r['idle_end']}   max {r['max']}")
+    add(
+        f"Redis clients of Herald: {r['start']} → {r['warm']} → {r['end']} → {r['idle_end']}   "
+        f"max {r['max']}, {r['half_time']} at half time, bound {r['bound']}"
+    )
     cpu = result["resources"]["cpu_cores_mean"]
     add("CPU, mean cores busy under load: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     add("")
