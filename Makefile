@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format clean bench
+.PHONY: run test lint format clean bench soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Herald needs Python 3.11 or newer (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -32,6 +32,10 @@ bench: $(STAMP)
 	  command -v wrk >/dev/null 2>&1 || echo "make bench: wrk is missing and could not be installed (as root: apt-get install -y wrk); the badge and list figures will be skipped"; \
 	}
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+soak: $(STAMP)  ## minutes, not part of `make test`: real processes under load, then a deeper schema fuzz
+	$(BIN)/python -m bench.soak
+	HERALD_FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/test_schema_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
