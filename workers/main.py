@@ -23,7 +23,7 @@ from service.cache import QUEUE
 from service.settings import Settings
 from workers.consumer import Consumer
 from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
-from workers.maintenance import reconcile_job, retention_job
+from workers.maintenance import reconcile_job, retention_job, trim_job
 
 log = logging.getLogger("herald.worker")
 
@@ -106,6 +106,7 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         cron_jobs=[
             cron(retention_job, name="herald:retention", minute={7}, timeout=3600),
             cron(reconcile_job, name="herald:reconcile", minute=set(range(2, 60, 10)), timeout=600),
+            cron(trim_job, name="herald:trim", second={30}, timeout=60),
         ],
         queue_name=QUEUE,
         redis_settings=RedisSettings.from_dsn(redis_url),

@@ -5,6 +5,10 @@ then events that no longer have any, in batches of BATCH rows, each its own shor
 a pause between batches so that fan-outs and readers always get their turn. Counts are taken down
 in the same transaction as the rows and copied to Redis, so the badge never counts a removed row.
 
+The stream is trimmed (every minute) of entries every worker is done with: those older than both
+the oldest entry still pending (read, not acknowledged) and the last one handed out. Without
+it, `herald:events` would keep every event ever published, in memory.
+
 Reconciliation compares every user's stored counts with their rows, a slice of users per run
 (the cursor is kept in Redis, so a large table is covered over several runs), and repairs any
 difference under the counts row's lock. It should never find any: `herald_count_drift_total`
@@ -19,9 +23,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 
 from service import db, notifications
 from service.backends import Backends
+from service.cache import GROUP, STREAM
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
 from service.model import Counts
 from service.store import maintenance
@@ -99,6 +105,35 @@ async def reconcile(b: Backends, users: int = RECONCILE_USERS_PER_RUN) -> list[C
         await asyncio.sleep(PAUSE)
     await b.redis.set(CURSOR_KEY, after)
     return repaired
+
+
+def _entry_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def trim_stream(b: Backends) -> int:
+    """Remove stream entries every consumer is done with; returns how many went."""
+    try:
+        groups = await b.redis.xinfo_groups(STREAM)
+    except redis.exceptions.ResponseError:  # no stream yet
+        return 0
+    group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    if group is None:
+        return 0  # no consumer yet: nothing is known to be done
+    keep = _entry_id(group["last-delivered-id"])
+    keep = (keep[0], keep[1] + 1)  # entries after the last one handed out are not read yet
+    pending = await b.redis.xpending(STREAM, GROUP)
+    if pending["pending"]:
+        keep = min(keep, _entry_id(pending["min"]))
+    # Exact, not approximate: the id is a bound, and MINID never removes an entry at or above it.
+    removed: int = await b.redis.xtrim(STREAM, minid=f"{keep[0]}-{keep[1]}", approximate=False)
+    return removed
+
+
+async def trim_job(ctx: dict[str, Any]) -> None:
+    await trim_stream(ctx["backends"])
 
 
 async def retention_job(ctx: dict[str, Any]) -> None:

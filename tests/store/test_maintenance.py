@@ -8,7 +8,7 @@ import pytest
 
 from service import notifications
 from service.backends import Backends
-from service.cache import count_key
+from service.cache import GROUP, STREAM, count_key
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
 from tests.conftest import Deliver, MakeUser
 from tests.store.test_fanout import counts_agree, rows
@@ -97,3 +97,19 @@ async def test_reconciliation_finds_repairs_and_reports_drift(
     # A run covers a slice of the users and the next run goes on from there.
     await maintenance.reconcile(backends, users=3)
     assert int(await backends.redis.get(maintenance.CURSOR_KEY) or 0) > 0
+
+
+async def test_the_stream_is_trimmed_of_what_every_worker_is_done_with(backends: Backends) -> None:
+    r = backends.redis
+    assert await maintenance.trim_stream(backends) == 0  # no group yet: nothing is known to be done
+    ids = [await r.xadd(STREAM, {"event": b"{}"}) for _ in range(10)]
+    await r.xgroup_create(STREAM, GROUP, id="0")
+    read = await r.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=6)  # 6 handed out, 4 never read
+    handed = [entry_id for entry_id, _ in read[0][1]]
+    await r.xack(STREAM, GROUP, *handed[:2], *handed[3:])  # the third is still pending
+    assert await maintenance.trim_stream(backends) == 2
+    left = [entry_id for entry_id, _ in await r.xrange(STREAM)]
+    assert left == ids[2:]  # from the pending one on, including everything not yet read
+    await r.xack(STREAM, GROUP, handed[2])
+    assert await maintenance.trim_stream(backends) == 4
+    assert [entry_id for entry_id, _ in await r.xrange(STREAM)] == ids[6:]
