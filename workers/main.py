@@ -23,7 +23,7 @@ from service.cache import QUEUE
 from service.settings import Settings
 from workers.consumer import Consumer
 from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
-from workers.maintenance import reconcile_job, retention_job, trim_job
+from workers.maintenance import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
 
 log = logging.getLogger("herald.worker")
 
@@ -103,10 +103,12 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     return HeraldWorker(
         functions=[func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES)],
         # One run of each at a time across every worker (arq's cron jobs have fixed ids per slot).
+        # Their timeouts stay under CHUNK_TIMEOUT: arq's in-progress mark, and so the takeover of a
+        # dead worker's chunks, lasts the longest timeout of any function plus 10 s.
         cron_jobs=[
-            cron(retention_job, name="herald:retention", minute={7}, timeout=3600),
-            cron(reconcile_job, name="herald:reconcile", minute=set(range(2, 60, 10)), timeout=600),
-            cron(trim_job, name="herald:trim", second={30}, timeout=60),
+            cron(retention_job, name="herald:retention", minute=set(range(7, 60, 10)), timeout=JOB_TIMEOUT),
+            cron(reconcile_job, name="herald:reconcile", minute=set(range(2, 60, 10)), timeout=JOB_TIMEOUT),
+            cron(trim_job, name="herald:trim", second={30}, timeout=JOB_TIMEOUT),
         ],
         queue_name=QUEUE,
         redis_settings=RedisSettings.from_dsn(redis_url),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,16 +37,25 @@ log = logging.getLogger("herald.maintenance")
 
 BATCH = 5_000
 PAUSE = 0.05  # seconds between batches
+# Each run stops after this long and the next run goes on. arq marks every job in progress for the
+# longest job timeout plus 10 s, and a job of a worker that died is taken over only when that mark
+# expires: a long cron timeout would delay the takeover of fan-out chunks by as much.
+BUDGET = 25.0
+JOB_TIMEOUT = 35
 RECONCILE_USERS_PER_RUN = 50_000
 RECONCILE_BATCH = 500
 CURSOR_KEY = "herald:reconcile:cursor"
 
 
-async def apply_retention(b: Backends, days: int, now: datetime | None = None) -> tuple[int, int]:
-    """Remove what is older than `days`; returns (inbox rows, events) removed."""
+async def apply_retention(
+    b: Backends, days: int, now: datetime | None = None, budget: float = BUDGET
+) -> tuple[int, int]:
+    """Remove what is older than `days`, for at most about `budget` seconds; returns (inbox rows,
+    events) removed."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    deadline = time.monotonic() + budget
     rows = events = 0
-    while True:
+    while time.monotonic() < deadline:
 
         async def batch(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
             return await maintenance.expire_rows(conn, cutoff, BATCH)
@@ -58,7 +68,9 @@ async def apply_retention(b: Backends, days: int, now: datetime | None = None) -
         if gone < BATCH:
             break
         await asyncio.sleep(PAUSE)
-    while True:
+    else:
+        return rows, events  # out of time: the next run goes on with the rows, then the events
+    while time.monotonic() < deadline:
 
         async def old_events(conn: asyncpg.Connection) -> int:
             return await maintenance.expire_events(conn, cutoff, BATCH)
@@ -74,13 +86,15 @@ async def apply_retention(b: Backends, days: int, now: datetime | None = None) -
     return rows, events
 
 
-async def reconcile(b: Backends, users: int = RECONCILE_USERS_PER_RUN) -> list[Counts]:
-    """Check the next `users` users' counts against their rows and repair any drift."""
+async def reconcile(b: Backends, users: int = RECONCILE_USERS_PER_RUN, budget: float = BUDGET) -> list[Counts]:
+    """Check the next `users` users' counts against their rows (for at most about `budget`
+    seconds) and repair any drift."""
+    deadline = time.monotonic() + budget
     raw = await b.redis.get(CURSOR_KEY)
     after = int(raw) if raw else 0
     repaired: list[Counts] = []
     seen = 0
-    while seen < users:
+    while seen < users and time.monotonic() < deadline:
 
         async def scan(conn: asyncpg.Connection, after: int = after) -> tuple[int | None, list[int]]:
             return await maintenance.drift_scan(conn, after, RECONCILE_BATCH)

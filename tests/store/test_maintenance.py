@@ -10,9 +10,11 @@ from service import notifications
 from service.backends import Backends
 from service.cache import GROUP, STREAM, count_key
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
+from service.settings import Settings
 from tests.conftest import Deliver, MakeUser
 from tests.store.test_fanout import counts_agree, rows
 from workers import maintenance
+from workers.main import build_worker
 
 OLD = (datetime.now(UTC) - timedelta(days=100)).isoformat()
 RECENT = (datetime.now(UTC) - timedelta(days=1)).isoformat()
@@ -113,3 +115,11 @@ async def test_the_stream_is_trimmed_of_what_every_worker_is_done_with(backends:
     await r.xack(STREAM, GROUP, handed[2])
     assert await maintenance.trim_stream(backends) == 4
     assert [entry_id for entry_id, _ in await r.xrange(STREAM)] == ids[6:]
+
+
+async def test_periodic_jobs_do_not_delay_the_takeover_of_a_dead_workers_chunks(settings: Settings) -> None:
+    # arq marks every job in progress for the longest timeout of any function plus 10 s; a chunk of
+    # a worker that died is run again only when that mark expires, within the promised 60 s.
+    worker = build_worker(settings, burst=True)
+    assert worker.in_progress_timeout_s <= 50, worker.in_progress_timeout_s
+    assert {"herald:retention", "herald:reconcile", "herald:trim"} <= set(worker.functions)
