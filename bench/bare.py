@@ -1,10 +1,13 @@
-"""The badge's raw limit: a bare Litestar route doing one Redis GET, served like `herald api`.
+"""Raw limits served like `herald api`: bare Litestar routes doing only their I/O.
 
 Same framework, same server (granian, ASGI, same worker count, no access log), same Redis client
-settings (service.cache.connect) and same event loop as Herald's API: what is left is the cost of
-one HTTP request plus one Redis round trip on this machine. `/nothing` answers without any I/O.
+settings (service.cache.connect) and same event loop as Herald's API. `/count` is the badge's
+limit: one HTTP request plus one Redis `GET`. `/page/{user}` is the list's: the same first-page
+query through Herald's query layer (`service/store/inbox.py`), its rows written as JSON, with no
+authentication, no counts and no profile around it. `/nothing` answers without any I/O.
 
-    python -m bench.bare --port 8100 --workers 2      (BENCH_BARE_REDIS_URL names the Redis)
+    python -m bench.bare --port 8100 --workers 2
+    (BENCH_BARE_REDIS_URL and BENCH_BARE_DATABASE_URL name the servers)
 """
 
 from __future__ import annotations
@@ -16,22 +19,33 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, get
 
-from service import cache
+from service import cache, db
+from service.model import InboxItem, InboxQuery, Principal
+from service.store import inbox
 
 KEY = "bench:bare:count"
 
 
 def create_app() -> Litestar:
     url = os.environ["BENCH_BARE_REDIS_URL"]
+    database_url = os.environ["BENCH_BARE_DATABASE_URL"]
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = cache.connect(url)
         app.state.redis = client
+        app.state.pool = await db.create_pool(database_url, size=10)
         try:
             yield
         finally:
             await client.aclose()
+            await app.state.pool.close()
+
+    @get("/page/{user_id:int}")
+    async def page(user_id: int, size: int = 12) -> list[InboxItem]:
+        who = Principal(user_id=user_id, user="", tenant_id=0, tenant="", role="member", active=True, kind="pat")
+        async with app.state.pool.acquire() as conn:
+            return await inbox.items(conn, who, InboxQuery(read=False), limit=size)
 
     @get("/count")
     async def count() -> dict[str, int]:
@@ -42,7 +56,7 @@ def create_app() -> Litestar:
     async def nothing() -> dict[str, int]:
         return {"unread_count": 0}
 
-    app = Litestar([count, nothing], lifespan=[lifespan], openapi_config=None)
+    app = Litestar([count, nothing, page], lifespan=[lifespan], openapi_config=None)
     return app
 
 

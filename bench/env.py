@@ -139,7 +139,11 @@ class Processes:
         if "bare" in self.children:
             return self.urls["bare"]
         port = free_port()
-        env = {**self.env, "BENCH_BARE_REDIS_URL": self.servers.redis_url}
+        env = {
+            **self.env,
+            "BENCH_BARE_REDIS_URL": self.servers.redis_url,
+            "BENCH_BARE_DATABASE_URL": self.servers.database_url,
+        }
         args = [sys.executable, "-m", "bench.bare", "--port", str(port), "--workers", str(API_WORKERS)]
         child = self._spawn("bare", args, env)
         base = f"http://127.0.0.1:{port}"

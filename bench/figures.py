@@ -385,6 +385,20 @@ async def list_pages(b: Bench) -> list[Row]:
                 passed=p50[name] < 5,
             )
         )
+    bare_url = f"{b.procs.bare()}/page/{user_id}?size=12"
+    await _wrk(bare_url, seconds=1)  # warm-up
+    bare_run = await _wrk(bare_url, seconds=s.wrk_seconds)
+    say(f"bare route, the same 12-row query: {bare_run.rps:,.0f} req/s")
+    rows.append(
+        Row(
+            figure="list limit: bare Litestar route, the same 12-row query, no auth/counts/profile (req/s)",
+            herald=bare_run.rps,
+            limit=DJANGO_LIST_RPS,
+            ratio=bare_run.rps / DJANGO_LIST_RPS,
+            target="reference only",
+            passed=_valid(b, "bare page", bare_run),
+        )
+    )
     for name in names[:2]:
         run = await _wrk(urls[name][0], headers=headers, seconds=s.wrk_seconds)
         ok = _valid(b, name, run)
