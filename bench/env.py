@@ -26,7 +26,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 
 API_WORKERS = 2  # granian workers, for `herald api` and for the bare route alike (one per core)
 WORKERS = 2  # `herald worker` processes: what a 2-core host runs (deploy/compose.yaml runs two)
@@ -48,7 +48,7 @@ class Servers:
             pg = EmbeddedPostgres(self.root / "postgres")
             self.started.append(pg)
             self.embedded_pg = True
-            database_url = asyncio.run(_create_database(pg.start(), "herald_bench"))
+            database_url = asyncio.run(create_database(pg.start(), "herald_bench", fresh=True))
         self.database_url = database_url
         asyncio.run(_fresh_database(database_url))
         redis_url = os.environ.get("HERALD_BENCH_REDIS_URL")
@@ -67,16 +67,6 @@ class Servers:
             server.stop()
         self.started.clear()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-async def _create_database(server_url: str, name: str) -> str:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 async def _fresh_database(url: str) -> None:

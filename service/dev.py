@@ -17,27 +17,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from service import admin, cache, db, stream
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database
 from service.model import decode_events
 from service.settings import Settings
 
 TENANT = "demo"
-
-
-async def _ensure_database(server_url: str, name: str) -> str:
-    conn = await asyncpg.connect(server_url)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 async def _prepare(database_url: str, redis_url: str) -> tuple[str, str]:
@@ -82,7 +70,7 @@ def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
         if not database_url:
             pg = EmbeddedPostgres(root / "postgres")
             servers.append(pg)
-            database_url = asyncio.run(_ensure_database(pg.start(), "herald"))
+            database_url = asyncio.run(create_database(pg.start(), "herald"))
         redis_url = settings.redis_url
         if not redis_url:
             rd = EmbeddedRedis(root / "redis")

@@ -17,6 +17,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 
 def free_port() -> int:
@@ -153,3 +156,17 @@ class EmbeddedRedis:
                 self._process.wait(10)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+
+
+async def create_database(server_url: str, name: str, *, fresh: bool = False) -> str:
+    """The URL of database `name` on the server `server_url` reaches, created if missing; `fresh`
+    drops it first (the tests' and benchmarks' own databases, never one named by a user)."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        if fresh:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if fresh or not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(server_url)._replace(path="/" + name))

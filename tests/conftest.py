@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from service import admin, db
 from service.backends import Backends
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 from service.http.app import asgi, create_app
 from service.model import Event, decode_event
 from service.settings import Settings
@@ -50,16 +50,6 @@ async def _fresh_database(url: str) -> None:
     await db.migrate(url)
 
 
-async def _create_database(server_url: str, name: str) -> str:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server_url.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
@@ -70,7 +60,7 @@ def servers() -> Iterator[Servers]:
         if not database_url:
             pg = EmbeddedPostgres(Path(scratch.name) / "postgres")
             started.append(pg)
-            database_url = asyncio.run(_create_database(pg.start(), "herald_test"))
+            database_url = asyncio.run(create_database(pg.start(), "herald_test", fresh=True))
         asyncio.run(_fresh_database(database_url))
         redis_url = os.environ.get("HERALD_TEST_REDIS_URL")
         if not redis_url:

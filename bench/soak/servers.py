@@ -14,30 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def ensure_database(url: str) -> str:
-    """The database the URL names, created first if the server does not have it yet."""
+    """The database the URL names (`heraldsoak` when it names none), created first if missing."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/") or "heraldsoak"
-    try:
-        conn = await asyncpg.connect(urlunsplit(parts._replace(path="/" + name)), timeout=10)
-    except asyncpg.InvalidCatalogNameError:
-        conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")), timeout=10)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        return urlunsplit(parts._replace(path="/" + name))
-    await conn.close()
-    return urlunsplit(parts._replace(path="/" + name))
+    return await create_database(urlunsplit(parts._replace(path="/postgres")), name)
 
 
 @dataclass

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from tests.conftest import Servers, _create_database
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from tests.conftest import Servers
 from tests.processes import start_herald, stop
 
 
@@ -59,7 +59,7 @@ def private_redis(scratch: Path) -> Iterator[Breakable]:
 @pytest.fixture
 def private_postgres(scratch: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     server = EmbeddedPostgres(scratch / "postgres")
-    url = asyncio.run(_create_database(server.start(), "herald"))
+    url = asyncio.run(create_database(server.start(), "herald", fresh=True))
     asyncio.run(db.migrate(url))
     yield server, url
     server.stop()
