@@ -94,8 +94,11 @@ def main(args: argparse.Namespace) -> int:
         result["started_at"] = started.isoformat(timespec="seconds")
         _judge(result)
         print(report.final_text(result), flush=True)
-        for path in report.write(result, Path(args.out), stamp):
-            print(f"soak: wrote {path}", flush=True)
+        if args.minutes >= 5:
+            for path in report.write(result, Path(args.out), stamp):
+                print(f"soak: wrote {path}", flush=True)
+        else:  # a short run is for trying things: it does not replace the last full run's figures
+            print("soak: a run shorter than 5 minutes: results not saved", flush=True)
         return 0 if result["passed"] else 1
     except KeyboardInterrupt:
         print("\nsoak: interrupted; stopping everything it started", file=sys.stderr, flush=True)
