@@ -5,18 +5,27 @@ hash. The cache is correct, not just fast: revoking a token or deactivating a us
 user id on `herald:auth`, every API process drops that user's entries at once (see
 `service/hub.py`), and if that channel is ever lost the whole cache is dropped. The TTL is only a
 backstop.
+
+Signed user tokens (JWTs, see service/signed.py) are verified, then mapped to their user through
+a second cache keyed by (tenant, user id), so a fresh token of a known user costs a signature check
+but no database round trip. Their token-hash entries expire with the token (`exp`) if that comes
+before the TTL, so the badge's fast path never serves an expired token; both caches hold the user
+id and are dropped by `forget_user` like any other.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 import asyncpg
+import msgspec
 
 from service import db
 from service.errors import Forbidden, Unauthorized
 from service.metrics import AUTH_LOOKUPS
 from service.model import Principal
+from service.signed import Claims, Verifier, looks_like_jwt
 from service.store import users
 from service.tokens import token_hash
 
@@ -24,13 +33,17 @@ CACHE_TTL = 60.0
 _HIT = AUTH_LOOKUPS.labels("hit")
 _MISS = AUTH_LOOKUPS.labels("miss")
 CACHE_SIZE = 100_000
+K = TypeVar("K")
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float = 5.0, signed: Verifier | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._cache: dict[bytes, tuple[float, Principal]] = {}
+        # Signed tokens: None when neither a secret nor a public key is configured.
+        self._signed = signed if signed is not None and signed.algorithms else None
+        self._users: dict[tuple[str, str], tuple[float, Principal]] = {}
 
     async def principal(self, token: str | None, digest: bytes | None = None) -> Principal:
         """The token's owner, whatever its kind or state; Unauthorized if Herald does not know it.
@@ -44,6 +57,8 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             _HIT.inc()
             return cached[1]
+        if self._signed is not None and looks_like_jwt(token):
+            return await self._signed_principal(token, digest, now)
         _MISS.inc()
 
         async def lookup(conn: asyncpg.Connection) -> Principal | None:
@@ -52,9 +67,41 @@ class Authenticator:
         found = await db.run(self._pool, lookup, timeout=self._timeout)
         if found is None:
             raise Unauthorized("Invalid token")
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[digest] = (now + CACHE_TTL, found)
+        _remember(self._cache, digest, now + CACHE_TTL, found)
+        return found
+
+    async def _signed_principal(self, token: str, digest: bytes, now: float) -> Principal:
+        assert self._signed is not None
+        claims = self._signed.verify(token)
+        user = await self._user(claims, now)
+        # The token's role applies to its requests; the stored one was set when the user was created.
+        who = msgspec.structs.replace(user, role=claims.role, kind="pat")
+        # Until the token expires (no leeway: a clock-skew grace is re-checked, never cached), or the TTL.
+        until = min(now + CACHE_TTL, now + (claims.exp - time.time()))
+        if until > now:
+            _remember(self._cache, digest, until, who)
+        return who
+
+    async def _user(self, claims: Claims, now: float) -> Principal:
+        """The claimed user as stored, created (with the claimed role) on first sight."""
+        key = (claims.tenant, claims.user)
+        cached = self._users.get(key)
+        if cached is not None and cached[0] > now:
+            _HIT.inc()
+            return cached[1]
+        _MISS.inc()
+
+        async def lookup(conn: asyncpg.Connection) -> Principal:
+            tenant_id = await users.tenant_id(conn, claims.tenant)
+            found = None if tenant_id is None else await users.find_user(conn, tenant_id, claims.user)
+            if found is not None:
+                return found
+            async with conn.transaction():
+                tenant_id = await users.ensure_tenant(conn, claims.tenant)
+                return await users.upsert_user(conn, tenant_id, claims.user, claims.role)
+
+        found = await db.run(self._pool, lookup, timeout=self._timeout)
+        _remember(self._users, key, now + CACHE_TTL, found)
         return found
 
     def cached(self, digest: bytes) -> Principal | None:
@@ -69,9 +116,18 @@ class Authenticator:
     def forget_user(self, user_id: int) -> None:
         for digest in [d for d, (_, p) in self._cache.items() if p.user_id == user_id]:
             self._cache.pop(digest, None)
+        for key in [k for k, (_, p) in self._users.items() if p.user_id == user_id]:
+            self._users.pop(key, None)
 
     def forget_all(self) -> None:
         self._cache.clear()
+        self._users.clear()
+
+
+def _remember(cache: dict[K, tuple[float, Principal]], key: K, until: float, who: Principal) -> None:
+    if len(cache) >= CACHE_SIZE and key not in cache:
+        cache.pop(next(iter(cache)))
+    cache[key] = (until, who)
 
 
 def reader(who: Principal) -> Principal:

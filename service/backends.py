@@ -12,6 +12,7 @@ from service.auth import Authenticator
 from service.cache import CountCache
 from service.limits import Limits
 from service.settings import Settings
+from service.signed import Verifier
 
 if TYPE_CHECKING:
     from service.notifications import Rebuild
@@ -23,7 +24,11 @@ class Backends:
         self.pool = pool
         self.redis = client
         self.counts = CountCache(client)
-        self.auth = Authenticator(pool, settings.backend_timeout)
+        self.auth = Authenticator(
+            pool,
+            settings.backend_timeout,
+            Verifier(settings.jwt_secret, settings.jwt_public_key, settings.jwt_audience),
+        )
         self.limits = Limits(
             settings.rate_limit_reads, settings.rate_limit_publishes, settings.rate_limit_auth_failures
         )

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from service import signed
 from service.errors import SettingsError
 
 PROFILE_NAMES = ("qualytics", "scalebox", "aptly")
@@ -58,6 +59,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For is believed (a reverse proxy or ingress), as networks.
     trusted_proxies: tuple[str, ...] = ()
+    # Signed user tokens (service/signed.py): the HS256 secret, and the PEM text of the RS256/ES256
+    # public key (read from HERALD_JWT_PUBLIC_KEY_FILE); either, both or neither.
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    # The `aud` signed tokens must carry; None: tokens carrying one are refused.
+    jwt_audience: str | None = None
 
     def require_backends(self) -> tuple[str, str]:
         """The two URLs, for the parts that cannot start embedded servers themselves."""
@@ -135,6 +142,24 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return networks
 
 
+def _jwt_secret(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "")
+    return signed.check_secret(raw, name) if raw else None
+
+
+def _jwt_public_key(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name, "")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii") as file:
+            pem = file.read(1 << 16)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{name}: cannot read {path!r} ({exc.__class__.__name__})") from None
+    signed.public_key_algorithm(pem, name)
+    return pem
+
+
 def parse_profiles(raw: str, name: str = "HERALD_PROFILES") -> tuple[tuple[str, str], ...]:
     mounts: list[tuple[str, str]] = []
     for item in raw.split(","):
@@ -188,4 +213,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_auth_failures=_float(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", 10.0, 0, 1e6),
         cors_origins=_origins(env, "HERALD_CORS_ORIGINS"),
         trusted_proxies=_networks(env, "HERALD_TRUSTED_PROXIES"),
+        jwt_secret=_jwt_secret(env, "HERALD_JWT_SECRET"),
+        jwt_public_key=_jwt_public_key(env, "HERALD_JWT_PUBLIC_KEY_FILE"),
+        jwt_audience=env.get("HERALD_JWT_AUDIENCE") or None,
     )
