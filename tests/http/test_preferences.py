@@ -84,11 +84,13 @@ async def test_a_bad_body_is_refused_and_changes_nothing(client: Client, make_us
     assert (await client.get("/v1/preferences", headers=alice.headers)).json() == muted(types=["keep"])
 
 
-async def test_nul_characters_and_non_json_are_refused(client: Client, make_user: MakeUser) -> None:
+async def test_refusals_name_the_entry(client: Client, make_user: MakeUser) -> None:
     alice = await make_user(user="alice")
     reply = await client.put("/v1/preferences", json=muted(categories=["ok", "a\x00b"]), headers=alice.headers)
     assert reply.status_code == 400
     assert reply.json()["field"] == "muted.categories[1]" and "NUL" in reply.json()["error"]
+    empty = await client.put("/v1/preferences", json=muted(topics=["ok", ""]), headers=alice.headers)
+    assert empty.status_code == 400 and empty.json()["field"] == "muted.topics[1]"
     not_json = await client.put("/v1/preferences", content=b"{not json", headers=alice.headers)
     assert not_json.status_code == 400 and not_json.json()["status"] == 400
     assert (await client.get("/v1/preferences", headers=alice.headers)).json() == NONE
