@@ -60,8 +60,9 @@ audience AS (
 """
 
 # Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
-# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience and only makes
-# some chunks a little smaller than $2; the exact audience is applied when each chunk is written.
+# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
+# and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
+# is written.
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
