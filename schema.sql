@@ -127,3 +127,15 @@ CREATE INDEX IF NOT EXISTS inbox_user_unread ON inbox (user_id, created_at DESC,
 -- Retention finds old rows by time. BRIN: a few pages for the whole table and nearly free to keep
 -- up, since rows arrive in about the order of their time.
 CREATE INDEX IF NOT EXISTS inbox_created_brin ON inbox USING brin (created_at);
+
+-- What a user muted: event types, categories, and topics. A row exists only for a user who muted
+-- something (an empty PUT deletes it), so the fan-out's anti-join against this table finds nothing
+-- for nearly every recipient, and costs about nothing while the table is small. The fan-out only
+-- reads it; it is written by a user's own PUT, so its foreign key costs nothing on the hot path.
+CREATE TABLE IF NOT EXISTS preferences (
+    user_id           bigint PRIMARY KEY REFERENCES users (id),
+    muted_types       text[] NOT NULL DEFAULT '{}',
+    muted_categories  text[] NOT NULL DEFAULT '{}',
+    muted_topics      text[] NOT NULL DEFAULT '{}',
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);

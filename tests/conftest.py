@@ -33,7 +33,7 @@ from workers.fanout import Fanout, Outcome
 # Real `herald` processes (fixtures `env` and `running`) for the end-to-end tests.
 pytest_plugins = ["tests.processes"]
 
-TABLES = "inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, users, tenants"
+TABLES = "inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, preferences, users, tenants"
 
 
 class Servers(msgspec.Struct):

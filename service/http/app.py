@@ -17,7 +17,7 @@ from litestar.openapi import OpenAPIConfig
 
 from service import notifications
 from service.backends import Backends
-from service.http import demo, native
+from service.http import demo, native, preferences
 from service.http.edge import Edge
 from service.http.errors import Renderer, fallback
 from service.http.fastpath import FastPath
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await hub.stop()
             await backends.close()
 
-    routers = [native.router(), *(make(prefix) for prefix, (make, _) in mounts)]
+    routers = [native.router(), preferences.router(), *(make(prefix) for prefix, (make, _) in mounts)]
     if settings.demo:
         routers.append(demo.router())
     app = Litestar(

@@ -19,12 +19,19 @@ MAX_USER_ID = (1 << 63) - 1
 
 # The audience of event $1 among user ids $2..$3: named users, topic subscribers and, with
 # `all`, every active user of the tenant. UNION removes users reached through several sources.
+# Preferences (see schema.sql) are applied here, set-based, in both steps:
+#   reached    a subscription whose topic the user muted is no way in; the user may still be reached
+#              through another topic, by name, or by `all`;
+#   audience   whoever muted the event's type or its category is left out, however reached (a NULL
+#              category matches no mute).
+# Both are anti-joins against the preferences of the chunk's id range only (their primary key), and
+# the table holds rows only for users who muted something: for everyone else they find nothing.
 _AUDIENCE = """
 ev AS (
-    SELECT id, tenant_id, audience_users, audience_topics, audience_all, occurred_at
+    SELECT id, tenant_id, type, category, audience_users, audience_topics, audience_all, occurred_at
     FROM events WHERE id = $1
 ),
-audience AS (
+reached AS (
     SELECT u.id AS user_id
     FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.external_id = ANY (ev.audience_users)
     WHERE u.active AND u.id BETWEEN $2 AND $3
@@ -33,17 +40,29 @@ audience AS (
     FROM ev JOIN subscriptions s ON s.tenant_id = ev.tenant_id AND s.topic = ANY (ev.audience_topics)
     JOIN users u ON u.id = s.user_id AND u.active
     WHERE s.user_id BETWEEN $2 AND $3
+      AND NOT EXISTS (
+          SELECT 1 FROM preferences p
+          WHERE p.user_id = s.user_id AND p.user_id BETWEEN $2 AND $3 AND s.topic = ANY (p.muted_topics)
+      )
     UNION
     SELECT u.id
     FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.active
     WHERE ev.audience_all AND u.id BETWEEN $2 AND $3
+),
+audience AS (
+    SELECT r.user_id FROM reached r
+    WHERE NOT EXISTS (
+        SELECT 1 FROM preferences p, ev
+        WHERE p.user_id = r.user_id AND p.user_id BETWEEN $2 AND $3
+          AND (ev.type = ANY (p.muted_types) OR ev.category = ANY (p.muted_categories))
+    )
 )
 """
 
-# Every $4-th recipient in id order: the first user id of each chunk.
 # Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
-# (no dedupe, no `active` check), which is six times cheaper than the exact audience and only makes
-# some chunks a little smaller than $2; the exact audience is applied when each chunk is written.
+# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
+# and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
+# is written.
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
@@ -100,13 +119,18 @@ _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $
 # It records the event as already fanned out, writes its rows and bumps the counts, atomically
 # without a transaction round trip. No row when (tenant, id) was published before: the caller then
 # takes the general path, which resumes whatever that earlier publish left undone. An empty audience
-# (every named user deactivated) still returns the event's id, with nulls.
+# (every named user deactivated, or muting the event's type or category: $3 and $6) still returns
+# the event's id, with nulls.
 _DELIVER_NAMED = f"""
 WITH ev AS ({INSERT_EVENT.strip()}),
 ins AS (
     INSERT INTO inbox (user_id, event_id, created_at)
     SELECT u.id, ev.id, ev.occurred_at FROM ev, users u
     WHERE u.tenant_id = $1 AND u.external_id = ANY ($14::text[]) AND u.active
+      AND NOT EXISTS (
+          SELECT 1 FROM preferences p
+          WHERE p.user_id = u.id AND ($3 = ANY (p.muted_types) OR $6 = ANY (p.muted_categories))
+      )
     RETURNING id, user_id
 ),
 cnt AS (

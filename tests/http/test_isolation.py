@@ -43,6 +43,8 @@ def _requests(rows: list[int]) -> list[tuple[str, str, Any, bool]]:
         ("PATCH", f"/aptly/v1/notifications/{uu}/unread", None, True),
         ("PATCH", "/aptly/v1/notifications/read-all", None, False),
         ("DELETE", f"/aptly/v1/notifications/{uu}", None, True),
+        ("GET", "/v1/preferences", None, False),
+        ("PUT", "/v1/preferences", {"muted": {"types": [], "categories": [], "topics": ["x"]}}, False),
     ]
 
 
@@ -74,6 +76,8 @@ async def test_nobody_else_sees_or_changes_alices_notifications(
             await conn.execute("UPDATE users SET active = false WHERE id = $1", caller.user_id)
     else:
         caller = await make_user(user="svc", kind="producer")
+    hers = {"muted": {"types": [SECRET], "categories": [], "topics": []}}
+    assert (await client.put("/v1/preferences", json=hers, headers=alice.headers)).status_code == 200
     before = await _state(client, alice)
     assert before[0] == 3
 
@@ -98,6 +102,7 @@ async def test_nobody_else_sees_or_changes_alices_notifications(
                 assert all(v == 0 for k, v in reply.json()["data"].items() if k.endswith("count")), where
 
     assert await _state(client, alice) == before, "alice's inbox changed"
+    assert (await client.get("/v1/preferences", headers=alice.headers)).json() == hers, "alice's preferences changed"
     badge = await client.get("/v1/unread-count", headers=alice.headers)
     assert badge.json() == {"unread_count": 3}
 
