@@ -75,9 +75,29 @@ return 1
 """
 
 
+# The primary's insert position, and what a page and a segment header take (they vary by build).
+_POSITION = """
+SELECT pg_current_wal_insert_lsn(), current_setting('wal_block_size')::bigint,
+       pg_size_bytes(current_setting('wal_segment_size'))
+"""
+_SHORT_HEADER, _LONG_HEADER = 24, 40  # SizeOfXLogShortPHD, SizeOfXLogLongPHD
+
+
 async def position(conn: asyncpg.Connection) -> int:
-    """The primary's WAL insert position now: after a commit on this connection, at or past it."""
-    lsn: int = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+    """Where the WAL ends now: after a commit on this connection, at or past its commit record.
+
+    The insert position is where the next record will start; when the last record ended exactly
+    at a page boundary, that is past the next page's header, a place a standby's replay position
+    (the end of the last record replayed) never equals until more WAL is written. So a position
+    just past a header is taken back to the boundary: the end of the last record.
+    """
+    row = await conn.fetchrow(_POSITION)
+    assert row is not None
+    lsn, block, segment = int(row[0]), int(row[1]), int(row[2])
+    if lsn % segment == _LONG_HEADER:
+        return lsn - _LONG_HEADER
+    if lsn % block == _SHORT_HEADER:
+        return lsn - _SHORT_HEADER
     return lsn
 
 
