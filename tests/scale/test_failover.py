@@ -135,6 +135,8 @@ def test_a_redis_failover_loses_no_accepted_event(
         ))  # fmt: skip
         assert json_line(cli) == {"accepted": 1}
         accepted = [*publisher.accepted, "from-cli"]
+        letters = herald("admin", "dead-letters", env=env)
+        assert letters.returncode == 0 and letters.stdout == b"", letters.stderr.decode()
 
         # Every acknowledged event is delivered, exactly once per recipient; nothing else is.
         def all_there() -> bool:
