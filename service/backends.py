@@ -11,6 +11,7 @@ from service import cache, db
 from service.auth import Authenticator
 from service.cache import CountCache
 from service.limits import Limits
+from service.replica import Reads
 from service.settings import Settings
 from service.signed import Verifier
 
@@ -19,10 +20,15 @@ if TYPE_CHECKING:
 
 
 class Backends:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, client: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, client: aioredis.Redis, replica: asyncpg.Pool | None = None
+    ) -> None:
         self.settings = settings
         self.pool = pool
+        self.replica = replica
         self.redis = client
+        # Where inbox reads run: the replica when it may, else the primary (service/replica.py).
+        self.reads = Reads(pool, replica, client, min(settings.backend_timeout, 2.0))
         self.counts = CountCache(client)
         self.auth = Authenticator(
             pool,
@@ -49,8 +55,20 @@ class Backends:
             database_url, size=settings.db_pool_size, timeout=settings.backend_timeout, name=name
         )
         client = cache.connect(redis_url, settings.backend_timeout)
-        return cls(settings, pool, client)
+        replica = None
+        if settings.database_replica_url:
+            # No connection at start (min_size 0): a replica that is down must not stop the process.
+            replica = await db.create_pool(
+                settings.database_replica_url,
+                size=settings.db_pool_size,
+                timeout=min(settings.backend_timeout, 2.0),
+                name=f"{name}-replica",
+                min_size=0,
+            )
+        return cls(settings, pool, client, replica)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.replica is not None:
+            await self.replica.close()
         await self.pool.close()

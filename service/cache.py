@@ -8,6 +8,8 @@ Keys and channels
     herald:count:{user_id}        cached counts, "version:unread:total", expiring after COUNT_TTL
     herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams
     herald:auth                   pub/sub: a user id whose cached credentials must be dropped
+    herald:wrote:{user_id}        the primary's WAL position after the user's last write, for
+                                  read-your-writes with a database replica (service/replica.py)
 
 The count protocol (why the badge never drifts)
     PostgreSQL holds the exact counts (`inbox_counts`), changed in the same transaction as the rows
@@ -27,13 +29,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any, TypeVar, overload
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from service.model import Counts
+from service.settings import SENTINEL_SCHEME, parse_sentinel_url
 
 STREAM = "herald:events"
 GROUP = "herald"
@@ -62,16 +67,61 @@ def user_channel(user_id: int) -> str:
     return f"{USER_CHANNEL}{user_id}"
 
 
-def connect(url: str, timeout: float = 5.0) -> aioredis.Redis:
+RedisT = TypeVar("RedisT", bound=aioredis.Redis)
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """A primary's pool that also closes its clients of the sentinels when it is closed for good
+    (`aclose`): they are the caller's to close, and otherwise linger as unclosed sockets."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # a full close; a change of primary closes only idle connections
+            for client in self.sentinel_manager.sentinels:
+                await client.aclose()
+
+
+@overload
+def connect(url: str, timeout: float = ...) -> aioredis.Redis: ...
+@overload
+def connect(url: str, timeout: float = ..., *, redis_class: type[RedisT]) -> RedisT: ...
+def connect(url: str, timeout: float = 5.0, *, redis_class: type[aioredis.Redis] = aioredis.Redis) -> aioredis.Redis:
     """A client whose every call gives up after `timeout`, so an unreachable Redis is an error
-    (answered 503) rather than a hang; it reconnects by itself when Redis is back."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 1),
-        max_connections=200,
+    (answered 503) rather than a hang; it reconnects by itself when Redis is back.
+
+    `redis+sentinel://host:26379,host2:26379/mymaster/0` gives a client of whichever node the
+    sentinels name as the primary of `mymaster`: every new connection asks them, so after a
+    failover the next connection (the retry of a failed call, or the next call) reaches the new
+    primary, with the same timeouts. Every Redis client of Herald is made here (the API, the
+    worker's stream consumer and its arq queue, the pub/sub hub, the CLI).
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "retry": Retry(NoBackoff(), 1),
+        "max_connections": 200,
+    }
+    if not url.startswith(SENTINEL_SCHEME + "://"):
+        plain: aioredis.Redis = redis_class.from_url(url, **options)
+        return plain
+    target = parse_sentinel_url(url)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "password": target.sentinel_password,
+        },
+    )
+    client: aioredis.Redis = sentinels.master_for(
+        target.service,
+        redis_class=redis_class,
+        connection_pool_class=_SentinelPool,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **options,
     )
     return client
 

@@ -182,7 +182,9 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> None:
     async def run() -> int:
         client = cache.connect(redis_url, settings.backend_timeout)
         try:
-            return await stream.enqueue(client, batch)
+            return await stream.enqueue(
+                client, batch, replicas=settings.publish_replicas, timeout=settings.backend_timeout
+            )
         finally:
             await client.aclose()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import asyncpg
 import msgspec
 import redis.exceptions
 
-from service import db
+from service import db, replica
 from service.backends import Backends
 from service.errors import NotFound, Unavailable
 from service.metrics import COUNT_READS
@@ -155,7 +156,7 @@ async def page(
 
     try:
         async with asyncio.TaskGroup() as group:
-            reading = group.create_task(db.run(b.pool, read, timeout=b.settings.backend_timeout))
+            reading = group.create_task(b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout))
             counting = group.create_task(counts(b, who.user_id))
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # callers map single errors (Unavailable, ...)
@@ -176,10 +177,39 @@ async def get(b: Backends, who: Principal, row_id: int | None) -> InboxItem:
     async def read(conn: asyncpg.Connection) -> InboxItem | None:
         return await inbox.get(conn, who, row_id)
 
-    found = await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+    # Not found on the replica may be a row it has not received yet (one just announced on a
+    # stream): the primary has the last word.
+    found = await b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout, again_on_primary=_missing)
     if found is None:
         raise NotFound("Notification not found")
     return found
+
+
+def _missing(found: InboxItem | None) -> bool:
+    return found is None
+
+
+R = TypeVar("R")
+
+
+async def _write(
+    b: Backends, who: Principal, work: Callable[[asyncpg.Connection], Awaitable[tuple[R, Counts | None]]]
+) -> R:
+    """Run a change of the user's inbox; when it changed something, copy the new counts to Redis
+    and, with a replica, remember where the change is in the WAL (read-your-writes)."""
+
+    async def write(conn: asyncpg.Connection) -> tuple[R, Counts | None, int | None]:
+        result, new = await work(conn)
+        # After the statement's commit: the position is at or past its commit record.
+        lsn = await replica.position(conn) if new is not None and b.replica is not None else None
+        return result, new, lsn
+
+    result, new, lsn = await db.run(b.pool, write, timeout=b.settings.backend_timeout)
+    if lsn is not None:
+        await b.reads.wrote(who.user_id, lsn)
+    if new is not None:
+        await publish(b, [new])
+    return result
 
 
 async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:
@@ -188,10 +218,7 @@ async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bo
     async def write(conn: asyncpg.Connection) -> tuple[list[int], Counts | None]:
         return await inbox.set_read(conn, who.user_id, row_ids, read)
 
-    changed, new = await db.run(b.pool, write, timeout=b.settings.backend_timeout)
-    if new is not None:
-        await publish(b, [new])
-    return changed
+    return await _write(b, who, write)
 
 
 async def set_read_one(b: Backends, who: Principal, row_id: int | None, read: bool) -> InboxItem:
@@ -206,30 +233,21 @@ async def read_all(b: Backends, who: Principal) -> int:
     async def write(conn: asyncpg.Connection) -> tuple[int, Counts | None]:
         return await inbox.read_all(conn, who.user_id)
 
-    changed, new = await db.run(b.pool, write, timeout=b.settings.backend_timeout)
-    if new is not None:
-        await publish(b, [new])
-    return changed
+    return await _write(b, who, write)
 
 
 async def delete(b: Backends, who: Principal, row_ids: Sequence[int]) -> list[int]:
     async def write(conn: asyncpg.Connection) -> tuple[list[int], Counts | None]:
         return await inbox.delete(conn, who.user_id, row_ids)
 
-    gone, new = await db.run(b.pool, write, timeout=b.settings.backend_timeout)
-    if new is not None:
-        await publish(b, [new])
-    return gone
+    return await _write(b, who, write)
 
 
 async def delete_all(b: Backends, who: Principal) -> int:
     async def write(conn: asyncpg.Connection) -> tuple[int, Counts | None]:
         return await inbox.delete_all(conn, who.user_id)
 
-    gone, new = await db.run(b.pool, write, timeout=b.settings.backend_timeout)
-    if new is not None:
-        await publish(b, [new])
-    return gone
+    return await _write(b, who, write)
 
 
 async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 100) -> list[InboxItem]:

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # None means "not configured": `herald dev` then starts embedded servers; `api`/`worker` refuse.
     database_url: str | None = None
     redis_url: str | None = None
+    # A streaming replica of database_url for list and get reads (see service/replica.py); None: none.
+    database_replica_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""
@@ -65,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_public_key: str | None = None
     # The `aud` signed tokens must carry; None: tokens carrying one are refused.
     jwt_audience: str | None = None
+    # Redis replicas that must hold a published event before it is acknowledged (Redis WAIT); 0: none.
+    publish_replicas: int = 0
 
     def require_backends(self) -> tuple[str, str]:
         """The two URLs, for the parts that cannot start embedded servers themselves."""
@@ -73,6 +77,77 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not self.redis_url:
             raise SettingsError("HERALD_REDIS_URL: required (e.g. redis://host:6379/0)")
         return self.database_url, self.redis_url
+
+
+class SentinelURL(msgspec.Struct, frozen=True, kw_only=True):
+    """`redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?sentinel_password=...]`:
+    the sentinels to ask, the name of the monitored primary, the database number, and the
+    credentials of the data nodes (and, if the sentinels need one, of the sentinels)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+_SENTINEL_FORM = "redis+sentinel://host:26379,host2:26379/mymaster/0"
+
+
+def parse_sentinel_url(url: str, name: str = "HERALD_REDIS_URL") -> SentinelURL:
+    """Parse the sentinel form by hand: urlsplit cannot read several hosts in one netloc."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != SENTINEL_SCHEME or not sep:
+        raise SettingsError(f"{name}: expected {_SENTINEL_FORM}")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, port = item.strip(), "26379"
+        if host.startswith("["):  # [::1]:26379
+            host, _, after = host[1:].partition("]")
+            port = after.removeprefix(":") or port
+        elif host.count(":") == 1:
+            host, port = host.split(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name}: bad sentinel address {item!r}; expected {_SENTINEL_FORM}")
+        sentinels.append((host, int(port)))
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise SettingsError(f"{name}: expected the primary's name (and a database) after the hosts: {_SENTINEL_FORM}")
+    sentinel_password = None
+    for key, values in parse_qs(query).items():
+        if key != "sentinel_password":
+            raise SettingsError(f"{name}: unknown option {key!r} (only sentinel_password)")
+        sentinel_password = values[-1]
+    return SentinelURL(
+        sentinels=tuple(sentinels),
+        service=unquote(parts[0]),
+        db=int(parts[1]) if len(parts) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_password=sentinel_password,
+    )
+
+
+def _redis_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw and raw.startswith(SENTINEL_SCHEME + "://"):
+        parse_sentinel_url(raw, name)
+        return raw
+    try:
+        return _url(env, name, ("redis", "rediss", "unix"))
+    except SettingsError:
+        raise SettingsError(
+            f"{name}: expected a URL starting with redis://, rediss:// or unix://, or {_SENTINEL_FORM}"
+        ) from None
 
 
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
@@ -193,7 +268,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"HERALD_LOG_FORMAT: expected json or text, got {log_format!r}")
     return Settings(
         database_url=_url(env, "HERALD_DATABASE_URL", ("postgresql", "postgres")),
-        redis_url=_url(env, "HERALD_REDIS_URL", ("redis", "rediss", "unix")),
+        redis_url=_redis_url(env, "HERALD_REDIS_URL"),
+        database_replica_url=_url(env, "HERALD_DATABASE_REPLICA_URL", ("postgresql", "postgres")),
         host=host,
         port=_int(env, "HERALD_PORT", 8000, 1, 65535),
         public_url=public_url,
@@ -216,4 +292,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwt_secret=_jwt_secret(env, "HERALD_JWT_SECRET"),
         jwt_public_key=_jwt_public_key(env, "HERALD_JWT_PUBLIC_KEY_FILE"),
         jwt_audience=env.get("HERALD_JWT_AUDIENCE") or None,
+        publish_replicas=_int(env, "HERALD_PUBLISH_REPLICAS", 0, 0, 16),
     )

@@ -25,17 +25,46 @@ from service.model import Event
 log = logging.getLogger("herald.stream")
 
 
-async def enqueue(client: aioredis.Redis, events: list[tuple[Event, bytes]]) -> int:
-    """XADD every event as received; returns how many. Unavailable if Redis cannot take them."""
+async def enqueue(
+    client: aioredis.Redis, events: list[tuple[Event, bytes]], *, replicas: int = 0, timeout: float = 5.0
+) -> int:
+    """XADD every event as received; returns how many. Unavailable if Redis cannot take them.
+
+    With `replicas` (HERALD_PUBLISH_REPLICAS), the events are acknowledged only once that many
+    Redis replicas hold them (WAIT, for at most half of `timeout`), so that a failover to a replica
+    cannot lose an event that was acknowledged. If they do not confirm in time, the events are on
+    the primary but Unavailable is raised: the producer publishes again, which is harmless since an
+    event is recorded once per (tenant, id).
+    """
+    # The request's id travels with each event, so the worker's log lines about it carry it too.
+    rid = request_id.get()
+    entries = [{"event": raw, "request_id": rid} if rid else {"event": raw} for _, raw in events]
     try:
-        # The request's id travels with each event, so the worker's log lines about it carry it too.
-        rid = request_id.get()
-        async with client.pipeline(transaction=True) as pipe:
-            for _, raw in events:
-                pipe.xadd(STREAM, {"event": raw, "request_id": rid} if rid else {"event": raw})
-            await pipe.execute()
+        if replicas <= 0:
+            async with client.pipeline(transaction=True) as pipe:
+                for fields in entries:
+                    pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
+                await pipe.execute()
+            return len(events)
+        # WAIT counts the writes made on its own connection, and does not block inside a MULTI: so
+        # MULTI, the XADDs, EXEC and WAIT go down one connection, in one round trip.
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.execute_command("MULTI")
+            for fields in entries:
+                pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
+            pipe.execute_command("EXEC")
+            pipe.execute_command("WAIT", replicas, max(1, int(timeout * 500)))
+            *_, done, confirmed = await pipe.execute()
+        failed = [r for r in done if isinstance(r, Exception)] if isinstance(done, list) else []
+        if failed:
+            raise failed[0]
     except redis.exceptions.RedisError as exc:
         raise Unavailable("the event stream (Redis) is unavailable; nothing was queued") from exc
+    if int(confirmed) < replicas:
+        raise Unavailable(
+            f"the events reached the Redis primary but only {confirmed} of {replicas} replicas confirmed them in "
+            "time; publish them again (an event is delivered once however often it is published)"
+        )
     return len(events)
 
 

@@ -79,6 +79,9 @@ class Consumer:
                 await self._loop()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("event stream unreachable (%s); retrying", exc)
+                # A read whose reply was lost left its entries pending on this consumer (on the
+                # new primary, after a failover): read them again first, not after CLAIM_IDLE.
+                self._retry_at = 0.0
                 await self._pause(self._backoff())
 
     async def _loop(self) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 import redis.exceptions
-from arq.connections import RedisSettings
 from arq.cron import cron
 from arq.worker import Worker, func
 
@@ -24,6 +23,7 @@ from service.settings import Settings
 from workers.consumer import Consumer
 from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
 from workers.maintenance import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
+from workers.queue import queue_pool
 
 log = logging.getLogger("herald.worker")
 
@@ -84,6 +84,19 @@ class HeraldWorker(Worker):
 
     _outage_since: float | None = None
 
+    async def main(self) -> None:
+        # Given its pool, arq no longer waits for Redis at start: wait a few seconds, as it did.
+        for attempt in range(6):
+            try:
+                await self.pool.ping()
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                if attempt == 5:
+                    raise
+                log.warning("Redis unreachable at start (%s); trying again", exc)
+                await asyncio.sleep(1)
+        await super().main()
+
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
@@ -111,7 +124,7 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
             cron(trim_job, name="herald:trim", second={30}, timeout=JOB_TIMEOUT),
         ],
         queue_name=QUEUE,
-        redis_settings=RedisSettings.from_dsn(redis_url),
+        redis_pool=queue_pool(redis_url, settings.backend_timeout),
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings},

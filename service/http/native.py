@@ -134,7 +134,9 @@ async def publish_events(
         if event.tenant != who.tenant:
             member = f"event {index}" if len(batch) > 1 else "the event"
             raise Forbidden(f"this producer token publishes to tenant {who.tenant!r}; {member} is for {event.tenant!r}")
-    return Accepted(await stream.enqueue(b.redis, batch))
+    return Accepted(
+        await stream.enqueue(b.redis, batch, replicas=b.settings.publish_replicas, timeout=b.settings.backend_timeout)
+    )
 
 
 @post("/v1/admin/users", guards=[admin_guard], status_code=201, summary="Create a user (or a new token for one)")

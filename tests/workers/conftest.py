@@ -2,24 +2,17 @@
 
 from collections.abc import AsyncIterator
 
-import msgspec
 import pytest
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 
 from service.backends import Backends
-from service.cache import QUEUE
 from service.settings import Settings
+from workers.queue import queue_pool
 
 
 @pytest.fixture
 async def arq_pool(settings: Settings, backends: Backends) -> AsyncIterator[ArqRedis]:
     assert settings.redis_url
-    pool = await create_pool(
-        RedisSettings.from_dsn(settings.redis_url),
-        default_queue_name=QUEUE,
-        job_serializer=msgspec.msgpack.encode,
-        job_deserializer=msgspec.msgpack.decode,
-    )
+    pool = queue_pool(settings.redis_url, settings.backend_timeout)
     yield pool
     await pool.aclose()

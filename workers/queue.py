@@ -1,0 +1,19 @@
+"""The arq queue's Redis client: made by `service.cache.connect` like every other Redis client, so
+it has the same timeouts and follows a Sentinel failover (arq's own `RedisSettings` would give a
+sentinel-backed pool without socket timeouts)."""
+
+from __future__ import annotations
+
+import msgspec
+from arq import ArqRedis
+
+from service import cache
+from service.cache import QUEUE
+
+
+def queue_pool(redis_url: str, timeout: float) -> ArqRedis:
+    pool = cache.connect(redis_url, timeout, redis_class=ArqRedis)
+    pool.job_serializer = msgspec.msgpack.encode
+    pool.job_deserializer = msgspec.msgpack.decode
+    pool.default_queue_name = QUEUE
+    return pool
