@@ -19,9 +19,8 @@ import asyncpg
 import pytest
 
 from service import db
-from service.embedded import EmbeddedPostgres, free_port
+from service.embedded import EmbeddedPostgres, create_database, free_port
 from service.replica import position
-from tests.conftest import _create_database
 
 
 class Standby(EmbeddedPostgres):
@@ -97,7 +96,7 @@ async def replicated() -> AsyncIterator[Replicated]:
         standby = Standby(Path(scratch) / "standby", primary)
         try:
             await asyncio.to_thread(primary.start)
-            url = await _create_database(primary.url, "herald")
+            url = await create_database(primary.url, "herald", fresh=True)
             await db.migrate(url)
             await asyncio.to_thread(standby.start)
             servers = Replicated(primary, standby, "herald")
