@@ -25,8 +25,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
 
 API_WORKERS = 2  # granian workers, for `herald api` and for the bare route alike (one per core)
 WORKERS = 2  # `herald worker` processes: what a 2-core host runs (deploy/compose.yaml runs two)
@@ -50,7 +49,7 @@ class Servers:
             self.embedded_pg = True
             database_url = asyncio.run(create_database(pg.start(), "herald_bench", fresh=True))
         self.database_url = database_url
-        asyncio.run(_fresh_database(database_url))
+        asyncio.run(fresh_schema(database_url))
         redis_url = os.environ.get("HERALD_BENCH_REDIS_URL")
         if not redis_url:
             # Append-only file on, as production runs it (README "Redis must persist"), with
@@ -67,15 +66,6 @@ class Servers:
             server.stop()
         self.started.clear()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-async def _fresh_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    await db.migrate(url)
 
 
 async def _flush(url: str) -> None:

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from service import db
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -170,3 +172,14 @@ async def create_database(server_url: str, name: str, *, fresh: bool = False) ->
     finally:
         await conn.close()
     return urlunsplit(urlsplit(server_url)._replace(path="/" + name))
+
+
+async def fresh_schema(url: str) -> None:
+    """Empty the database `url` names and apply the schema: the tests' and benchmarks' own databases,
+    never one named by a user."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    await db.migrate(url)

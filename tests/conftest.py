@@ -22,9 +22,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from service import admin, db
+from service import admin
 from service.backends import Backends
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
 from service.http.app import asgi, create_app
 from service.model import Event, decode_event
 from service.settings import Settings
@@ -41,15 +41,6 @@ class Servers(msgspec.Struct):
     redis_url: str
 
 
-async def _fresh_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    await db.migrate(url)
-
-
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
@@ -61,7 +52,7 @@ def servers() -> Iterator[Servers]:
             pg = EmbeddedPostgres(Path(scratch.name) / "postgres")
             started.append(pg)
             database_url = asyncio.run(create_database(pg.start(), "herald_test", fresh=True))
-        asyncio.run(_fresh_database(database_url))
+        asyncio.run(fresh_schema(database_url))
         redis_url = os.environ.get("HERALD_TEST_REDIS_URL")
         if not redis_url:
             rd = EmbeddedRedis(Path(scratch.name) / "redis", appendonly=False)
@@ -259,3 +250,18 @@ def deliver(fan: Fanout, jobs: JobRecorder) -> Deliver:
         return outcome
 
     return run
+
+
+async def seed_topic(conn: asyncpg.Connection, topic: str, n: int) -> None:
+    """`n` members of tenant acme (member-1 ... member-n) subscribed to `topic`, with counts rows,
+    set-based."""
+    tenant = await conn.fetchval("INSERT INTO tenants (name) VALUES ('acme') RETURNING id")
+    await conn.execute(
+        """WITH u AS (INSERT INTO users (tenant_id, external_id)
+                      SELECT $1, 'member-' || g FROM generate_series(1, $2) g RETURNING id),
+                c AS (INSERT INTO inbox_counts (user_id) SELECT id FROM u RETURNING user_id)
+           INSERT INTO subscriptions (tenant_id, topic, user_id) SELECT $1, $3, user_id FROM c""",
+        tenant,
+        n,
+        topic,
+    )

@@ -13,29 +13,12 @@ import pytest
 import redis
 
 from service.cache import STREAM, count_key, decode_counts
-from tests.conftest import Servers
+from tests.conftest import Servers, seed_topic
 from tests.faults.conftest import fault_env, start_herald, stop
 from tests.faults.test_redis import until
 from tests.processes import herald, json_line
 
 RECIPIENTS = 100_000
-
-
-async def seed_topic(url: str, topic: str, n: int) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        tenant = await conn.fetchval("INSERT INTO tenants (name) VALUES ('acme') RETURNING id")
-        await conn.execute(
-            """WITH u AS (INSERT INTO users (tenant_id, external_id)
-                          SELECT $1, 'member-' || g FROM generate_series(1, $2) g RETURNING id),
-                    c AS (INSERT INTO inbox_counts (user_id) SELECT id FROM u RETURNING user_id)
-               INSERT INTO subscriptions (tenant_id, topic, user_id) SELECT $1, $3, user_id FROM c""",
-            tenant,
-            n,
-            topic,
-        )
-    finally:
-        await conn.close()
 
 
 def sql(url: str, query: str) -> object:
@@ -92,7 +75,14 @@ def xadd_topic(redis_url: str, event_id: str, topic: str) -> None:
 def seeded(servers: Servers, clean: None) -> Servers:
     import asyncio
 
-    asyncio.run(seed_topic(servers.database_url, "all-hands", RECIPIENTS))
+    async def seed() -> None:
+        conn = await asyncpg.connect(servers.database_url)
+        try:
+            await seed_topic(conn, "all-hands", RECIPIENTS)
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
     return servers
 
 

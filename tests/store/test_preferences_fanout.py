@@ -6,7 +6,7 @@ import asyncpg
 
 from service.backends import Backends
 from service.store import preferences
-from tests.conftest import Deliver, JobRecorder, MakeUser, make_event
+from tests.conftest import Deliver, JobRecorder, MakeUser, make_event, seed_topic
 from tests.store.test_fanout import counts_agree, inbox_of, rows, subscribe
 from workers.fanout import Fanout
 
@@ -20,21 +20,6 @@ async def mute(
         await preferences.replace(conn, user_id, mutes)
 
 
-async def seed_topic(b: Backends, topic: str, n: int) -> None:
-    """`n` members of tenant acme (member-1 ... member-n) subscribed to `topic`, with counts rows."""
-    async with b.pool.acquire() as conn:
-        tenant = await conn.fetchval("INSERT INTO tenants (name) VALUES ('acme') RETURNING id")
-        await conn.execute(
-            """WITH u AS (INSERT INTO users (tenant_id, external_id)
-                          SELECT $1, 'member-' || g FROM generate_series(1, $2) g RETURNING id),
-                    c AS (INSERT INTO inbox_counts (user_id) SELECT id FROM u RETURNING user_id)
-               INSERT INTO subscriptions (tenant_id, topic, user_id) SELECT $1, $3, user_id FROM c""",
-            tenant,
-            n,
-            topic,
-        )
-
-
 async def totals(b: Backends) -> dict[str, tuple[int, int]]:
     found = await rows(
         b, "SELECT u.external_id, c.unread, c.total FROM inbox_counts c JOIN users u ON u.id = c.user_id"
@@ -45,7 +30,8 @@ async def totals(b: Backends) -> dict[str, tuple[int, int]]:
 async def test_a_muted_type_category_and_topic_each_keep_one_user_out_of_10000(
     backends: Backends, fan: Fanout, jobs: JobRecorder, deliver: Deliver
 ) -> None:
-    await seed_topic(backends, "datastore:101", 10_000)
+    async with backends.pool.acquire() as conn:
+        await seed_topic(conn, "datastore:101", 10_000)
     await mute(backends, "member-17", types=["scan.completed"])
     await mute(backends, "member-4242", categories=["scans"])
     await mute(backends, "member-9999", topics=["datastore:101"])
