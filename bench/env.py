@@ -89,7 +89,7 @@ class Processes:
             "HERALD_REDIS_URL": servers.redis_url,
             "HERALD_LOG_FORMAT": "json",
             # Every benchmark client uses one token per user at thousands of requests per second,
-            # far beyond the per-token read limit (100/s) meant for one browser tab. The limiter
+            # far beyond the per-token read limit (1,000/s by default) meant for one client. The limiter
             # still runs on every request (so its cost is measured); it just never refuses.
             "HERALD_RATE_LIMIT_READS": "1000000",
             "HERALD_RATE_LIMIT_PUBLISHES": "10000000",

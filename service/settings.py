@@ -54,8 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds between keep-alive comments on an idle stream (the contract allows at most 15).
     stream_heartbeat: float = 15.0
     # Rate limits per API process (see service/limits.py); 0 turns one off.
-    rate_limit_reads: float = 100.0  # requests per second per reader token
-    rate_limit_publishes: float = 1000.0  # events per second per producer token
+    rate_limit_reads: float = 1000.0  # requests per second per reader token
+    rate_limit_publishes: float = 10_000.0  # events per second per producer token
     rate_limit_auth_failures: float = 10.0  # unknown tokens per second per client address
     # Browser origins allowed to call the API (CORS); empty: none, ("*",): any.
     cors_origins: tuple[str, ...] = ()
@@ -284,8 +284,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         access_log=_flag(env, "HERALD_ACCESS_LOG", True),
         metrics_port=_int(env, "HERALD_METRICS_PORT", 0, 0, 65535),
         retention_days=_int(env, "HERALD_RETENTION_DAYS", 0, 0, 36_500),
-        rate_limit_reads=_float(env, "HERALD_RATE_LIMIT_READS", 100.0, 0, 1e6),
-        rate_limit_publishes=_float(env, "HERALD_RATE_LIMIT_PUBLISHES", 1000.0, 0, 1e7),
+        rate_limit_reads=_float(env, "HERALD_RATE_LIMIT_READS", 1000.0, 0, 1e6),
+        rate_limit_publishes=_float(env, "HERALD_RATE_LIMIT_PUBLISHES", 10_000.0, 0, 1e7),
         rate_limit_auth_failures=_float(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", 10.0, 0, 1e6),
         cors_origins=_origins(env, "HERALD_CORS_ORIGINS"),
         trusted_proxies=_networks(env, "HERALD_TRUSTED_PROXIES"),
