@@ -52,8 +52,11 @@ CREATE TABLE IF NOT EXISTS inbox_counts (
     user_id  bigint PRIMARY KEY REFERENCES users (id),
     unread   integer NOT NULL DEFAULT 0,
     total    integer NOT NULL DEFAULT 0,
-    version  bigint NOT NULL DEFAULT 0
+    version  bigint NOT NULL DEFAULT 0,
+    -- unread rows the user has not seen yet (inbox.seen_at IS NULL): the bell's "new" number
+    unseen   integer NOT NULL DEFAULT 0
 ) WITH (fillfactor = 50);
+ALTER TABLE inbox_counts ADD COLUMN IF NOT EXISTS unseen integer NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS tokens (
     hash        bytea PRIMARY KEY,                   -- sha256 of the token; the token itself is never stored
@@ -119,8 +122,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     event_id    bigint NOT NULL,
     created_at  timestamptz NOT NULL,
     read_at     timestamptz,
+    seen_at     timestamptz,                         -- when the user opened the bell after it arrived
     UNIQUE (user_id, event_id)
 );
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS seen_at timestamptz;
 CREATE INDEX IF NOT EXISTS inbox_user_created ON inbox (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS inbox_user_unread ON inbox (user_id, created_at DESC, id DESC)
     WHERE read_at IS NULL;

@@ -132,6 +132,7 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     v: int
     unread: int
     total: int
+    unseen: int = 0
     item: int | None = None  # inbox row id of a new arrival
     event: int | None = None  # its event id, so the stream can render it from one cached lookup
 
@@ -139,8 +140,8 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 decode_change = msgspec.json.Decoder(Change).decode
 
 # ARGV[1] the TTL, ARGV[2] the event id of new rows (0: none), ARGV[3] msgpack of a flat array of
-# five numbers per user: user id, version, unread, total and the new row's id (0: none). The copy
-# ("version:unread:total") is kept only when newer; the message is always published and carries
+# six numbers per user: user id, version, unread, total, unseen and the new row's id (0: none). The
+# copy ("version:unread:total:unseen") is kept only when newer; the message is always published and carries
 # its version, so a stream applies it only if it is newer too.
 #
 # Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
@@ -151,20 +152,20 @@ decode_change = msgspec.json.Decoder(Change).decode
 _SET_COUNTS = """
 local ttl, event = ARGV[1], ARGV[2]
 local v = cmsgpack.unpack(ARGV[3])
-for at = 1, #v, 5 do
-    local user, version, unread, total, item = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]
+for at = 1, #v, 6 do
+    local user, version, unread, total, unseen, item = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4], v[at + 5]
     local key = '{COUNT_PREFIX}' .. user
-    local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total, 'EX', ttl, 'GET')
+    local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total .. ':' .. unseen, 'EX', ttl, 'GET')
     if old and tonumber(string.match(old, '^(%d+)')) > version then
         redis.call('SET', key, old, 'EX', ttl)
     end
-    local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total
+    local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total .. ',"unseen":' .. unseen
     if item ~= 0 then
         message = message .. ',"item":' .. item .. ',"event":' .. event
     end
     redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
-return #v / 5
+return #v / 6
 """.replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{USER_CHANNEL}", USER_CHANNEL)
 # Same keep-the-newer rule, without a message: for rebuilding a cold key.
 _FILL_COUNT = """
@@ -177,12 +178,16 @@ return 1
 
 
 def encode_counts(counts: Counts) -> bytes:
-    return b"%d:%d:%d" % (counts.version, counts.unread, counts.total)
+    return b"%d:%d:%d:%d" % (counts.version, counts.unread, counts.total, counts.unseen)
 
 
-def decode_counts(user_id: int, raw: bytes) -> Counts:
-    version, unread, total = raw.split(b":")
-    return Counts(user_id=user_id, version=int(version), unread=int(unread), total=int(total))
+def decode_counts(user_id: int, raw: bytes) -> Counts | None:
+    """A cached copy, or None for one this version cannot read (it is then rebuilt)."""
+    parts = raw.split(b":")
+    if len(parts) != 4:
+        return None
+    version, unread, total, unseen = parts
+    return Counts(user_id=user_id, version=int(version), unread=int(unread), total=int(total), unseen=int(unseen))
 
 
 class CountCache:
@@ -258,5 +263,5 @@ class CountCache:
             rows = items[start : start + _PUBLISH_BATCH] if items is not None else [None] * len(batch)
             flat: list[int] = []
             for counts, item in zip(batch, rows, strict=True):
-                flat += (counts.user_id, counts.version, counts.unread, counts.total, item or 0)
+                flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item or 0)
             await self._set_counts(keys=[], args=[COUNT_TTL, event_id or 0, msgspec.msgpack.encode(flat)])

@@ -183,6 +183,8 @@ class Counts(Record, frozen=True):
     unread: int
     total: int
     version: int
+    # Unread and not yet seen: arrived after the user last opened the bell (POST /v1/seen).
+    unseen: int = 0
 
 
 class InboxItem(Record, frozen=True):

@@ -212,6 +212,17 @@ async def _write(
     return result
 
 
+async def seen(b: Backends, who: Principal) -> Counts:
+    """The user opened the bell: their unread notifications are seen (no longer "new"). Returns the
+    counts after it."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Counts | None]:
+        return await inbox.seen(conn, who.user_id)
+
+    await _write(b, who, work)  # the new counts are copied to Redis before this returns
+    return await counts(b, who.user_id)
+
+
 async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:
     """Mark rows read or unread; returns the ids whose state changed."""
 

@@ -138,6 +138,7 @@ class Harness:
                 ),
             ],
             "delete_all": [lambda: self.http.delete("/v1/notifications", headers=h)],
+            "seen": [lambda: self.http.post("/v1/seen", headers=h)],
         }
         options = actions[kind]
         reply = await options[via % len(options)]()
@@ -151,23 +152,31 @@ class Harness:
     async def check(self, streams: dict[str, Reader] | None = None) -> None:
         async with self.b.pool.acquire() as conn:
             truth = {
-                r[0]: (r[1], r[2], r[3], r[4], r[5])
+                r[0]: (r[1], r[2], r[3], r[4], r[5], r[6], r[7])
                 for r in await conn.fetch(
                     """SELECT u.external_id, u.id,
                               (SELECT count(*) FROM inbox i WHERE i.user_id = u.id AND i.read_at IS NULL),
-                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id), c.unread, c.total
+                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id), c.unread, c.total,
+                              (SELECT count(*) FROM inbox i
+                               WHERE i.user_id = u.id AND i.read_at IS NULL AND i.seen_at IS NULL), c.unseen
                        FROM users u JOIN inbox_counts c ON c.user_id = u.id"""
                 )
             }
         for user in USERS:
-            user_id, unread, total, counted_unread, counted_total = truth[user]
-            assert (counted_unread, counted_total) == (unread, total), f"inbox_counts drifted for {user}"
+            user_id, unread, total, counted_unread, counted_total, unseen, counted_unseen = truth[user]
+            assert (counted_unread, counted_total, counted_unseen) == (unread, total, unseen), (
+                f"inbox_counts drifted for {user}"
+            )
             cached = await self.b.redis.get(count_key(user_id))
             if cached is not None:
                 copy = decode_counts(user_id, cached)
-                assert (copy.unread, copy.total) == (unread, total), f"the Redis copy drifted for {user}"
+                assert copy is not None and (copy.unread, copy.total, copy.unseen) == (unread, total, unseen), (
+                    f"the Redis copy drifted for {user}"
+                )
             h = self.headers(user)
-            badge = (await self.http.get("/v1/unread-count", headers=h)).json()["unread_count"]
+            answer = (await self.http.get("/v1/unread-count", headers=h)).json()
+            badge = answer["unread_count"]
+            assert answer["unseen_count"] == unseen, f"{user}: unseen {answer['unseen_count']} but {unseen}"
             scalebox = (await self.http.get("/v1/notifications", params={"limit": 1}, headers=h)).json()["data"]
             aptly = (
                 await self.http.get(
@@ -199,7 +208,7 @@ AUDIENCES: list[dict[str, Any]] = [
     {"all": True},
     {"users": USERS[3:], "topics": ["topic"]},
 ]
-KINDS = ["read", "unread", "read_all", "delete", "delete_all"]
+KINDS = ["read", "unread", "read_all", "delete", "delete_all", "seen"]
 
 
 async def test_counts_agree_after_a_storm_of_concurrent_operations(

@@ -54,8 +54,14 @@ async def test_the_bell_moves_live(env: dict[str, str], running: str, browser: B
         await page.click("#publish")
         await expect(badge).to_have_text(str(n), timeout=5_000)
     await expect(page.locator("li.unread")).to_have_count(2)
+    await expect(page.locator("#unseen")).to_have_text("2 new")
     if os.environ.get("HERALD_DEMO_SCREENSHOT"):
         await page.screenshot(path=os.environ["HERALD_DEMO_SCREENSHOT"])
+
+    # Opening the bell: seen, still unread.
+    await page.click("#bell")
+    await expect(page.locator("#unseen")).to_have_text("", timeout=5_000)
+    await expect(badge).to_have_text("2")
 
     # Marking read moves the badge (pushed back by the stream, not only by the click).
     await page.locator("button.mark-read").first.click()
@@ -70,6 +76,7 @@ async def test_the_bell_moves_live(env: dict[str, str], running: str, browser: B
     )
     assert done.returncode == 0, done.stderr
     await expect(badge).to_have_text("2", timeout=5_000)
+    await expect(page.locator("#unseen")).to_have_text("1 new", timeout=5_000)
     await expect(page.locator("li .title").first).to_have_text("From the CLI")
     await page.click("#read-all")
     await expect(badge).to_have_text("0", timeout=5_000)

@@ -42,7 +42,7 @@ def test_an_event_sent_by_xadd_is_readable_within_a_second(env: dict[str, str], 
         time.sleep(0.01)
     assert body["items"][0]["notification"]["target_url"] == "https://app.example/datastores/101"
     count = httpx.get(running + "/v1/unread-count", headers=headers).json()
-    assert count == {"unread_count": 1}
+    assert count["unread_count"] == 1
     r.close()
 
 
@@ -97,17 +97,17 @@ async def test_a_change_through_one_api_process_reaches_a_stream_held_by_another
     try:
         wait_ready(other, [second])
         async with open_stream(running, headers) as stream:
-            assert (await stream.next_event()).json() == {"unread_count": 0}
+            assert (await stream.next_event()).json()["unread_count"] == 0
             event = {"id": "x1", "type": "t", "tenant": "acme", "audience": {"users": ["carol"]}, "message": "hi"}
             r = redis.Redis.from_url(env["HERALD_REDIS_URL"])
             r.xadd(STREAM, {"event": msgspec.json.encode(event)})
             r.close()
             note = await stream.next_event()
             assert note.event == "notification" and note.json()["message"] == "hi"
-            assert (await stream.next_event()).json() == {"unread_count": 1}
+            assert (await stream.next_event()).json()["unread_count"] == 1
             async with httpx.AsyncClient(base_url=other, headers=headers) as http:
                 assert (await http.patch("/v1/notifications/read-all")).json()["data"]["marked_count"] == 1
-            assert (await stream.next_event()).json() == {"unread_count": 0}
+            assert (await stream.next_event()).json()["unread_count"] == 0
     finally:
         stop([second])
 

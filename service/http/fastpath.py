@@ -77,13 +77,13 @@ class FastPath:
             return False
         _HIT.inc()
         scope["path_template"] = PATH
-        etag = etag_of(who.user_id, counts.version, counts.unread)
+        etag = etag_of(counts)
         headers = [(k.lower().encode(), v.encode()) for k, v in badge_headers(etag, b.settings.poll_interval).items()]
         if matches(_header(scope, b"if-none-match"), etag):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return True
-        body = _encode({"unread_count": counts.unread})
+        body = _encode({"unread_count": counts.unread, "unseen_count": counts.unseen})
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -22,7 +22,7 @@ from service.http.guard import admin_guard, dependencies, producer_guard, reader
 from service.http.stream import live
 from service.limits import retry_after
 from service.metrics import render as render_metrics
-from service.model import Event, Input, Name, Principal, decode_events
+from service.model import Counts, Event, Input, Name, Principal, decode_events
 
 MAX_BATCH = 1000
 MAX_EVENTS_BODY = 16 * 1024 * 1024
@@ -30,6 +30,8 @@ MAX_EVENTS_BODY = 16 * 1024 * 1024
 
 class UnreadCount(msgspec.Struct):
     unread_count: int
+    # Unread notifications that arrived after the user last opened the bell (POST /v1/seen).
+    unseen_count: int
 
 
 class Accepted(msgspec.Struct):
@@ -72,9 +74,10 @@ def render(problem: Problem) -> Response[Any]:
     return Response(body, status_code=problem.status, headers=problem.headers)
 
 
-def etag_of(user_id: int, version: int, unread: int) -> str:
-    # Strong, and per user: one browser switching users must never get another user's 304.
-    return f'"{user_id:x}.{version:x}.{unread:x}"'
+def etag_of(counts: Counts) -> str:
+    # Strong, and per user: one browser switching users must never get another user's 304. Both
+    # numbers are in it (the version alone would do, but a tag should say what it covers).
+    return f'"{counts.user_id:x}.{counts.version:x}.{counts.unread:x}.{counts.unseen:x}"'
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:
@@ -96,11 +99,17 @@ async def unread_count(
     # Most polls never get here: the fast path answers them when the token and the count are
     # cached. This is the general path (cold caches, Redis down, errors), with the same answers.
     counts = await notifications.counts(b, who.user_id)
-    etag = etag_of(who.user_id, counts.version, counts.unread)
+    etag = etag_of(counts)
     headers = badge_headers(etag, b.settings.poll_interval)
     if matches(request.headers.get("if-none-match"), etag):
         return Response(None, status_code=304, headers=headers)
-    return Response(UnreadCount(counts.unread), headers=headers)
+    return Response(UnreadCount(counts.unread, counts.unseen), headers=headers)
+
+
+@post("/v1/seen", guards=[reader_guard], status_code=200, summary="The user opened the bell: unread becomes seen")
+async def seen(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> UnreadCount:
+    counts = await notifications.seen(b, who)
+    return UnreadCount(counts.unread, counts.unseen)
 
 
 def _event_body_doc(
@@ -203,7 +212,7 @@ class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def router() -> Router:
-    guarded = documented([unread_count, live, publish_events, create_user, create_subscription], ErrorBody)
+    guarded = documented([unread_count, seen, live, publish_events, create_user, create_subscription], ErrorBody)
     return Router(
         "/",
         route_handlers=[*guarded, healthz, readyz, metrics],

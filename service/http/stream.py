@@ -1,6 +1,6 @@
 """GET /v1/stream: a user's badge and arrivals as Server-Sent Events.
 
-    event: unread         {"unread_count": N}, on connect and after every change (reads and
+    event: unread         {"unread_count": N, "unseen_count": M}, on connect and after every change (reads and
                           deletes included, not only arrivals)
     event: notification   the new item, in the scalebox item shape, when one arrives
     : ping                a comment at least every 15 seconds, so proxies keep the line open
@@ -63,7 +63,9 @@ class _Stream:
     def _unread(self, counts: Counts) -> ServerSentEventMessage:
         self.version = counts.version
         return ServerSentEventMessage(
-            event="unread", data=msgspec.json.encode({"unread_count": counts.unread}).decode(), id=self._id()
+            event="unread",
+            data=msgspec.json.encode({"unread_count": counts.unread, "unseen_count": counts.unseen}).decode(),
+            id=self._id(),
         )
 
     def _notification(self, item: InboxItem) -> ServerSentEventMessage:
@@ -113,7 +115,13 @@ class _Stream:
         # Copies can arrive out of order; only a newer one changes the badge.
         if change.v > self.version:
             yield self._unread(
-                Counts(user_id=self.who.user_id, unread=change.unread, total=change.total, version=change.v)
+                Counts(
+                    user_id=self.who.user_id,
+                    unread=change.unread,
+                    total=change.total,
+                    version=change.v,
+                    unseen=change.unseen,
+                )
             )
 
 

@@ -106,11 +106,11 @@ ins AS (
 ),
 cnt AS (
     UPDATE inbox_counts c
-    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
     WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
-    RETURNING c.user_id, c.unread, c.total, c.version
+    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
 )
-SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version
+SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM cnt JOIN ins USING (user_id)
 """  # noqa: S608
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
@@ -135,19 +135,21 @@ ins AS (
 ),
 cnt AS (
     UPDATE inbox_counts c
-    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
     WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
-    RETURNING c.user_id, c.unread, c.total, c.version
+    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
 ),
-delivered AS (SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version FROM cnt JOIN ins USING (user_id))
-SELECT ev.id, d.user_id, d.id, d.unread, d.total, d.version FROM ev LEFT JOIN delivered d ON true
+delivered AS (
+    SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen FROM cnt JOIN ins USING (user_id)
+)
+SELECT ev.id, d.user_id, d.id, d.unread, d.total, d.version, d.unseen FROM ev LEFT JOIN delivered d ON true
 """  # noqa: S608
 
 # The current counts of a written chunk's recipients, for copying them to Redis again when the first
 # copy may have been lost (the worker died, or Redis was down, after the chunk committed).
 _CHUNK_COUNTS = f"""
 WITH {_AUDIENCE}
-SELECT c.user_id, c.unread, c.total, c.version
+SELECT c.user_id, c.unread, c.total, c.version, c.unseen
 FROM audience a JOIN inbox_counts c ON c.user_id = a.user_id
 """  # noqa: S608
 _FINISH = """
@@ -158,7 +160,7 @@ RETURNING id
 """
 
 
-class Delivery(Counts, frozen=True):
+class Delivery(Counts, frozen=True, kw_only=True):
     """One recipient's new row and its counts after the row was added."""
 
     inbox_id: int
@@ -193,7 +195,9 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
 async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Delivery]:
     """Write the chunk's rows; empty when it was already done (or has no recipient left)."""
     rows = await conn.fetch(_RUN_CHUNK, event_id, lo, hi, timeout=120)
-    deliveries = [Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4]) for r in rows]
+    deliveries = [
+        Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5]) for r in rows
+    ]
     if rows:
         await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))
     return deliveries
@@ -207,14 +211,16 @@ async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) 
     if not rows:
         return None
     deliveries = [
-        Delivery(user_id=r[1], inbox_id=r[2], unread=r[3], total=r[4], version=r[5]) for r in rows if r[1] is not None
+        Delivery(user_id=r[1], inbox_id=r[2], unread=r[3], total=r[4], version=r[5], unseen=r[6])
+        for r in rows
+        if r[1] is not None
     ]
     return rows[0][0], deliveries
 
 
 async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:
     rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, timeout=120)
-    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3]) for r in rows]
+    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
 
 
 async def finish(conn: asyncpg.Connection, event_id: int) -> bool:

@@ -69,69 +69,91 @@ _NEWEST_FIRST = " ORDER BY i.created_at DESC, i.id DESC"
 _OLDEST_FIRST = " ORDER BY i.created_at ASC, i.id ASC"
 _PAGE = " LIMIT ${} OFFSET ${}"
 
-_COUNTS = "SELECT user_id, unread, total, version FROM inbox_counts WHERE user_id = $1"
-_COUNTS_OF = "SELECT user_id, unread, total, version FROM inbox_counts WHERE user_id = ANY ($1::bigint[])"
+_COUNTS = "SELECT user_id, unread, total, version, unseen FROM inbox_counts WHERE user_id = $1"
+_COUNTS_OF = "SELECT user_id, unread, total, version, unseen FROM inbox_counts WHERE user_id = ANY ($1::bigint[])"
 
 # $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched.
 _SET_READ = """
 WITH changed AS (
     UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3
-    RETURNING id
+    RETURNING id, seen_at IS NULL AS unseen
 ),
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
+        unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
         version = version + 1
     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
-    RETURNING user_id, unread, total, version
+    RETURNING user_id, unread, total, version, unseen
 )
-SELECT ARRAY(SELECT id FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version
+SELECT ARRAY(SELECT id FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
 # Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
 # snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
 _READ_ALL = """
 WITH changed AS (
-    UPDATE inbox SET read_at = now() WHERE user_id = $1 AND read_at IS NULL RETURNING 1
+    UPDATE inbox SET read_at = now() WHERE user_id = $1 AND read_at IS NULL RETURNING seen_at IS NULL AS unseen
 ),
 cnt AS (
     UPDATE inbox_counts
-    SET unread = unread - (SELECT count(*) FROM changed)::int, version = version + 1
+    SET unread = unread - (SELECT count(*) FROM changed)::int,
+        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
+        version = version + 1
     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
-    RETURNING user_id, unread, total, version
+    RETURNING user_id, unread, total, version, unseen
 )
-SELECT (SELECT count(*) FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version
+SELECT (SELECT count(*) FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
+FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+# The user opened the bell: every unread row not yet seen is seen now. Subtracts what it changed, as
+# _READ_ALL does, so an arrival committed after this statement's snapshot stays unseen.
+_SEEN = """
+WITH changed AS (
+    UPDATE inbox SET seen_at = now() WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL RETURNING 1
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unseen = unseen - (SELECT count(*) FROM changed)::int, version = version + 1
+    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
+    RETURNING user_id, unread, total, version, unseen
+)
+SELECT (SELECT count(*) FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
 _DELETE = """
 WITH gone AS (
-    DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) RETURNING id, read_at IS NULL AS unread
+    DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[])
+    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
+        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM gone)::int,
         total = total - (SELECT count(*) FROM gone)::int,
         version = version + 1
     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM gone)
-    RETURNING user_id, unread, total, version
+    RETURNING user_id, unread, total, version, unseen
 )
-SELECT ARRAY(SELECT id FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version
+SELECT ARRAY(SELECT id FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
 _DELETE_ALL = """
 WITH gone AS (
-    DELETE FROM inbox WHERE user_id = $1 RETURNING read_at IS NULL AS unread
+    DELETE FROM inbox WHERE user_id = $1
+    RETURNING read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
+        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM gone)::int,
         total = total - (SELECT count(*) FROM gone)::int,
         version = version + 1
     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM gone)
-    RETURNING user_id, unread, total, version
+    RETURNING user_id, unread, total, version, unseen
 )
-SELECT (SELECT count(*) FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version
+SELECT (SELECT count(*) FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
 
@@ -177,7 +199,13 @@ def _item(row: asyncpg.Record, who: Principal) -> InboxItem:
 def _counts(row: asyncpg.Record, offset: int) -> Counts | None:
     if row[offset] is None:
         return None
-    return Counts(user_id=row[offset], unread=row[offset + 1], total=row[offset + 2], version=row[offset + 3])
+    return Counts(
+        user_id=row[offset],
+        unread=row[offset + 1],
+        total=row[offset + 2],
+        version=row[offset + 3],
+        unseen=row[offset + 4],
+    )
 
 
 async def items(
@@ -227,12 +255,12 @@ async def counts(conn: asyncpg.Connection, user_id: int) -> Counts:
     row = await conn.fetchrow(_COUNTS, user_id)
     if row is None:  # a user made before their counts row existed cannot happen, but never fail a read
         return Counts(user_id=user_id, unread=0, total=0, version=0)
-    return Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3])
+    return Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3], unseen=row[4])
 
 
 async def counts_of(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[Counts]:
     rows = await conn.fetch(_COUNTS_OF, list(user_ids))
-    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3]) for r in rows]
+    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
 
 
 async def set_read(
@@ -246,6 +274,13 @@ async def set_read(
 
 async def read_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
     row = await conn.fetchrow(_READ_ALL, user_id)
+    assert row is not None
+    return row[0], _counts(row, 1)
+
+
+async def seen(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
+    """Mark every unread row the user has not seen as seen; returns how many and the new counts."""
+    row = await conn.fetchrow(_SEEN, user_id)
     assert row is not None
     return row[0], _counts(row, 1)
 

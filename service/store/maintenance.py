@@ -21,15 +21,16 @@ _OLD_ROWS = """
 DELETE FROM inbox WHERE id IN (
     SELECT id FROM inbox WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED
 )
-RETURNING user_id, read_at IS NULL
+RETURNING user_id, read_at IS NULL, read_at IS NULL AND seen_at IS NULL
 """
 _LOCK_COUNTS = "SELECT user_id FROM inbox_counts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE"
 _SUBTRACT = """
 UPDATE inbox_counts c
-SET unread = c.unread - d.unread, total = c.total - d.total, version = c.version + 1
-FROM unnest($1::bigint[], $2::int[], $3::int[]) AS d (user_id, unread, total)
+SET unread = c.unread - d.unread, total = c.total - d.total, unseen = c.unseen - d.unseen,
+    version = c.version + 1
+FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS d (user_id, unread, total, unseen)
 WHERE c.user_id = d.user_id
-RETURNING c.user_id, c.unread, c.total, c.version
+RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
 """
 # Every row of an event has the event's time as its own, so an event older than the cutoff has no
 # rows left once the inbox is done; one still being fanned out is kept until it is finished.
@@ -41,9 +42,10 @@ DELETE FROM events WHERE id IN (
 
 # One slice of users, their stored counts beside their rows counted now (one snapshot).
 _DRIFT_SCAN = """
-SELECT c.user_id, c.unread <> x.unread OR c.total <> x.total
+SELECT c.user_id, c.unread <> x.unread OR c.total <> x.total OR c.unseen <> x.unseen
 FROM inbox_counts c,
-     LATERAL (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total
+     LATERAL (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total,
+                     count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL)::int AS unseen
               FROM inbox WHERE user_id = c.user_id) x
 WHERE c.user_id > $1
 ORDER BY c.user_id
@@ -53,11 +55,12 @@ _LOCK_ONE = "SELECT 1 FROM inbox_counts WHERE user_id = $1 FOR UPDATE"
 # Run after _LOCK_ONE, in its transaction: every writer changes inbox rows before it takes this
 # lock, so rows counted now are exactly those whose change is already in the stored count.
 _REPAIR = """
-UPDATE inbox_counts c SET unread = x.unread, total = x.total, version = c.version + 1
-FROM (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total
+UPDATE inbox_counts c SET unread = x.unread, total = x.total, unseen = x.unseen, version = c.version + 1
+FROM (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total,
+             count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL)::int AS unseen
       FROM inbox WHERE user_id = $1) x
-WHERE c.user_id = $1 AND (c.unread <> x.unread OR c.total <> x.total)
-RETURNING c.user_id, c.unread, c.total, c.version
+WHERE c.user_id = $1 AND (c.unread <> x.unread OR c.total <> x.total OR c.unseen <> x.unseen)
+RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
 """
 
 
@@ -69,14 +72,15 @@ async def expire_rows(conn: asyncpg.Connection, cutoff: datetime, batch: int) ->
         if not gone:
             return 0, []
         per_user: dict[int, list[int]] = {}
-        for user_id, unread in gone:
-            entry = per_user.setdefault(user_id, [0, 0])
+        for user_id, unread, unseen in gone:
+            entry = per_user.setdefault(user_id, [0, 0, 0])
             entry[0] += int(unread)
             entry[1] += 1
+            entry[2] += int(unseen)
         users = sorted(per_user)
         await conn.execute(_LOCK_COUNTS, users)
-        rows = await conn.fetch(_SUBTRACT, users, [per_user[u][0] for u in users], [per_user[u][1] for u in users])
-    return len(gone), [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3]) for r in rows]
+        rows = await conn.fetch(_SUBTRACT, users, *([per_user[u][i] for u in users] for i in range(3)))
+    return len(gone), [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
 
 
 async def expire_events(conn: asyncpg.Connection, cutoff: datetime, batch: int) -> int:
@@ -102,5 +106,5 @@ async def repair(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[Coun
             await conn.execute(_LOCK_ONE, user_id)
             row = await conn.fetchrow(_REPAIR, user_id)
         if row is not None:
-            fixed.append(Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3]))
+            fixed.append(Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3], unseen=row[4]))
     return fixed

@@ -172,7 +172,7 @@ def test_an_api_stopped_while_a_request_is_in_flight_finishes_it(servers: Server
                    INSERT INTO inbox (user_id, event_id, created_at) SELECT u.id, e.id, now() FROM u, e"""
             )
             await conn.execute(
-                "UPDATE inbox_counts SET unread = 1, total = 1, version = version + 1"
+                "UPDATE inbox_counts SET unread = 1, total = 1, unseen = 1, version = version + 1"
                 " WHERE user_id = (SELECT id FROM users WHERE external_id = 'cal')"
             )
             async with conn.transaction():

@@ -92,7 +92,8 @@ async def test_the_count_is_never_capped(client: httpx.AsyncClient, alice: User,
             alice.user_id,
         )
         await conn.execute(
-            "UPDATE inbox_counts SET unread = 150, total = 150, version = version + 1 WHERE user_id = $1", alice.user_id
+            "UPDATE inbox_counts SET unread = 150, total = 150, unseen = 150, version = version + 1 WHERE user_id = $1",
+            alice.user_id,
         )
     assert (await badge(client, alice))[0] == 150
 
@@ -123,8 +124,12 @@ async def test_a_flushed_cache_comes_back_exact(
     cached = await redis_client.get(count_key(alice.user_id))
     assert cached is not None
     async with backends.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT unread, total, version FROM inbox_counts WHERE user_id = $1", alice.user_id)
-    assert decode_counts(alice.user_id, cached) == decode_counts(alice.user_id, b"%d:%d:%d" % (row[2], row[0], row[1]))
+        row = await conn.fetchrow(
+            "SELECT unread, total, version, unseen FROM inbox_counts WHERE user_id = $1", alice.user_id
+        )
+    assert decode_counts(alice.user_id, cached) == decode_counts(
+        alice.user_id, b"%d:%d:%d:%d" % (row[2], row[0], row[1], row[3])
+    )
     # Later changes land on the rebuilt copy.
     await deliver(users=["alice"])
     assert (await badge(client, alice))[0] == 3

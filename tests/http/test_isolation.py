@@ -104,7 +104,7 @@ async def test_nobody_else_sees_or_changes_alices_notifications(
     assert await _state(client, alice) == before, "alice's inbox changed"
     assert (await client.get("/v1/preferences", headers=alice.headers)).json() == hers, "alice's preferences changed"
     badge = await client.get("/v1/unread-count", headers=alice.headers)
-    assert badge.json() == {"unread_count": 3}
+    assert badge.json()["unread_count"] == 3
 
 
 async def test_a_stream_refuses_those_who_may_not_read(

@@ -33,7 +33,7 @@ async def test_unread_count_with_its_caching_headers(client: Client, make_user: 
     await deliver(users=["alice"])
     await deliver(users=["alice"])
     reply = await client.get("/v1/unread-count", headers=alice.headers)
-    assert reply.status_code == 200 and reply.json() == {"unread_count": 2}
+    assert reply.status_code == 200 and reply.json()["unread_count"] == 2
     assert reply.headers["cache-control"] == "private, no-cache"
     assert reply.headers["x-poll-interval"] == "30"
     etag = reply.headers["etag"]
@@ -42,7 +42,7 @@ async def test_unread_count_with_its_caching_headers(client: Client, make_user: 
     assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
     await deliver(users=["alice"])
     changed = await client.get("/v1/unread-count", headers={**alice.headers, "If-None-Match": etag})
-    assert changed.status_code == 200 and changed.json() == {"unread_count": 3}
+    assert changed.status_code == 200 and changed.json()["unread_count"] == 3
     assert changed.headers["etag"] != etag
 
 

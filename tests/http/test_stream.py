@@ -33,7 +33,7 @@ async def test_the_count_on_connect_then_every_change(base: str, alice: User, de
     http = httpx.AsyncClient(base_url=base, headers=alice.headers)
     async with open_stream(base, alice.headers) as stream:
         hello = await stream.next_event()
-        assert (hello.event, hello.json(), hello.retry) == ("unread", {"unread_count": 2}, 3000)
+        assert (hello.event, hello.json()["unread_count"], hello.retry) == ("unread", 2, 3000)
 
         # An arrival: the item in the scalebox shape, then the new count.
         arrived = await deliver(users=["alice"], type="sandbox_timeout", title="Sandbox", category="sandbox")
@@ -47,21 +47,21 @@ async def test_the_count_on_connect_then_every_change(base: str, alice: User, de
             "Sandbox",
             False,
         )
-        assert (await stream.next_event()).json() == {"unread_count": 3}
+        assert (await stream.next_event()).json()["unread_count"] == 3
 
         # Every kind of change, through every profile, moves the badge.
         row = first.deliveries[0].inbox_id
         await http.put(f"/api/user-notifications/acknowledge/{row}")
-        assert (await stream.next_event()).json() == {"unread_count": 2}
+        assert (await stream.next_event()).json()["unread_count"] == 2
         await http.patch(f"/v1/notifications/{ids.to_scalebox(row)}/unread")
-        assert (await stream.next_event()).json() == {"unread_count": 3}
+        assert (await stream.next_event()).json()["unread_count"] == 3
         await http.patch("/v1/notifications/bulk-read", json={"notification_ids": [ids.to_scalebox(row)]})
-        assert (await stream.next_event()).json() == {"unread_count": 2}
+        assert (await stream.next_event()).json()["unread_count"] == 2
         await http.delete(f"/aptly/v1/notifications/{ids.to_uuid(arrived.deliveries[0].inbox_id)}")
-        assert (await stream.next_event()).json() == {"unread_count": 1}
+        assert (await stream.next_event()).json()["unread_count"] == 1
         await http.patch("/aptly/v1/notifications/read-all")
         last = await stream.next_event()
-        assert last.json() == {"unread_count": 0}
+        assert last.json()["unread_count"] == 0
         # A change that changes nothing sends nothing; the heartbeat keeps coming.
         await http.patch("/v1/notifications/read-all")
         ping = await stream.next(timeout=2)
@@ -83,7 +83,7 @@ async def test_event_ids_let_a_reconnecting_client_catch_up(base: str, alice: Us
         assert [m.event for m in replayed] == ["notification", "notification"]
         assert [m.json()["message"] for m in replayed] == ["missed 0", "missed 1"]
         assert replayed[-1].json()["id"] == ids.to_scalebox(missed[-1].deliveries[0].inbox_id)
-        assert (await stream.next_event()).json() == {"unread_count": 4}
+        assert (await stream.next_event()).json()["unread_count"] == 4
 
 
 async def test_the_token_may_be_a_query_parameter_for_event_source(base: str, alice: User, make_user: MakeUser) -> None:

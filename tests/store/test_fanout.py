@@ -28,19 +28,21 @@ async def inbox_of(b: Backends, tenant: str = "acme") -> dict[str, int]:
 
 
 async def counts_agree(b: Backends) -> None:
-    """inbox_counts equals the rows, and Redis holds the same numbers for every user it caches."""
+    """inbox_counts equals the rows (unread, total and unseen), and Redis holds the same numbers for
+    every user it caches."""
     drift = await rows(
         b,
-        """SELECT c.user_id, c.unread, c.total, count(i.id) FILTER (WHERE i.read_at IS NULL), count(i.id)
+        """SELECT c.user_id, c.unread, c.total, c.unseen
            FROM inbox_counts c LEFT JOIN inbox i ON i.user_id = c.user_id
-           GROUP BY c.user_id, c.unread, c.total
-           HAVING c.unread <> count(i.id) FILTER (WHERE i.read_at IS NULL) OR c.total <> count(i.id)""",
+           GROUP BY c.user_id, c.unread, c.total, c.unseen
+           HAVING c.unread <> count(i.id) FILTER (WHERE i.read_at IS NULL) OR c.total <> count(i.id)
+               OR c.unseen <> count(i.id) FILTER (WHERE i.read_at IS NULL AND i.seen_at IS NULL)""",
     )
     assert drift == []
-    for r in await rows(b, "SELECT user_id, unread, total, version FROM inbox_counts"):
+    for r in await rows(b, "SELECT user_id, unread, total, version, unseen FROM inbox_counts"):
         raw = await b.redis.get(count_key(r[0]))
         if raw is not None:
-            assert decode_counts(r[0], raw) == decode_counts(r[0], b"%d:%d:%d" % (r[3], r[1], r[2]))
+            assert decode_counts(r[0], raw) == decode_counts(r[0], b"%d:%d:%d:%d" % (r[3], r[1], r[2], r[4]))
 
 
 async def subscribe(b: Backends, topic: str, users: list[str], tenant: str = "acme") -> None:

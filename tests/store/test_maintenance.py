@@ -34,8 +34,10 @@ async def test_retention_removes_old_rows_and_events_with_exact_counts(
             [o.deliveries[0].inbox_id for o in old[:4]],
         )
         await conn.execute(
-            """UPDATE inbox_counts c SET unread = x.u FROM (SELECT user_id, count(*) FILTER (WHERE read_at IS NULL) u
-               FROM inbox GROUP BY user_id) x WHERE x.user_id = c.user_id"""
+            """UPDATE inbox_counts c SET unread = x.u, unseen = x.s
+               FROM (SELECT user_id, count(*) FILTER (WHERE read_at IS NULL) u,
+                            count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL) s
+                     FROM inbox GROUP BY user_id) x WHERE x.user_id = c.user_id"""
         )
     before = RETENTION_DELETED.labels("inbox")._value.get()
     removed = await maintenance.apply_retention(backends, 30)
