@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from typing import Any
 
@@ -56,7 +57,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     backends = await Backends.open(settings, "herald-worker")
     fan = Fanout(backends, ctx["redis"])
     consumer = Consumer(fan)
-    ctx.update(backends=backends, fanout=fan, consumer=consumer, consumer_task=asyncio.create_task(consumer.run()))
+    ctx.update(
+        backends=backends,
+        fanout=fan,
+        consumer=consumer,
+        consumer_task=asyncio.create_task(consumer.run()),
+        stopping=asyncio.Event(),
+    )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
 
 
@@ -83,6 +90,14 @@ class HeraldWorker(Worker):
     """
 
     _outage_since: float | None = None
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        # Periodic jobs check this between batches and end early: arq waits for running jobs on
+        # SIGTERM, and a maintenance run's 25 s would push the stop past the 30 s promised.
+        stopping: asyncio.Event | None = self.ctx.get("stopping")
+        if stopping is not None:
+            stopping.set()
+        super().handle_sig_wait_for_completion(signum)
 
     async def main(self) -> None:
         # Given its pool, arq no longer waits for Redis at start: wait a few seconds, as it did.

@@ -47,15 +47,24 @@ RECONCILE_BATCH = 500
 CURSOR_KEY = "herald:reconcile:cursor"
 
 
+def _go_on(deadline: float, stopping: asyncio.Event | None) -> bool:
+    """Another batch fits: time is left, and the worker is not stopping."""
+    return time.monotonic() < deadline and not (stopping is not None and stopping.is_set())
+
+
 async def apply_retention(
-    b: Backends, days: int, now: datetime | None = None, budget: float = BUDGET
+    b: Backends,
+    days: int,
+    now: datetime | None = None,
+    budget: float = BUDGET,
+    stopping: asyncio.Event | None = None,
 ) -> tuple[int, int]:
-    """Remove what is older than `days`, for at most about `budget` seconds; returns (inbox rows,
-    events) removed."""
+    """Remove what is older than `days`, for at most about `budget` seconds (or until `stopping`
+    is set); returns (inbox rows, events) removed."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     deadline = time.monotonic() + budget
     rows = events = 0
-    while time.monotonic() < deadline:
+    while _go_on(deadline, stopping):
 
         async def batch(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
             return await maintenance.expire_rows(conn, cutoff, BATCH)
@@ -70,7 +79,7 @@ async def apply_retention(
         await asyncio.sleep(PAUSE)
     else:
         return rows, events  # out of time: the next run goes on with the rows, then the events
-    while time.monotonic() < deadline:
+    while _go_on(deadline, stopping):
 
         async def old_events(conn: asyncpg.Connection) -> int:
             return await maintenance.expire_events(conn, cutoff, BATCH)
@@ -86,15 +95,17 @@ async def apply_retention(
     return rows, events
 
 
-async def reconcile(b: Backends, users: int = RECONCILE_USERS_PER_RUN, budget: float = BUDGET) -> list[Counts]:
+async def reconcile(
+    b: Backends, users: int = RECONCILE_USERS_PER_RUN, budget: float = BUDGET, stopping: asyncio.Event | None = None
+) -> list[Counts]:
     """Check the next `users` users' counts against their rows (for at most about `budget`
-    seconds) and repair any drift."""
+    seconds, or until `stopping` is set) and repair any drift."""
     deadline = time.monotonic() + budget
     raw = await b.redis.get(CURSOR_KEY)
     after = int(raw) if raw else 0
     repaired: list[Counts] = []
     seen = 0
-    while seen < users and time.monotonic() < deadline:
+    while seen < users and _go_on(deadline, stopping):
 
         async def scan(conn: asyncpg.Connection, after: int = after) -> tuple[int | None, list[int]]:
             return await maintenance.drift_scan(conn, after, RECONCILE_BATCH)
@@ -153,8 +164,8 @@ async def trim_job(ctx: dict[str, Any]) -> None:
 async def retention_job(ctx: dict[str, Any]) -> None:
     b: Backends = ctx["backends"]
     if b.settings.retention_days:
-        await apply_retention(b, b.settings.retention_days)
+        await apply_retention(b, b.settings.retention_days, stopping=ctx.get("stopping"))
 
 
 async def reconcile_job(ctx: dict[str, Any]) -> None:
-    await reconcile(ctx["backends"])
+    await reconcile(ctx["backends"], stopping=ctx.get("stopping"))

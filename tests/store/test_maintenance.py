@@ -125,3 +125,17 @@ async def test_periodic_jobs_do_not_delay_the_takeover_of_a_dead_workers_chunks(
     worker = build_worker(settings, burst=True)
     assert worker.in_progress_timeout_s <= 50, worker.in_progress_timeout_s
     assert {"herald:retention", "herald:reconcile", "herald:trim"} <= set(worker.functions)
+
+
+async def test_periodic_jobs_end_early_when_the_worker_stops(
+    backends: Backends, make_user: MakeUser, deliver: Deliver
+) -> None:
+    # arq waits for running jobs on SIGTERM: a maintenance run must not hold the stop up.
+    await make_user(user="alice")
+    await deliver(users=["alice"], occurred_at=OLD)
+    stopping = asyncio.Event()
+    stopping.set()
+    assert await maintenance.apply_retention(backends, 30, stopping=stopping) == (0, 0)
+    assert await maintenance.reconcile(backends, stopping=stopping) == []
+    assert await backends.redis.get(maintenance.CURSOR_KEY) in (None, b"0")
+    assert await maintenance.apply_retention(backends, 30) == (1, 1)
