@@ -59,7 +59,13 @@ async def enqueue(
         if failed:
             raise failed[0]
     except redis.exceptions.RedisError as exc:
-        raise Unavailable("the event stream (Redis) is unavailable; nothing was queued") from exc
+        if replicas <= 0:
+            raise Unavailable("the event stream (Redis) is unavailable; nothing was queued") from exc
+        # The answer was lost, not necessarily the events: the same advice as an unconfirmed WAIT.
+        raise Unavailable(
+            "the event stream (Redis) did not confirm the events; publish them again (an event is delivered "
+            "once however often it is published)"
+        ) from exc
     if int(confirmed) < replicas:
         raise Unavailable(
             f"the events reached the Redis primary but only {confirmed} of {replicas} replicas confirmed them in "

@@ -51,8 +51,9 @@ def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
 async def test_an_event_no_replica_confirms_is_refused_and_can_be_published_again(
     settings: Settings, make_user: MakeUser, redis_client: object
 ) -> None:
-    # The test Redis has no replica: WAIT 1 times out (after half the backend timeout).
-    waiting = msgspec.structs.replace(settings, publish_replicas=1, backend_timeout=0.2)
+    # The test Redis has no replica: WAIT 1 times out (after half the backend timeout, well inside
+    # the client's own timeout of the whole backend timeout).
+    waiting = msgspec.structs.replace(settings, publish_replicas=1, backend_timeout=1.0)
     producer = await make_user(user="svc", kind="producer")
     event = {"id": "e1", "type": "t", "tenant": "acme", "audience": {"users": ["ann"]}, "message": "m"}
     async with serving(waiting) as http:
