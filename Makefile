@@ -35,7 +35,7 @@ bench: $(STAMP)
 
 soak: $(STAMP)  ## minutes, not part of `make test`: real processes under load, then a deeper schema fuzz
 	$(BIN)/python -m bench.soak
-	HERALD_FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/test_schema_fuzz.py
+	HERALD_FUZZ_EXAMPLES=300 HYPOTHESIS_PROFILE=random $(BIN)/pytest -q tests/test_schema_fuzz.py tests/workers/test_generated_events.py tests/test_consistency.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import hypothesis
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -32,6 +33,12 @@ from workers.fanout import Fanout, Outcome
 
 # Real `herald` processes (fixtures `env` and `running`) for the end-to-end tests.
 pytest_plugins = ["tests.processes"]
+
+# Property-based tests (hypothesis, schemathesis) draw the same examples on every `make test`, so
+# CI is repeatable; `make soak` runs them deeper with fresh random examples (HYPOTHESIS_PROFILE=random).
+hypothesis.settings.register_profile("repeatable", derandomize=True, database=None)
+hypothesis.settings.register_profile("random", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 TABLES = "inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, preferences, users, tenants"
 
