@@ -63,6 +63,19 @@ audience AS (
 # (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
 # and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
 # is written.
+# Each new row's +1 on its recipient's counts (a new row is unread and unseen), for the statements
+# that write rows (`ins` returns their user ids). `= ANY (ARRAY(...))` makes PostgreSQL visit the
+# counts rows in user-id order, so concurrent fan-outs lock them in the same order and cannot
+# deadlock each other.
+_BUMP = """
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
+    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
+)
+""".strip()
+
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
@@ -88,9 +101,7 @@ _PENDING_CHUNKS = "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done
 #   claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
 #            chunk already done and so inserts nothing;
 #   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql);
-#   cnt      bumps each recipient's counts; `= ANY (ARRAY(...))` makes PostgreSQL visit the
-#            counts rows in user-id order, so concurrent fan-outs lock them in the same order and
-#            cannot deadlock each other.
+#   cnt      bumps each recipient's counts (_BUMP).
 _RUN_CHUNK = f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
@@ -104,12 +115,7 @@ ins AS (
     WHERE EXISTS (SELECT 1 FROM claim)
     RETURNING id, user_id
 ),
-cnt AS (
-    UPDATE inbox_counts c
-    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
-    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
-    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
-)
+{_BUMP}
 SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM cnt JOIN ins USING (user_id)
 """  # noqa: S608
@@ -133,12 +139,7 @@ ins AS (
       )
     RETURNING id, user_id
 ),
-cnt AS (
-    UPDATE inbox_counts c
-    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
-    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
-    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
-),
+{_BUMP},
 delivered AS (
     SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen FROM cnt JOIN ins USING (user_id)
 )

@@ -13,6 +13,7 @@ from service.backends import Backends
 from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.model import decode_event
 from service.settings import Settings
+from tests.workers.conftest import event, eventually, rows
 from workers.consumer import Consumer
 from workers.fanout import Fanout
 from workers.main import build_worker
@@ -34,24 +35,6 @@ async def running(backends: Backends, arq_pool: ArqRedis) -> AsyncIterator[Runni
         consumer.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
-
-
-def event(**fields: Any) -> bytes:
-    body: dict[str, Any] = {"id": "e1", "type": "t", "tenant": "acme", "audience": {"users": ["alice"]}, "message": "m"}
-    body.update(fields)
-    return msgspec.json.encode(body)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-async def rows(b: Backends) -> int:
-    async with b.pool.acquire() as conn:
-        return int(await conn.fetchval("SELECT count(*) FROM inbox"))
 
 
 async def pending(b: Backends) -> int:

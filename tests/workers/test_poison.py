@@ -1,7 +1,7 @@
 """Poison events: valid events whose fan-out fails every time are set aside, and can come back."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -12,6 +12,7 @@ from service.backends import Backends
 from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
 from service.model import decode_event
 from tests.conftest import JobRecorder
+from tests.workers.conftest import event, eventually, rows
 from workers.consumer import MAX_ATTEMPTS, Consumer
 from workers.fanout import CHUNK_ATTEMPTS, Fanout, fanout_chunk
 
@@ -37,24 +38,6 @@ async def poisoned(backends: Backends) -> AsyncIterator[None]:
         await conn.execute(CURE)
 
 
-def event(**fields: Any) -> bytes:
-    body: dict[str, Any] = {"id": "e1", "type": "t", "tenant": "acme", "audience": {"users": ["alice"]}, "message": "m"}
-    body.update(fields)
-    return msgspec.json.encode(body)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-async def rows(b: Backends) -> int:
-    async with b.pool.acquire() as conn:
-        return int(await conn.fetchval("SELECT count(*) FROM inbox"))
-
-
 async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backends: Backends, poisoned: None) -> None:
     consumer = Consumer(Fanout(backends, JobRecorder()), block=0.05, retry_base=0.01)  # type: ignore[arg-type]
     task = asyncio.create_task(consumer.run())
@@ -71,7 +54,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
         async def dead_lettered() -> bool:
             return int(await backends.redis.xlen(DEAD)) == 1
 
-        await eventually(dead_lettered)
+        await eventually(dead_lettered, timeout=10.0)
         [letter] = await stream.dead_letters(backends.redis)
         assert f"fan-out failed {MAX_ATTEMPTS} times" in letter.reason and "poisoned event bad" in letter.reason
         assert msgspec.json.decode(letter.event)["id"] == "bad"  # the event as it was received
@@ -87,7 +70,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
         async def delivered() -> bool:
             return await rows(backends) == 6
 
-        await eventually(delivered)
+        await eventually(delivered, timeout=10.0)
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 5)
