@@ -216,11 +216,13 @@ async def seen(b: Backends, who: Principal) -> Counts:
     """The user opened the bell: their unread notifications are seen (no longer "new"). Returns the
     counts after it."""
 
-    async def work(conn: asyncpg.Connection) -> tuple[int, Counts | None]:
-        return await inbox.seen(conn, who.user_id)
+    async def work(conn: asyncpg.Connection) -> tuple[Counts | None, Counts | None]:
+        _, new = await inbox.seen(conn, who.user_id)
+        return new, new
 
-    await _write(b, who, work)  # the new counts are copied to Redis before this returns
-    return await counts(b, who.user_id)
+    changed = await _write(b, who, work)
+    # Nothing was unseen: the counts did not change, and the cache answers as usual.
+    return changed if changed is not None else await counts(b, who.user_id)
 
 
 async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:
