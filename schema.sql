@@ -9,12 +9,19 @@
 -- (`created_at`, copied from the event so that a user's newest-first page is one index range
 -- with no join) and the per-user state (`read_at`). About 60 bytes a row.
 --
--- Four indexes, each paid for by a reader path:
+-- Four indexes, each paid for by a reader path, and two small ones for the sweep:
 --   primary key (id)                        get/mark/delete one notification by its public id
 --   unique (user_id, event_id)              exactly one row per recipient, whatever is retried;
 --                                           also drives filtered lists from the events side
---   (user_id, created_at desc, id desc)     a user's newest-first page ("all")
+--   (user_id, created_at desc, id desc)     a user's newest-first page ("all"), of shown rows
 --   same, where read_at is null             a user's unread page; stays small as inboxes age
+--   (snoozed_until), (expires_at)           rows whose snooze ends or that expire, by time; each
+--                                           holds only the rows that have such a time
+--
+-- Shown rows: a snoozed row (`snoozed_until` set) is out of the inbox until the sweep brings it
+-- back. It is in no list and no count, and the two list indexes leave it out (they are partial on
+-- `snoozed_until IS NULL`), so a page, even a deep one, is still found from the index alone. Every
+-- reader statement says `snoozed_until IS NULL` literally, so that PostgreSQL uses them.
 -- There are no foreign keys on inbox: each would cost a lookup and a row lock per inserted row.
 -- Users are never deleted (only deactivated) and events outlive their rows, so nothing dangles.
 --
@@ -24,7 +31,7 @@
 -- INSERT is a plain one (ON CONFLICT DO NOTHING measured ~1.4x slower here); the unique index
 -- stays as the safety net.
 --
--- Counts: `inbox_counts` holds each user's exact unread and total numbers, changed in the same
+-- Counts: `inbox_counts` holds each user's exact unread and total numbers (of shown rows), changed in the same
 -- transaction as the rows they count, with a version that grows on every change. Redis caches
 -- them (see service/cache.py); because the database copy is exact and versioned, the cache can
 -- always be rebuilt or repaired by copying, never by recounting. fillfactor 50 keeps those
@@ -123,12 +130,23 @@ CREATE TABLE IF NOT EXISTS inbox (
     created_at  timestamptz NOT NULL,
     read_at     timestamptz,
     seen_at     timestamptz,                         -- when the user opened the bell after it arrived
+    snoozed_until timestamptz,                       -- hidden until then (PATCH .../snooze)
+    expires_at  timestamptz,                         -- the event's, copied like created_at
     UNIQUE (user_id, event_id)
 );
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS seen_at timestamptz;
-CREATE INDEX IF NOT EXISTS inbox_user_created ON inbox (user_id, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS inbox_user_unread ON inbox (user_id, created_at DESC, id DESC)
-    WHERE read_at IS NULL;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS snoozed_until timestamptz;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- The list indexes before snooze covered every row; on an existing database they are rebuilt once
+-- as the partial ones below (a table lock while it runs: upgrade in a quiet moment).
+DROP INDEX IF EXISTS inbox_user_created;
+DROP INDEX IF EXISTS inbox_user_unread;
+CREATE INDEX IF NOT EXISTS inbox_user_shown ON inbox (user_id, created_at DESC, id DESC)
+    WHERE snoozed_until IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_user_shown_unread ON inbox (user_id, created_at DESC, id DESC)
+    WHERE read_at IS NULL AND snoozed_until IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_snoozed ON inbox (snoozed_until) WHERE snoozed_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS inbox_expiring ON inbox (expires_at) WHERE expires_at IS NOT NULL;
 -- Retention finds old rows by time. BRIN: a few pages for the whole table and nearly free to keep
 -- up, since rows arrive in about the order of their time.
 CREATE INDEX IF NOT EXISTS inbox_created_brin ON inbox USING brin (created_at);

@@ -135,14 +135,18 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     unseen: int = 0
     item: int | None = None  # inbox row id of a new arrival
     event: int | None = None  # its event id, so the stream can render it from one cached lookup
+    # The arrival is a row coming back (its snooze ended): announced even to a stream that announced
+    # it once already.
+    again: bool = False
 
 
 decode_change = msgspec.json.Decoder(Change).decode
 
-# ARGV[1] the TTL, ARGV[2] the event id of new rows (0: none), ARGV[3] msgpack of a flat array of
-# six numbers per user: user id, version, unread, total, unseen and the new row's id (0: none). The
-# copy ("version:unread:total:unseen") is kept only when newer; the message is always published and carries
-# its version, so a stream applies it only if it is newer too.
+# ARGV[1] the TTL, ARGV[2] 1 when the rows come back rather than arrive (Change.again), ARGV[3]
+# msgpack of a flat array of seven numbers per user: user id, version, unread, total, unseen, and
+# the new row's id and its event's id (0, 0: none). The copy ("version:unread:total:unseen") is kept
+# only when newer; the message is always published and carries its version, so a stream applies it
+# only if it is newer too.
 #
 # Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
 # thousands of arguments, passing them cost more than the work), the keys are built here (so they
@@ -150,10 +154,11 @@ decode_change = msgspec.json.Decoder(Change).decode
 # usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
 # put back in the rare case that it was the newer one.
 _SET_COUNTS = """
-local ttl, event = ARGV[1], ARGV[2]
+local ttl, again = ARGV[1], ARGV[2] == '1'
 local v = cmsgpack.unpack(ARGV[3])
-for at = 1, #v, 6 do
-    local user, version, unread, total, unseen, item = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4], v[at + 5]
+for at = 1, #v, 7 do
+    local user, version, unread, total, unseen = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]
+    local item, event = v[at + 5], v[at + 6]
     local key = '{COUNT_PREFIX}' .. user
     local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total .. ':' .. unseen, 'EX', ttl, 'GET')
     if old and tonumber(string.match(old, '^(%d+)')) > version then
@@ -162,10 +167,11 @@ for at = 1, #v, 6 do
     local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total .. ',"unseen":' .. unseen
     if item ~= 0 then
         message = message .. ',"item":' .. item .. ',"event":' .. event
+        if again then message = message .. ',"again":true' end
     end
     redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
-return #v / 6
+return #v / 7
 """.replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{USER_CHANNEL}", USER_CHANNEL)
 # Same keep-the-newer rule, without a message: for rebuilding a cold key.
 _FILL_COUNT = """
@@ -254,14 +260,18 @@ class CountCache:
     async def publish(
         self,
         changes: Sequence[Counts],
-        items: Sequence[int | None] | None = None,
-        event_id: int | None = None,
+        arrivals: Sequence[tuple[int, int]] | None = None,
+        *,
+        again: bool = False,
     ) -> None:
-        """Copy new counts into Redis and tell the users' streams, in batches of one script call."""
+        """Copy new counts into Redis and tell the users' streams, in batches of one script call.
+
+        `arrivals`, when given, holds for each change the (row id, event id) of the row that arrived
+        with it; `again` says those rows come back rather than arrive for the first time."""
         for start in range(0, len(changes), _PUBLISH_BATCH):
             batch = changes[start : start + _PUBLISH_BATCH]
-            rows = items[start : start + _PUBLISH_BATCH] if items is not None else [None] * len(batch)
+            rows = arrivals[start : start + _PUBLISH_BATCH] if arrivals is not None else [(0, 0)] * len(batch)
             flat: list[int] = []
-            for counts, item in zip(batch, rows, strict=True):
-                flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item or 0)
-            await self._set_counts(keys=[], args=[COUNT_TTL, event_id or 0, msgspec.msgpack.encode(flat)])
+            for counts, (item, event) in zip(batch, rows, strict=True):
+                flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item, event)
+            await self._set_counts(keys=[], args=[COUNT_TTL, int(again), msgspec.msgpack.encode(flat)])

@@ -60,6 +60,12 @@ COUNT_DRIFT = Counter(
 RETENTION_DELETED = Counter(
     "herald_retention_deleted", "Rows removed by retention: inbox rows and events.", ["table"], registry=REGISTRY
 )
+SWEPT = Counter(
+    "herald_swept",
+    "Inbox rows changed by the sweep: snooze (back from a snooze) and expiry (removed when their event expired).",
+    ["kind"],
+    registry=REGISTRY,
+)
 
 
 def render() -> bytes:

@@ -232,6 +232,15 @@ class InboxQuery(Record, frozen=True):
         return bool(self.types or self.categories or self.entity_types or self.trigger_types or self.tags or self.since)
 
 
+class Snoozed(Record, frozen=True):
+    """A snooze as it now stands: hidden `until` then, or (None) in the inbox; `woke` when the
+    request ended a snooze, so the row is back as a new arrival of event `event_id`."""
+
+    event_id: int
+    until: datetime | None
+    woke: bool
+
+
 class Position(Record, frozen=True):
     """Where a page ended, in the list's order (created, then id): the next page starts after it."""
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
@@ -22,7 +23,7 @@ from service import db, replica
 from service.backends import Backends
 from service.errors import NotFound, Unavailable
 from service.metrics import COUNT_READS
-from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal
+from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal, Snoozed
 from service.store import inbox
 
 log = logging.getLogger("herald.notifications")
@@ -34,9 +35,13 @@ REBUILD_KEPT = 1.0
 UNCOPIED_MAX = 100_000
 
 
-async def publish(b: Backends, changes: Sequence[Counts]) -> None:
+async def publish(
+    b: Backends, changes: Sequence[Counts], arrivals: Sequence[tuple[int, int]] | None = None, *, again: bool = False
+) -> None:
+    """Copy counts to Redis and the users' streams (see CountCache.publish); if Redis fails, the
+    counts are remembered and copied again once it is back (the arrivals' pushes are lost)."""
     try:
-        await b.counts.publish(changes)
+        await b.counts.publish(changes, arrivals, again=again)
     except redis.exceptions.RedisError as exc:
         log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
         b.uncopied.update(c.user_id for c in changes)
@@ -193,10 +198,14 @@ R = TypeVar("R")
 
 
 async def _write(
-    b: Backends, who: Principal, work: Callable[[asyncpg.Connection], Awaitable[tuple[R, Counts | None]]]
+    b: Backends,
+    who: Principal,
+    work: Callable[[asyncpg.Connection], Awaitable[tuple[R, Counts | None]]],
+    arrival: Callable[[R], tuple[int, int] | None] = lambda _: None,
 ) -> R:
     """Run a change of the user's inbox; when it changed something, copy the new counts to Redis
-    and, with a replica, remember where the change is in the WAL (read-your-writes)."""
+    and, with a replica, remember where the change is in the WAL (read-your-writes). `arrival`
+    names the row that the change brought back, if any, to announce it on the user's streams."""
 
     async def write(conn: asyncpg.Connection) -> tuple[R, Counts | None, int | None]:
         result, new = await work(conn)
@@ -208,7 +217,8 @@ async def _write(
     if lsn is not None:
         await b.reads.wrote(who.user_id, lsn)
     if new is not None:
-        await publish(b, [new])
+        back = arrival(result)
+        await publish(b, [new], None if back is None else [back], again=True)
     return result
 
 
@@ -261,6 +271,24 @@ async def delete_all(b: Backends, who: Principal) -> int:
         return await inbox.delete_all(conn, who.user_id)
 
     return await _write(b, who, write)
+
+
+async def snooze(b: Backends, who: Principal, row_id: int | None, until: datetime) -> Snoozed:
+    """Hide the row until `until`, or end its snooze when `until` has passed; NotFound unless the
+    row is the caller's. A row brought back is announced on the user's streams as an arrival."""
+    if row_id is None:
+        raise NotFound("Notification not found")
+
+    async def work(conn: asyncpg.Connection) -> tuple[Snoozed | None, Counts | None]:
+        return await inbox.snooze(conn, who.user_id, row_id, until)
+
+    def back(done: Snoozed | None) -> tuple[int, int] | None:
+        return (row_id, done.event_id) if done is not None and done.woke else None
+
+    done = await _write(b, who, work, back)
+    if done is None:
+        raise NotFound("Notification not found")
+    return done
 
 
 async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 100) -> list[InboxItem]:

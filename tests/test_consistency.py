@@ -1,8 +1,10 @@
 """One number everywhere: the unread count never drifts, whatever ran concurrently before.
 
 Both tests drive real PostgreSQL and Redis through the real code paths (fan-outs split into
-chunks that run concurrently and sometimes twice, reads, unreads, bulk actions, read-all, deletes,
-through every profile, and lost caches), then compare at quiescence: the unread rows themselves,
+chunks that run concurrently and sometimes twice, some of events that expire within the run; reads,
+unreads, bulk actions, read-all, deletes, seen, snoozes hidden, moved and ended, through every
+profile; the sweep bringing snoozes back and removing expired rows; and lost caches), then compare
+at quiescence: the shown rows themselves,
 `inbox_counts`, the Redis copy, `/v1/unread-count`, scalebox `unread_count`, aptly and qualytics
 totals, and the last `unread` event of open streams.
 """
@@ -27,7 +29,9 @@ from service.backends import Backends
 from service.cache import count_key, decode_counts
 from service.settings import Settings
 from tests.conftest import JobRecorder, Servers, listening, make_event, serving
+from tests.http.test_snooze import at
 from tests.sse import Reader, open_stream
+from workers import sweep as worker_sweep
 from workers.fanout import Fanout
 
 USERS = [f"u{i}" for i in range(6)]
@@ -76,9 +80,11 @@ class Harness:
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def publish(self, audience: dict[str, Any], repeat: bool = False) -> None:
-        """Fan out an event; its chunk jobs run concurrently, and with `repeat`, twice each."""
-        event = random.choice(self.published) if repeat and self.published else make_event(audience=audience)
+    async def publish(self, audience: dict[str, Any], repeat: bool = False, expires: float | None = None) -> None:
+        """Fan out an event; its chunk jobs run concurrently, and with `repeat`, twice each. With
+        `expires`, the event expires that many seconds from now."""
+        fields: dict[str, Any] = {} if expires is None else {"expires_at": at(expires)}
+        event = random.choice(self.published) if repeat and self.published else make_event(audience=audience, **fields)
         self.published.append(event)
         await self.fan.ingest(event)
         pending, self.jobs.jobs = self.jobs.jobs, []
@@ -139,6 +145,12 @@ class Harness:
             ],
             "delete_all": [lambda: self.http.delete("/v1/notifications", headers=h)],
             "seen": [lambda: self.http.post("/v1/seen", headers=h)],
+            # Hidden for a moment (the sweep brings it back), for long, or a snooze ended at once.
+            "snooze": [
+                lambda: self.http.patch(f"/v1/notifications/{sb}/snooze", json={"until": at(0.2)}, headers=h),
+                lambda: self.http.patch(f"/v1/notifications/{sb}/snooze", json={"until": at(60)}, headers=h),
+                lambda: self.http.patch(f"/v1/notifications/{sb}/snooze", json={"until": at(-1)}, headers=h),
+            ],
         }
         options = actions[kind]
         reply = await options[via % len(options)]()
@@ -147,18 +159,26 @@ class Harness:
     async def lose_cache(self) -> None:
         await self.b.redis.flushdb()
 
+    async def sweep(self) -> None:
+        """What a worker does every second: snoozes that ended come back, expired rows go."""
+        await worker_sweep.sweep(self.b)
+
     # -- the check ---------------------------------------------------------------------------
 
     async def check(self, streams: dict[str, Reader] | None = None) -> None:
         async with self.b.pool.acquire() as conn:
+            # The shown rows: a snoozed one is in no list and no count.
             truth = {
                 r[0]: (r[1], r[2], r[3], r[4], r[5], r[6], r[7])
                 for r in await conn.fetch(
                     """SELECT u.external_id, u.id,
-                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id AND i.read_at IS NULL),
-                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id), c.unread, c.total,
                               (SELECT count(*) FROM inbox i
-                               WHERE i.user_id = u.id AND i.read_at IS NULL AND i.seen_at IS NULL), c.unseen
+                               WHERE i.user_id = u.id AND i.snoozed_until IS NULL AND i.read_at IS NULL),
+                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id AND i.snoozed_until IS NULL),
+                              c.unread, c.total,
+                              (SELECT count(*) FROM inbox i
+                               WHERE i.user_id = u.id AND i.snoozed_until IS NULL AND i.read_at IS NULL
+                                 AND i.seen_at IS NULL), c.unseen
                        FROM users u JOIN inbox_counts c ON c.user_id = u.id"""
                 )
             }
@@ -208,7 +228,7 @@ AUDIENCES: list[dict[str, Any]] = [
     {"all": True},
     {"users": USERS[3:], "topics": ["topic"]},
 ]
-KINDS = ["read", "unread", "read_all", "delete", "delete_all", "seen"]
+KINDS = ["read", "unread", "read_all", "delete", "delete_all", "seen", "snooze"]
 
 
 async def test_counts_agree_after_a_storm_of_concurrent_operations(
@@ -228,13 +248,20 @@ async def test_counts_agree_after_a_storm_of_concurrent_operations(
             def random_operation() -> Awaitable[None]:
                 roll = rng.random()
                 if roll < 0.25:
-                    return h.publish(rng.choice(AUDIENCES), repeat=rng.random() < 0.2)
+                    expires = rng.choice([None, None, None, 0.3, 2.0])
+                    return h.publish(rng.choice(AUDIENCES), repeat=rng.random() < 0.2, expires=expires)
                 if roll < 0.28:
                     return h.lose_cache()
+                if roll < 0.34:
+                    return h.sweep()
                 return h.change(rng.choice(KINDS), rng.choice(USERS), rng.randrange(20), rng.randrange(5))
 
             for _ in range(12):
                 await asyncio.gather(*(random_operation() for _ in range(25)))
+            # Some snoozes and expiries fell due during the storm and were swept while it raged;
+            # the rest are swept now, and then every number agrees again.
+            await asyncio.sleep(0.3)
+            await h.sweep()
             await h.check(streams)
 
 
@@ -251,9 +278,9 @@ class CountMachine(RuleBasedStateMachine):
     def fresh_state(self) -> None:
         self.run(self.harness.reset())
 
-    @rule(audience=st.sampled_from(AUDIENCES), repeat=st.booleans())
-    def publish(self, audience: dict[str, Any], repeat: bool) -> None:
-        self.run(self.harness.publish(audience, repeat))
+    @rule(audience=st.sampled_from(AUDIENCES), repeat=st.booleans(), expires=st.sampled_from([None, -1.0, 0.1, 60.0]))
+    def publish(self, audience: dict[str, Any], repeat: bool, expires: float | None) -> None:
+        self.run(self.harness.publish(audience, repeat, expires))
 
     @rule(kind=st.sampled_from(KINDS), user=st.sampled_from(USERS), pick=st.integers(0, 30), via=st.integers(0, 4))
     def change(self, kind: str, user: str, pick: int, via: int) -> None:
@@ -277,6 +304,14 @@ class CountMachine(RuleBasedStateMachine):
     @rule()
     def lose_cache(self) -> None:
         self.run(self.harness.lose_cache())
+
+    @rule(wait=st.sampled_from([0.0, 0.25]))
+    def sweep(self, wait: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(wait)  # long enough for the short snoozes and expiries to fall due
+            await self.harness.sweep()
+
+        self.run(later())
 
     @invariant()
     def one_number_everywhere(self) -> None:

@@ -163,7 +163,7 @@ class Fanout:
     async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
         if deliveries:
             FANOUT_ROWS.inc(len(deliveries))
-            await self.b.counts.publish(deliveries, [d.inbox_id for d in deliveries], event_id)
+            await self.b.counts.publish(deliveries, [(d.inbox_id, event_id) for d in deliveries])
 
 
 async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:

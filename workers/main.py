@@ -1,6 +1,7 @@
-"""The worker process: an arq worker for fan-out chunk jobs, with the stream consumer beside it.
+"""The worker process: an arq worker for fan-out chunk jobs, with the stream consumer and the
+sweep (snoozes ending, expiry; workers/sweep.py) beside it.
 
-One process does both because they share everything (pools, the tenant cache, the count
+One process does all three because they share everything (pools, the tenant cache, the count
 publisher) and scale the same way: run more `herald worker` processes.
 """
 
@@ -21,6 +22,7 @@ from arq.worker import Worker, func
 from service.backends import Backends
 from service.cache import QUEUE
 from service.settings import Settings
+from workers import sweep
 from workers.consumer import Consumer
 from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
 from workers.maintenance import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
@@ -57,12 +59,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     backends = await Backends.open(settings, "herald-worker")
     fan = Fanout(backends, ctx["redis"])
     consumer = Consumer(fan)
+    stopping = asyncio.Event()
     ctx.update(
         backends=backends,
         fanout=fan,
         consumer=consumer,
         consumer_task=asyncio.create_task(consumer.run()),
-        stopping=asyncio.Event(),
+        sweep_task=asyncio.create_task(sweep.run(backends, stopping), name="herald-sweep"),
+        stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
 
@@ -75,6 +79,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         consumer.stop()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 20)
+    sweeping: asyncio.Task[None] | None = ctx.get("sweep_task")
+    if sweeping is not None:
+        ctx["stopping"].set()  # the sweep ends after its current batch (each is one short transaction)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(sweeping, 10)
     backends: Backends | None = ctx.get("backends")
     if backends is not None:
         await backends.close()

@@ -47,7 +47,7 @@ RECONCILE_BATCH = 500
 CURSOR_KEY = "herald:reconcile:cursor"
 
 
-def _go_on(deadline: float, stopping: asyncio.Event | None) -> bool:
+def go_on(deadline: float, stopping: asyncio.Event | None) -> bool:
     """Another batch fits: time is left, and the worker is not stopping."""
     return time.monotonic() < deadline and not (stopping is not None and stopping.is_set())
 
@@ -64,7 +64,7 @@ async def apply_retention(
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     deadline = time.monotonic() + budget
     rows = events = 0
-    while _go_on(deadline, stopping):
+    while go_on(deadline, stopping):
 
         async def batch(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
             return await maintenance.expire_rows(conn, cutoff, BATCH)
@@ -79,7 +79,7 @@ async def apply_retention(
         await asyncio.sleep(PAUSE)
     else:
         return rows, events  # out of time: the next run goes on with the rows, then the events
-    while _go_on(deadline, stopping):
+    while go_on(deadline, stopping):
 
         async def old_events(conn: asyncpg.Connection) -> int:
             return await maintenance.expire_events(conn, cutoff, BATCH)
@@ -105,7 +105,7 @@ async def reconcile(
     after = int(raw) if raw else 0
     repaired: list[Counts] = []
     seen = 0
-    while seen < users and _go_on(deadline, stopping):
+    while seen < users and go_on(deadline, stopping):
 
         async def scan(conn: asyncpg.Connection, after: int = after) -> tuple[int | None, list[int]]:
             return await maintenance.drift_scan(conn, after, RECONCILE_BATCH)

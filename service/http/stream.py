@@ -108,7 +108,8 @@ class _Stream:
             if counts.version != self.version:
                 yield self._unread(counts)
             return
-        if change.item is not None and change.event is not None and change.item not in self.sent:
+        # A row already sent is skipped (a replay and the live feed overlap), unless it comes back.
+        if change.item is not None and change.event is not None and (change.again or change.item not in self.sent):
             item = await notifications.arrival(self.b, self.who, change.item, change.event)
             if item is not None:
                 yield self._notification(item)

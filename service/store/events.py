@@ -20,7 +20,7 @@ INSERT INTO events (
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
           coalesce($17, now()), $18, CASE WHEN $19 THEN now() END)
 ON CONFLICT (tenant_id, external_id) DO NOTHING
-RETURNING id, occurred_at
+RETURNING id, occurred_at, expires_at
 """
 _FIND = """
 SELECT id, fanout_done_at IS NOT NULL FROM events WHERE tenant_id = $1 AND external_id = $2

@@ -28,7 +28,7 @@ MAX_USER_ID = (1 << 63) - 1
 # the table holds rows only for users who muted something: for everyone else they find nothing.
 _AUDIENCE = """
 ev AS (
-    SELECT id, tenant_id, type, category, audience_users, audience_topics, audience_all, occurred_at
+    SELECT id, tenant_id, type, category, audience_users, audience_topics, audience_all, occurred_at, expires_at
     FROM events WHERE id = $1
 ),
 reached AS (
@@ -76,6 +76,11 @@ cnt AS (
 )
 """.strip()
 
+# An event that has expired by the time it is fanned out (a backlog, or an `expires_at` already past)
+# is delivered to nobody: its rows would only be removed by the next sweep (store/timed.py). Rows
+# already written when it expires are removed by that sweep.
+_LIVE = "(ev.expires_at IS NULL OR ev.expires_at > now())"
+
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
@@ -100,7 +105,8 @@ _PENDING_CHUNKS = "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done
 # One chunk, in one statement:
 #   claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
 #            chunk already done and so inserts nothing;
-#   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql);
+#   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql), none
+#            once the event has expired (_LIVE);
 #   cnt      bumps each recipient's counts (_BUMP).
 _RUN_CHUNK = f"""
 WITH claim AS (
@@ -110,9 +116,9 @@ WITH claim AS (
 ),
 {_AUDIENCE},
 ins AS (
-    INSERT INTO inbox (user_id, event_id, created_at)
-    SELECT a.user_id, ev.id, ev.occurred_at FROM audience a, ev
-    WHERE EXISTS (SELECT 1 FROM claim)
+    INSERT INTO inbox (user_id, event_id, created_at, expires_at)
+    SELECT a.user_id, ev.id, ev.occurred_at, ev.expires_at FROM audience a, ev
+    WHERE EXISTS (SELECT 1 FROM claim) AND {_LIVE}
     RETURNING id, user_id
 ),
 {_BUMP}
@@ -130,9 +136,9 @@ _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $
 _DELIVER_NAMED = f"""
 WITH ev AS ({INSERT_EVENT.strip()}),
 ins AS (
-    INSERT INTO inbox (user_id, event_id, created_at)
-    SELECT u.id, ev.id, ev.occurred_at FROM ev, users u
-    WHERE u.tenant_id = $1 AND u.external_id = ANY ($14::text[]) AND u.active
+    INSERT INTO inbox (user_id, event_id, created_at, expires_at)
+    SELECT u.id, ev.id, ev.occurred_at, ev.expires_at FROM ev, users u
+    WHERE u.tenant_id = $1 AND u.external_id = ANY ($14::text[]) AND u.active AND {_LIVE}
       AND NOT EXISTS (
           SELECT 1 FROM preferences p
           WHERE p.user_id = u.id AND ($3 = ANY (p.muted_types) OR $6 = ANY (p.muted_categories))

@@ -5,23 +5,28 @@ Every change of read state or membership updates `inbox_counts` in the same stat
 the number of rows that really changed, so the counts stay exact under any interleaving (two
 concurrent "mark read" of one row: the second waits for the row lock, re-checks `read_at IS NULL`,
 and changes nothing).
+
+A snoozed row is out of the inbox until its time (schema.sql, "Shown rows"): every statement here
+but `snooze` sees only shown rows (`snoozed_until IS NULL`), so a snoozed row is not found, not
+listed and not counted, and nothing but `snooze` and the sweep (store/timed.py) can change it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from service.model import Counts, InboxItem, InboxQuery, Position, Principal
+from service.model import Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
 
 _COLUMNS = """
 SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
        e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
        e.occurred_at
 FROM inbox i JOIN events e ON e.id = i.event_id
-WHERE i.user_id = $1
+WHERE i.user_id = $1 AND i.snoozed_until IS NULL
 """
 # The page found from the index alone, then its rows read and joined to their events: rows
 # skipped by OFFSET are only index entries (an index-only scan of (user_id, created_at, id), or of
@@ -30,14 +35,16 @@ WHERE i.user_id = $1
 # join to choose the rows.
 _PAGE_FIRST = """
 WITH k AS (
-    SELECT i.id FROM inbox i WHERE i.user_id = $1{where}{order}{page}
+    SELECT i.id FROM inbox i WHERE i.user_id = $1 AND i.snoozed_until IS NULL{where}{order}{page}
 )
 SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
        e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
        e.occurred_at
 FROM k JOIN inbox i ON i.id = k.id JOIN events e ON e.id = i.event_id{order}
 """
-_COUNT_JOINED = "SELECT count(*) FROM inbox i JOIN events e ON e.id = i.event_id WHERE i.user_id = $1"
+_COUNT_JOINED = (
+    "SELECT count(*) FROM inbox i JOIN events e ON e.id = i.event_id WHERE i.user_id = $1 AND i.snoozed_until IS NULL"
+)
 _GET = _COLUMNS + " AND i.id = $2"
 # An event in the shape of a new, unread row of it (row id and user are filled in by the caller):
 # a stream renders an arrival from this, cached per event, instead of reading each row.
@@ -52,7 +59,7 @@ _ARRIVED_AFTER = _COLUMNS + " AND i.id > $2 AND i.read_at IS NULL ORDER BY i.id 
 
 # Filter fragments; `{}` is the number of the parameter that carries the value.
 _READ = " AND i.read_at IS NOT NULL"
-_UNREAD = " AND i.read_at IS NULL"  # literally the partial index's predicate, so it is used
+_UNREAD = " AND i.read_at IS NULL"  # with the shown predicate, literally the partial index's, so it is used
 _BY_FIELD = {
     "types": " AND e.type = ANY (${}::text[])",
     "categories": " AND e.category = ANY (${}::text[])",
@@ -76,7 +83,7 @@ _COUNTS_OF = "SELECT user_id, unread, total, version, unseen FROM inbox_counts W
 _SET_READ = """
 WITH changed AS (
     UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
-    WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3
+    WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3 AND snoozed_until IS NULL
     RETURNING id, seen_at IS NULL AS unseen
 ),
 cnt AS (
@@ -94,7 +101,9 @@ FROM (VALUES (1)) one LEFT JOIN cnt ON true
 # snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
 _READ_ALL = """
 WITH changed AS (
-    UPDATE inbox SET read_at = now() WHERE user_id = $1 AND read_at IS NULL RETURNING seen_at IS NULL AS unseen
+    UPDATE inbox SET read_at = now()
+    WHERE user_id = $1 AND read_at IS NULL AND snoozed_until IS NULL
+    RETURNING seen_at IS NULL AS unseen
 ),
 cnt AS (
     UPDATE inbox_counts
@@ -111,7 +120,9 @@ FROM (VALUES (1)) one LEFT JOIN cnt ON true
 # _READ_ALL does, so an arrival committed after this statement's snapshot stays unseen.
 _SEEN = """
 WITH changed AS (
-    UPDATE inbox SET seen_at = now() WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL RETURNING 1
+    UPDATE inbox SET seen_at = now()
+    WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL AND snoozed_until IS NULL
+    RETURNING 1
 ),
 cnt AS (
     UPDATE inbox_counts
@@ -124,7 +135,7 @@ FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
 _DELETE = """
 WITH gone AS (
-    DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[])
+    DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND snoozed_until IS NULL
     RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
 cnt AS (
@@ -141,7 +152,7 @@ FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
 _DELETE_ALL = """
 WITH gone AS (
-    DELETE FROM inbox WHERE user_id = $1
+    DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL
     RETURNING read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
 cnt AS (
@@ -155,6 +166,50 @@ cnt AS (
 )
 SELECT (SELECT count(*) FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+
+
+# Snooze row $2 until $3, or end its snooze when $3 has passed. The row is locked first and read as
+# it is now (`old`); what happens follows from that:
+#   shown,   $3 ahead    hidden until $3, and taken off the counts as it stood (unread, unseen, total)
+#   snoozed, $3 ahead    only the time moves; it was not counted and still is not
+#   snoozed, $3 passed   back at once, as the sweep brings it back: unread, new, counted
+#   shown,   $3 passed   nothing to do
+# So the counts change exactly when `shown = hide`. Taking the row lock before the counts row is the
+# order of every other writer.
+_SNOOZE = """
+WITH old AS (
+    SELECT id, event_id, snoozed_until IS NULL AS shown, $3::timestamptz > now() AS hide,
+           read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
+    FROM inbox WHERE user_id = $1 AND id = $2
+    FOR UPDATE
+),
+changed AS (
+    UPDATE inbox i
+    SET snoozed_until = CASE WHEN old.hide THEN $3::timestamptz END,
+        read_at = CASE WHEN old.hide THEN i.read_at END,
+        seen_at = CASE WHEN old.hide THEN i.seen_at END
+    FROM old
+    WHERE i.id = old.id AND (old.hide OR NOT old.shown)
+    RETURNING old.shown, old.hide, old.unread, old.unseen
+),
+delta AS (
+    SELECT CASE WHEN hide THEN -unread::int ELSE 1 END AS unread,
+           CASE WHEN hide THEN -unseen::int ELSE 1 END AS unseen,
+           CASE WHEN hide THEN -1 ELSE 1 END AS total
+    FROM changed WHERE shown = hide
+),
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + d.unread, unseen = c.unseen + d.unseen, total = c.total + d.total,
+        version = c.version + 1
+    FROM delta d
+    WHERE c.user_id = $1
+    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
+)
+SELECT old.event_id, old.hide, NOT old.shown AND NOT old.hide AS woke,
+       cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
+FROM old LEFT JOIN cnt ON true
 """
 
 
@@ -295,3 +350,14 @@ async def delete_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Count
     row = await conn.fetchrow(_DELETE_ALL, user_id)
     assert row is not None
     return row[0], _counts(row, 1)
+
+
+async def snooze(
+    conn: asyncpg.Connection, user_id: int, row_id: int, until: datetime
+) -> tuple[Snoozed | None, Counts | None]:
+    """Hide the row until `until`, or bring it back now when `until` has passed (see _SNOOZE).
+    None when the row is not the user's; the new counts when they changed."""
+    row = await conn.fetchrow(_SNOOZE, user_id, row_id, until)
+    if row is None:
+        return None, None
+    return Snoozed(event_id=row[0], until=until if row[1] else None, woke=row[2]), _counts(row, 3)

@@ -3,7 +3,7 @@
 Both work in small batches, each its own short transaction, so neither holds locks for long nor
 stalls the fan-out; both lock a user's counts row only after the inbox rows they touch, in user id
 order, the same order every other writer uses (inbox first, then counts), so they cannot deadlock
-with it.
+with it. Counts are of shown rows only (a snoozed row is not counted; schema.sql).
 """
 
 from __future__ import annotations
@@ -14,24 +14,16 @@ from datetime import datetime
 import asyncpg
 
 from service.model import Counts
+from service.store.counts import AS_COUNTED, remove
 
 # Oldest rows first. The BRIN index on inbox.created_at finds them without a full scan: rows are
 # written in roughly the order of their time, which is what BRIN needs.
-_OLD_ROWS = """
+_OLD_ROWS = f"""
 DELETE FROM inbox WHERE id IN (
     SELECT id FROM inbox WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED
 )
-RETURNING user_id, read_at IS NULL, read_at IS NULL AND seen_at IS NULL
-"""
-_LOCK_COUNTS = "SELECT user_id FROM inbox_counts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE"
-_SUBTRACT = """
-UPDATE inbox_counts c
-SET unread = c.unread - d.unread, total = c.total - d.total, unseen = c.unseen - d.unseen,
-    version = c.version + 1
-FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS d (user_id, unread, total, unseen)
-WHERE c.user_id = d.user_id
-RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
-"""
+RETURNING {AS_COUNTED}
+"""  # noqa: S608
 # Every row of an event has the event's time as its own, so an event older than the cutoff has no
 # rows left once the inbox is done; one still being fanned out is kept until it is finished.
 _OLD_EVENTS = """
@@ -40,47 +32,35 @@ DELETE FROM events WHERE id IN (
 )
 """
 
+# A user's shown rows counted now: what their stored counts must equal.
+_COUNTED = """
+SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total,
+       count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL)::int AS unseen
+FROM inbox WHERE user_id = {user} AND snoozed_until IS NULL
+"""
 # One slice of users, their stored counts beside their rows counted now (one snapshot).
-_DRIFT_SCAN = """
+_DRIFT_SCAN = f"""
 SELECT c.user_id, c.unread <> x.unread OR c.total <> x.total OR c.unseen <> x.unseen
-FROM inbox_counts c,
-     LATERAL (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total,
-                     count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL)::int AS unseen
-              FROM inbox WHERE user_id = c.user_id) x
+FROM inbox_counts c, LATERAL ({_COUNTED.format(user="c.user_id")}) x
 WHERE c.user_id > $1
 ORDER BY c.user_id
 LIMIT $2
-"""
+"""  # noqa: S608
 _LOCK_ONE = "SELECT 1 FROM inbox_counts WHERE user_id = $1 FOR UPDATE"
 # Run after _LOCK_ONE, in its transaction: every writer changes inbox rows before it takes this
 # lock, so rows counted now are exactly those whose change is already in the stored count.
-_REPAIR = """
+_REPAIR = f"""
 UPDATE inbox_counts c SET unread = x.unread, total = x.total, unseen = x.unseen, version = c.version + 1
-FROM (SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total,
-             count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL)::int AS unseen
-      FROM inbox WHERE user_id = $1) x
+FROM ({_COUNTED.format(user="$1")}) x
 WHERE c.user_id = $1 AND (c.unread <> x.unread OR c.total <> x.total OR c.unseen <> x.unseen)
 RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
-"""
+"""  # noqa: S608
 
 
 async def expire_rows(conn: asyncpg.Connection, cutoff: datetime, batch: int) -> tuple[int, list[Counts]]:
     """Delete up to `batch` inbox rows older than `cutoff` and take them off their users' counts,
     in one transaction. Returns how many went and the new counts."""
-    async with conn.transaction():
-        gone = await conn.fetch(_OLD_ROWS, cutoff, batch)
-        if not gone:
-            return 0, []
-        per_user: dict[int, list[int]] = {}
-        for user_id, unread, unseen in gone:
-            entry = per_user.setdefault(user_id, [0, 0, 0])
-            entry[0] += int(unread)
-            entry[1] += 1
-            entry[2] += int(unseen)
-        users = sorted(per_user)
-        await conn.execute(_LOCK_COUNTS, users)
-        rows = await conn.fetch(_SUBTRACT, users, *([per_user[u][i] for u in users] for i in range(3)))
-    return len(gone), [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
+    return await remove(conn, _OLD_ROWS, cutoff, batch)
 
 
 async def expire_events(conn: asyncpg.Connection, cutoff: datetime, batch: int) -> int:

@@ -1,10 +1,10 @@
 """The scalebox profile: the ScaleBox Notifications API.
 
 Ten endpoints under the mount (default `/v1`): list, get, read, unread, read-all, delete,
-delete-all, bulk-delete, bulk-read, bulk-unread. Answers use the `{"success", "data", "timestamp"}`
-envelope (plus `message` on actions); errors are `{"success": false, "error", "timestamp"}`.
-Notification ids are `ntf-` + 15 characters (see service/ids.py); one that does not decode is
-simply not found.
+delete-all, bulk-delete, bulk-read, bulk-unread; and Herald's snooze, in the same forms. Answers
+use the `{"success", "data", "timestamp"}` envelope (plus `message` on actions); errors are
+`{"success": false, "error", "timestamp"}`. Notification ids are `ntf-` + 15 characters (see
+service/ids.py); one that does not decode is simply not found.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from service.errors import BadRequest, NotFound
 from service.http.errors import Problem, documented, handlers
 from service.http.formats import pages
 from service.http.guard import dependencies, reader_guard
-from service.model import InboxItem, InboxQuery, Principal
+from service.model import AwareTime, InboxItem, InboxQuery, Input, Principal
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 100
@@ -95,6 +95,24 @@ class BulkBody(msgspec.Struct, forbid_unknown_fields=True):
     notification_ids: list[str]
 
 
+class SnoozeBody(Input, frozen=True):
+    # ISO 8601 with a time zone; a time that has passed ends the snooze. A string, parsed strictly
+    # by `_until`: Litestar converts bodies leniently, and would take a number as a Unix time.
+    until: Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+
+
+def _until(body: SnoozeBody) -> datetime:
+    try:
+        return msgspec.convert(body.until, AwareTime)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"until: {exc}", "until") from None
+
+
+class SnoozeState(msgspec.Struct, kw_only=True):
+    notification_id: str
+    snoozed_until: datetime | None  # null: in the inbox
+
+
 class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     success: bool
     data: Any
@@ -133,6 +151,10 @@ class BulkDeletedEnvelope(Envelope, kw_only=True):
 
 class BulkMarkedEnvelope(Envelope, kw_only=True):
     data: BulkMarked
+
+
+class SnoozeEnvelope(Envelope, kw_only=True):
+    data: SnoozeState
 
 
 def present(n: InboxItem) -> Item:
@@ -336,6 +358,22 @@ async def bulk_unread(
     return await _bulk_mark(b, who, data, False)
 
 
+@patch("/notifications/{notification_id:str}/snooze", summary="Snooze a notification until a time")
+async def snooze(
+    b: NamedDependency[Backends],
+    who: NamedDependency[Principal],
+    notification_id: FromPath[str],
+    data: JSONBody[SnoozeBody],
+) -> SnoozeEnvelope:
+    done = await notifications.snooze(b, who, _row_id(notification_id), _until(data))
+    return SnoozeEnvelope(
+        success=True,
+        data=SnoozeState(notification_id=notification_id, snoozed_until=done.until),
+        message="Notification snoozed" if done.until is not None else "Notification is in the inbox",
+        timestamp=timestamp(),
+    )
+
+
 class ErrorBody(msgspec.Struct):
     success: bool
     error: str
@@ -357,6 +395,7 @@ def router(prefix: str) -> Router:
                 bulk_delete,
                 bulk_read,
                 bulk_unread,
+                snooze,
             ],
             ErrorBody,
         ),

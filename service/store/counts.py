@@ -1,0 +1,71 @@
+"""Changing many users' counts at once, for the jobs that change rows of many users in one batch
+(retention, expiry, the end of snoozes).
+
+Such a job first changes its rows (which locks them), then hands the per-user differences here, in
+the same transaction. The counts rows are locked in user-id order, the order every fan-out also
+takes them in, so a batch and a fan-out cannot deadlock; and rows before counts, like every other
+writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from service.model import Counts
+
+# What a removed row was worth in its user's counts, for a DELETE's RETURNING: (user_id, unread,
+# counted, unseen). A snoozed row was not counted, so it is worth nothing.
+AS_COUNTED = """user_id, snoozed_until IS NULL AND read_at IS NULL, snoozed_until IS NULL,
+    snoozed_until IS NULL AND read_at IS NULL AND seen_at IS NULL"""
+
+_LOCK = "SELECT user_id FROM inbox_counts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE"
+_ADD = """
+UPDATE inbox_counts c
+SET unread = c.unread + d.unread, total = c.total + d.total, unseen = c.unseen + d.unseen,
+    version = c.version + 1
+FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS d (user_id, unread, total, unseen)
+WHERE c.user_id = d.user_id
+RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
+"""
+
+
+class Tally:
+    """Per-user differences (unread, total, unseen) of one batch of changed rows."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[int, list[int]] = {}
+
+    def add(self, user_id: int, unread: int, total: int, unseen: int) -> None:
+        entry = self._by_user.setdefault(user_id, [0, 0, 0])
+        entry[0] += unread
+        entry[1] += total
+        entry[2] += unseen
+
+    def add_rows(self, rows: Iterable[asyncpg.Record], sign: int) -> None:
+        """Rows as (user_id, unread, counted, unseen) booleans; each counted row adds `sign`."""
+        for user_id, unread, counted, unseen in rows:
+            self.add(user_id, sign * int(unread), sign * int(counted), sign * int(unseen))
+
+    async def apply(self, conn: asyncpg.Connection) -> list[Counts]:
+        """Add the differences to the counts (inside the caller's transaction); the new counts of
+        every user whose numbers changed."""
+        users = sorted(u for u, d in self._by_user.items() if any(d))
+        if not users:
+            return []
+        await conn.execute(_LOCK, users)
+        columns = ([self._by_user[u][i] for u in users] for i in range(3))
+        rows = await conn.fetch(_ADD, users, *columns)
+        return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
+
+
+async def remove(conn: asyncpg.Connection, statement: str, *args: object) -> tuple[int, list[Counts]]:
+    """Run a DELETE of inbox rows that returns AS_COUNTED and take what it removed off the counts,
+    in one transaction. Returns how many rows went and the new counts."""
+    async with conn.transaction():
+        gone = await conn.fetch(statement, *args)
+        tally = Tally()
+        tally.add_rows(gone, -1)
+        changed = await tally.apply(conn)
+    return len(gone), changed

@@ -1,0 +1,84 @@
+"""The sweep: every second, bring back snoozed notifications whose time has come and remove those
+whose event expired, with their counts, and push the change to the users' streams.
+
+It runs in every worker process, beside the stream consumer, rather than as an arq cron job: a
+snooze should end within about a second of its time, and a cron job runs one worker at a time and
+is taken over only when a dead worker's mark expires. Several sweeps at once share the due rows
+(store/timed.py takes them with SKIP LOCKED), so more workers only make it sturdier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+import redis.exceptions
+
+from service import db, notifications
+from service.backends import Backends
+from service.errors import Unavailable
+from service.metrics import SWEPT
+from service.model import Counts
+from service.store import timed
+from workers.maintenance import go_on
+
+log = logging.getLogger("herald.sweep")
+
+EVERY = 1.0  # seconds between sweeps
+WAKE_BATCH = 1_000
+EXPIRE_BATCH = 5_000
+# One sweep stops after this long and the next goes on, so a million rows expiring at once cannot
+# keep snoozes waiting behind them for long.
+BUDGET = 5.0
+
+
+async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | None = None) -> tuple[int, int]:
+    """One sweep: snoozes first (a person is waiting for them), then expiries, each in batches
+    until none is due, `budget` seconds have passed or the worker is stopping. Returns (rows back,
+    rows removed)."""
+    deadline = time.monotonic() + budget
+    woke = removed = 0
+    while go_on(deadline, stopping):
+
+        async def back(conn: asyncpg.Connection) -> list[timed.Woke]:
+            return await timed.wake(conn, WAKE_BATCH)
+
+        rows = await db.run(b.pool, back, timeout=b.settings.backend_timeout)
+        if rows:
+            await notifications.publish(
+                b, [r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True
+            )
+        woke += len(rows)
+        SWEPT.labels("snooze").inc(len(rows))
+        if len(rows) < WAKE_BATCH:
+            break
+    while go_on(deadline, stopping):
+
+        async def expired(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
+            return await timed.expire(conn, EXPIRE_BATCH)
+
+        gone, changed = await db.run(b.pool, expired, timeout=b.settings.backend_timeout)
+        if changed:
+            await notifications.publish(b, changed)
+        removed += gone
+        SWEPT.labels("expiry").inc(gone)
+        if gone < EXPIRE_BATCH:
+            break
+    return woke, removed
+
+
+async def run(b: Backends, stopping: asyncio.Event, every: float = EVERY) -> None:
+    """Sweep every `every` seconds until `stopping` is set. A backend that does not answer is
+    waited for (the due rows keep), and no failure ends the loop."""
+    while not stopping.is_set():
+        try:
+            await sweep(b, stopping=stopping)
+        except (Unavailable, redis.exceptions.RedisError) as exc:
+            log.warning("sweep waits for a backend: %s", exc)
+        except Exception:
+            log.exception("sweep failed; trying again")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), every)
