@@ -275,9 +275,12 @@ async def test_every_endpoint_refuses_missing_unknown_and_producer_tokens(
 async def test_a_cursor_walk_sees_every_old_row_once_while_new_ones_arrive(
     client: Client, alice: User, deliver: Deliver
 ) -> None:
-    # Ties on the timestamp on purpose: ten rows share each second.
-    old = [await make(deliver, occurred_at=f"2026-01-01T00:00:{n // 10:02d}Z") for n in range(230)]
+    # 1,000 rows, newest 01:39, oldest 00:00, with ties on the time on purpose: ten rows share each.
+    stamp = "2026-01-01T{:02d}:{:02d}:00Z"
+    old = [await make(deliver, occurred_at=stamp.format(n // 600, n // 10 % 60)) for n in range(1000)]
     seen: list[str] = []
+    behind: list[str] = []  # arrived where the walk has already been: must never show
+    ahead: list[str] = []  # arrived where it has yet to go: may show, once
     cursor = None
     pages_walked = 0
     while True:
@@ -285,12 +288,19 @@ async def test_a_cursor_walk_sees_every_old_row_once_while_new_ones_arrive(
         data = ok(await client.get(BASE, params=params, headers=alice.headers))
         seen += [n["id"] for n in data["notifications"]]
         pages_walked += 1
-        await make(deliver, message="arrived meanwhile")  # newer than anything already paged
+        # Between pages: an arrival newer than everything, one dated like the newest old rows (an
+        # event's own time may be in the past; a larger id puts it before them), one like the oldest.
+        behind.append(await make(deliver, message="arrived meanwhile"))
+        behind.append(await make(deliver, message="late, newest", occurred_at=stamp.format(1, 39)))
+        ahead.append(await make(deliver, message="late, oldest", occurred_at=stamp.format(0, 0)))
         cursor = data["pagination"]["next_cursor"]
         if cursor is None:
             break
-    assert pages_walked == 5
-    assert sorted(seen) == sorted(old) and len(seen) == len(set(seen))
+    assert len(seen) == len(set(seen)), "no row twice"
+    assert set(old) <= set(seen), "every old row"
+    assert not set(behind) & set(seen), "nothing from behind the walk"
+    assert set(seen) - set(old) <= set(ahead)
+    assert pages_walked == -(-len(seen) // 50), "full pages until the last"
 
 
 async def test_cursors_follow_the_filters_and_refuse_garbage(client: Client, alice: User, deliver: Deliver) -> None:
