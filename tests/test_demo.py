@@ -97,3 +97,43 @@ async def test_the_bell_falls_back_to_polling_when_the_stream_drops(
     assert any(polls[1:]), "later polls are conditional (If-None-Match)"
     await page.unroute("**/v1/stream*")
     await expect(page.locator("#state-text")).to_have_text("live", timeout=15_000)
+
+
+async def test_snooze_and_mute_from_the_page(env: dict[str, str], running: str, browser: Browser) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "gwen", env=env))["token"]
+    page: Page = await browser.new_page(viewport={"width": 1100, "height": 620})
+    await page.goto(f"{running}/demo?token={token}")
+    await expect(page.locator("#state-text")).to_have_text("live", timeout=10_000)
+    badge, unread = page.locator("#badge"), page.locator("li.unread")
+    await page.click("#publish")
+    await expect(badge).to_have_text("1", timeout=5_000)
+    await expect(page.locator("#counts")).to_have_text("1 unread · 1 new since you last opened the bell")
+
+    # Snoozed for 5 seconds (the shortest choice): gone at once, then back, announced by the stream.
+    await page.locator("button.snooze").first.click()
+    await expect(unread).to_have_count(0)
+    await expect(badge).to_have_text("0", timeout=5_000)
+    await expect(unread).to_have_count(1, timeout=10_000)
+    await expect(badge).to_have_text("1")
+    await expect(page.locator("#unseen")).to_have_text("1 new")
+
+    # Muting its type: a chip shows it, and the next one of that type is not delivered. An event of
+    # another type published after it arrives, so by then the muted one has been handled.
+    await page.locator("button.mute").first.click()
+    await expect(page.locator(".chip")).to_have_text(["demo.ping×"])
+    await page.click("#publish")
+    done = herald(
+        "publish",
+        "-",
+        env=env,
+        stdin=b'{"id": "after-mute", "type": "other", "tenant": "acme", '
+        b'"audience": {"users": ["gwen"]}, "message": "m"}',
+    )
+    assert done.returncode == 0, done.stderr
+    await expect(badge).to_have_text("2", timeout=5_000)
+    await expect(page.locator("li .meta").first).to_contain_text("other")
+    # Unmuted from its chip: delivered again.
+    await page.locator(".chip button.unmute").click()
+    await expect(page.locator(".chip")).to_have_count(0)
+    await page.click("#publish")
+    await expect(badge).to_have_text("3", timeout=5_000)
