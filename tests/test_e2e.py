@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import msgspec
@@ -169,3 +170,47 @@ def test_dead_letters_are_listed_and_requeued_from_the_cli(env: dict[str, str], 
     assert requeued["requeued"] == letter["id"]
     missing = herald("admin", "dead-letters", "--requeue", letter["id"], env=env)
     assert missing.returncode == 1 and b"no dead letter" in missing.stderr
+
+
+def test_expiry_and_snooze_happen_at_their_time_in_the_real_processes(env: dict[str, str], running: str) -> None:
+    """No read triggers them: the worker's sweep does, and the badge shows it within a second or two."""
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "ivy", env=env))["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    expires = datetime.now(UTC) + timedelta(seconds=3)
+    batch = [
+        {"id": "short-lived", "type": "t", "tenant": "acme", "audience": {"users": ["ivy"]}, "message": "soon gone",
+         "expires_at": expires.isoformat()},
+        {"id": "lasting", "type": "t", "tenant": "acme", "audience": {"users": ["ivy"]}, "message": "stays"},
+    ]  # fmt: skip
+    assert herald("publish", "-", env=env, stdin=msgspec.json.encode(batch)).returncode == 0
+
+    def badge() -> int:
+        return int(httpx.get(running + "/v1/unread-count", headers=headers, timeout=2).json()["unread_count"])
+
+    deadline = time.monotonic() + 5
+    while badge() < 2:
+        assert time.monotonic() < deadline, "not delivered"
+        time.sleep(0.05)
+    listed = httpx.get(running + "/v1/notifications", headers=headers).json()["data"]["notifications"]
+    lasting = next(n["id"] for n in listed if n["message"] == "stays")
+    snooze_until = expires + timedelta(seconds=2)
+    reply = httpx.patch(
+        f"{running}/v1/notifications/{lasting}/snooze", json={"until": snooze_until.isoformat()}, headers=headers
+    )
+    assert reply.status_code == 200, reply.text
+    assert badge() == 1
+
+    def when(count: int) -> float:
+        """Seconds from now until the badge shows `count` (polling only the cached count)."""
+        started = time.monotonic()
+        while badge() != count:
+            assert time.monotonic() - started < 10, f"the badge never showed {count}"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    when(0)
+    assert -0.1 < (datetime.now(UTC) - expires).total_seconds() < 2.5, "expired on time"
+    when(1)
+    assert -0.1 < (datetime.now(UTC) - snooze_until).total_seconds() < 2.5, "back on time"
+    listed = httpx.get(running + "/v1/notifications", headers=headers).json()["data"]["notifications"]
+    assert [(n["id"], n["is_read"]) for n in listed] == [(lasting, False)]
