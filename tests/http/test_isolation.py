@@ -37,6 +37,8 @@ def _requests(rows: list[int]) -> list[tuple[str, str, Any, bool]]:
         ("POST", "/v1/notifications/bulk-delete", {"notification_ids": all_sb}, False),
         ("DELETE", f"/v1/notifications/{sb}", None, True),
         ("DELETE", "/v1/notifications", None, False),
+        ("PATCH", f"/v1/notifications/{sb}/snooze", {"until": "2099-01-01T00:00:00Z"}, True),
+        ("PATCH", f"/v1/notifications/{sb}/snooze", {"until": "2000-01-01T00:00:00Z"}, True),
         ("GET", "/aptly/v1/notifications?tenantId=acme", None, False),
         ("GET", "/aptly/v1/notifications?tenantId=acme&status=UNREAD&limit=100", None, False),
         ("PATCH", f"/aptly/v1/notifications/{uu}/read", None, True),
