@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -23,6 +24,13 @@ FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+
+
+def publish(env: dict[str, str], *, user: str, **event: str) -> None:
+    """One event to `user` of tenant acme, through `herald publish -`."""
+    body = {"tenant": "acme", "audience": {"users": [user]}, **event}
+    done = herald("publish", "-", env=env, stdin=msgspec.json.encode(body))
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
@@ -67,14 +75,7 @@ async def test_the_bell_moves_live(env: dict[str, str], running: str, browser: B
     await page.locator("button.mark-read").first.click()
     await expect(badge).to_have_text("1", timeout=5_000)
     # A change made elsewhere (here: the CLI of another client) reaches the page too.
-    done = herald(
-        "publish",
-        "-",
-        env=env,
-        stdin=b'{"id": "cli-1", "type": "t", "tenant": "acme", '
-        b'"audience": {"users": ["erin"]}, "title": "From the CLI", "message": "hello"}',
-    )
-    assert done.returncode == 0, done.stderr
+    publish(env, id="cli-1", type="t", user="erin", title="From the CLI", message="hello")
     await expect(badge).to_have_text("2", timeout=5_000)
     await expect(page.locator("#unseen")).to_have_text("1 new", timeout=5_000)
     await expect(page.locator("li .title").first).to_have_text("From the CLI")
@@ -122,14 +123,7 @@ async def test_snooze_and_mute_from_the_page(env: dict[str, str], running: str, 
     await page.locator("button.mute").first.click()
     await expect(page.locator(".chip")).to_have_text(["demo.ping×"])
     await page.click("#publish")
-    done = herald(
-        "publish",
-        "-",
-        env=env,
-        stdin=b'{"id": "after-mute", "type": "other", "tenant": "acme", '
-        b'"audience": {"users": ["gwen"]}, "message": "m"}',
-    )
-    assert done.returncode == 0, done.stderr
+    publish(env, id="after-mute", type="other", user="gwen", message="m")
     await expect(badge).to_have_text("2", timeout=5_000)
     await expect(page.locator("li .meta").first).to_contain_text("other")
     # Unmuted from its chip: delivered again.

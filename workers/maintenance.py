@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import redis.exceptions
+from prometheus_client import Counter
 
 from service import db, notifications
 from service.backends import Backends
@@ -52,6 +54,31 @@ def go_on(deadline: float, stopping: asyncio.Event | None) -> bool:
     return time.monotonic() < deadline and not (stopping is not None and stopping.is_set())
 
 
+async def remove_rows(
+    b: Backends,
+    batch: Callable[[asyncpg.Connection], Awaitable[tuple[int, list[Counts]]]],
+    size: int,
+    deadline: float,
+    stopping: asyncio.Event | None,
+    removed: Counter,
+    pause: float = 0.0,
+) -> tuple[int, bool]:
+    """Run `batch` (a removal of at most `size` inbox rows, with their counts, in one transaction)
+    and copy each batch's new counts, until a batch finds fewer than `size` rows, time is up or the
+    worker stops. Returns the rows removed and whether none are left."""
+    total = 0
+    while go_on(deadline, stopping):
+        gone, changed = await db.run(b.pool, batch, timeout=b.settings.backend_timeout)
+        if changed:
+            await notifications.publish(b, changed)
+        total += gone
+        removed.inc(gone)
+        if gone < size:
+            return total, True
+        await asyncio.sleep(pause)
+    return total, False
+
+
 async def apply_retention(
     b: Backends,
     days: int,
@@ -63,21 +90,13 @@ async def apply_retention(
     is set); returns (inbox rows, events) removed."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     deadline = time.monotonic() + budget
-    rows = events = 0
-    while go_on(deadline, stopping):
+    events = 0
 
-        async def batch(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
-            return await maintenance.expire_rows(conn, cutoff, BATCH)
+    async def batch(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
+        return await maintenance.expire_rows(conn, cutoff, BATCH)
 
-        gone, changed = await db.run(b.pool, batch, timeout=b.settings.backend_timeout)
-        if changed:
-            await notifications.publish(b, changed)
-        rows += gone
-        RETENTION_DELETED.labels("inbox").inc(gone)
-        if gone < BATCH:
-            break
-        await asyncio.sleep(PAUSE)
-    else:
+    rows, done = await remove_rows(b, batch, BATCH, deadline, stopping, RETENTION_DELETED.labels("inbox"), PAUSE)
+    if not done:
         return rows, events  # out of time: the next run goes on with the rows, then the events
     while go_on(deadline, stopping):
 

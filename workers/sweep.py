@@ -23,7 +23,7 @@ from service.errors import Unavailable
 from service.metrics import SWEPT
 from service.model import Counts
 from service.store import timed
-from workers.maintenance import go_on
+from workers.maintenance import go_on, remove_rows
 
 log = logging.getLogger("herald.sweep")
 
@@ -40,7 +40,7 @@ async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | N
     until none is due, `budget` seconds have passed or the worker is stopping. Returns (rows back,
     rows removed)."""
     deadline = time.monotonic() + budget
-    woke = removed = 0
+    woke = 0
     while go_on(deadline, stopping):
 
         async def back(conn: asyncpg.Connection) -> list[timed.Woke]:
@@ -55,18 +55,11 @@ async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | N
         SWEPT.labels("snooze").inc(len(rows))
         if len(rows) < WAKE_BATCH:
             break
-    while go_on(deadline, stopping):
 
-        async def expired(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
-            return await timed.expire(conn, EXPIRE_BATCH)
+    async def expired(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
+        return await timed.expire(conn, EXPIRE_BATCH)
 
-        gone, changed = await db.run(b.pool, expired, timeout=b.settings.backend_timeout)
-        if changed:
-            await notifications.publish(b, changed)
-        removed += gone
-        SWEPT.labels("expiry").inc(gone)
-        if gone < EXPIRE_BATCH:
-            break
+    removed, _ = await remove_rows(b, expired, EXPIRE_BATCH, deadline, stopping, SWEPT.labels("expiry"))
     return woke, removed
 
 
