@@ -31,8 +31,8 @@
 -- INSERT is a plain one (ON CONFLICT DO NOTHING measured ~1.4x slower here); the unique index
 -- stays as the safety net.
 --
--- Counts: `inbox_counts` holds each user's exact unread and total numbers (of shown rows), changed in the same
--- transaction as the rows they count, with a version that grows on every change. Redis caches
+-- Counts: `inbox_counts` holds each user's exact unread and total numbers (of shown rows), changed
+-- in the same transaction as the rows they count, with a version that grows on every change. Redis caches
 -- them (see service/cache.py); because the database copy is exact and versioned, the cache can
 -- always be rebuilt or repaired by copying, never by recounting. fillfactor 50 keeps those
 -- updates HOT (no index writes).

@@ -218,7 +218,7 @@ async def _write(
         await b.reads.wrote(who.user_id, lsn)
     if new is not None:
         back = arrival(result)
-        await publish(b, [new], None if back is None else [back], again=True)
+        await publish(b, [new], None if back is None else [back], again=back is not None)
     return result
 
 

@@ -14,7 +14,7 @@ listed and not counted, and nothing but `snooze` and the sweep (store/timed.py) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -360,4 +360,5 @@ async def snooze(
     row = await conn.fetchrow(_SNOOZE, user_id, row_id, until)
     if row is None:
         return None, None
-    return Snoozed(event_id=row[0], until=until if row[1] else None, woke=row[2]), _counts(row, 3)
+    # In UTC, as every time Herald answers with, whatever offset the caller wrote.
+    return Snoozed(event_id=row[0], until=until.astimezone(UTC) if row[1] else None, woke=row[2]), _counts(row, 3)
