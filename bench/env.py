@@ -29,6 +29,8 @@ from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, f
 
 API_WORKERS = 2  # granian workers, for `herald api` and for the bare route alike (one per core)
 WORKERS = 2  # `herald worker` processes: what a 2-core host runs (deploy/compose.yaml runs two)
+# The API accepts HS256 user tokens signed with this (the badge figure mints one); 32 bytes at least.
+JWT_SECRET = "herald-bench-signed-user-tokens-0123456789"  # noqa: S105 - a throwaway bench secret
 
 
 class Servers:
@@ -107,7 +109,7 @@ class Processes:
         if "api" in self.children:
             return self.urls["api"]
         port = free_port()
-        env = {**self.env, "HERALD_PORT": str(port)}
+        env = {**self.env, "HERALD_PORT": str(port), "HERALD_JWT_SECRET": JWT_SECRET}
         base = f"http://127.0.0.1:{port}"
         child = self._spawn("api", [sys.executable, "-m", "service.cli", "api", "--workers", str(API_WORKERS)], env)
         _wait_http(base + "/readyz", child, self.servers.root / "api.log")

@@ -18,8 +18,9 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from bench import load, report
+from bench.base import QUICK, Bench, Sizes
 from bench.env import Processes, Servers, machine
-from bench.figures import FIGURES, QUICK, WRK_FIGURES, Bench, Sizes
+from bench.figures import FIGURES, WRK_FIGURES
 
 
 async def _run(servers: Servers, procs: Processes, names: list[str], sizes: Sizes) -> tuple[list[report.Row], Bench]:

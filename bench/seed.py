@@ -61,6 +61,18 @@ _SUBSCRIBE = """
 INSERT INTO subscriptions (tenant_id, topic, user_id)
 SELECT $1, $2, g FROM generate_series($3::bigint, $4::bigint) g
 """
+# Users $2, $2 + $4, … up to $3 mute the event type $1, as their PUT /v1/preferences would.
+_MUTE = """
+INSERT INTO preferences (user_id, muted_types)
+SELECT g, ARRAY[$1::text] FROM generate_series($2::bigint, $3::bigint, $4::bigint) g
+"""
+# $3 snoozed rows for each user id $1..$2 (events 1..$3, the newest), hidden until $5: as the
+# inbox holds them after PATCH …/snooze, unread and out of every count, so the counts stay as seeded.
+_SNOOZED = """
+INSERT INTO inbox (user_id, event_id, created_at, snoozed_until)
+SELECT u, $4 + j, $6::timestamptz - (j + 1) * interval '1 second', $5
+FROM generate_series($1::bigint, $2::bigint) u, generate_series(0, $3 - 1) j
+"""
 
 
 def say(message: str) -> None:
@@ -155,10 +167,21 @@ class Seeder:
         for start in range(lo, hi + 1, 500_000):
             await self.conn.execute(_SUBSCRIBE, tenant_id, topic, start, min(hi, start + 499_999))
 
+    async def mute(self, kind: str, lo: int, hi: int, every: int) -> int:
+        """Users lo, lo + every, … up to hi mute events of type `kind`; how many they are."""
+        return int((await self.conn.execute(_MUTE, kind, lo, hi, every)).split()[-1])
+
+    async def snoozed(self, lo: int, hi: int, per_user: int, until: datetime) -> None:
+        """`per_user` rows for each user id in lo..hi, snoozed until `until`."""
+        await self.ensure_events(per_user)
+        await self.conn.execute(_SNOOZED, lo, hi, per_user, self.first_event, until, NEWEST)
+
     async def settle(self) -> None:
         """After seeding: statistics and visibility maps as on a database that has been running
         a while, and a checkpoint now rather than in the middle of a measurement."""
         started = time.monotonic()
-        await self.conn.execute("VACUUM (ANALYZE) inbox, events, users, inbox_counts, subscriptions, tokens")
+        await self.conn.execute(
+            "VACUUM (ANALYZE) inbox, events, users, inbox_counts, subscriptions, tokens, preferences"
+        )
         await self.conn.execute("CHECKPOINT")
         say(f"vacuum analyze + checkpoint in {time.monotonic() - started:.1f} s")
