@@ -14,6 +14,7 @@ import random
 import resource
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -266,6 +267,12 @@ class Sessions:
         elif draw < 0.92 and page["data"]["pagination"].get("next_cursor"):
             cursor = page["data"]["pagination"]["next_cursor"]
             await self._call(client, "list", "GET", f"/v1/notifications?limit=20&cursor={cursor}", user)
+        elif draw < 0.95 and items:
+            # Hidden for a moment: the workers' sweep brings it back while the load goes on.
+            until = datetime.now(UTC) + timedelta(seconds=self.rng.uniform(0.5, 3.0))
+            victim = self.rng.choice(items)["id"]
+            snooze = {"until": until.isoformat()}
+            await self._call(client, "snooze", "PATCH", f"/v1/notifications/{victim}/snooze", user, snooze)
 
     async def _qualytics(self, client: Pool, user: str) -> None:
         page = await self._call(client, "list", "GET", "/api/user-notifications?size=12", user)

@@ -10,7 +10,7 @@ from bench.soak.stats import Tally
 
 MiB = 1024 * 1024
 # Order of the kinds in tables; anything else follows.
-KINDS = ("badge", "publish", "xadd", "list", "read", "bulk", "read_all", "unread", "delete")
+KINDS = ("badge", "publish", "xadd", "list", "read", "bulk", "read_all", "unread", "delete", "snooze")
 
 
 def ms(seconds: float | None) -> float | None:
@@ -50,7 +50,7 @@ def window_line(w: dict[str, Any]) -> str:
     k = w["kinds"]
     secs = w["seconds"]
     pub = sum(k.get(x, {}).get("n", 0) for x in ("publish", "xadd")) / secs
-    acts = [x for x in ("read", "bulk", "read_all", "unread", "delete") if x in k]
+    acts = [x for x in ("read", "bulk", "read_all", "unread", "delete", "snooze") if x in k]
     act_rate = sum(k[x]["n"] for x in acts) / secs
     act_p99 = max((k[x]["p99_ms"] or 0 for x in acts), default=None)
     badge, lst = k.get("badge", {}), k.get("list", {})

@@ -192,7 +192,9 @@ async def _soak(
 
         print("soak: load stopped; waiting for the workers to drain the stream", flush=True)
         drained, drain_seconds = await drain(rd, timeout=180)
-        await asyncio.sleep(2)  # count copies follow the commit; let the last ones land
+        # Count copies follow the commit; let the last ones land, and the last snoozes (3 s at most)
+        # come back, so that nothing changes while the checks read.
+        await asyncio.sleep(4)
         idle_sample = await observer.sample()
         checks = await verify(db, rd, herald.base, tenant, ledger)
         checks["drained"] = drained
