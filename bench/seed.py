@@ -66,7 +66,7 @@ _MUTE = """
 INSERT INTO preferences (user_id, muted_types)
 SELECT g, ARRAY[$1::text] FROM generate_series($2::bigint, $3::bigint, $4::bigint) g
 """
-# $3 snoozed rows for each user id $1..$2 (events 1..$3, the newest), hidden until $5: as the
+# $3 snoozed rows for each user id $1..$2 (seeded events $4 .. $4 + $3 - 1), hidden until $5: as the
 # inbox holds them after PATCH …/snooze, unread and out of every count, so the counts stay as seeded.
 _SNOOZED = """
 INSERT INTO inbox (user_id, event_id, created_at, snoozed_until)

@@ -43,10 +43,10 @@ class Tally:
         entry[1] += total
         entry[2] += unseen
 
-    def add_rows(self, rows: Iterable[asyncpg.Record], sign: int) -> None:
-        """Rows as (user_id, unread, counted, unseen) booleans; each counted row adds `sign`."""
+    def take_off(self, rows: Iterable[asyncpg.Record]) -> None:
+        """Removed rows, as AS_COUNTED returns them: each comes off what it was counted in."""
         for user_id, unread, counted, unseen in rows:
-            self.add(user_id, sign * int(unread), sign * int(counted), sign * int(unseen))
+            self.add(user_id, -int(unread), -int(counted), -int(unseen))
 
     async def apply(self, conn: asyncpg.Connection) -> list[Counts]:
         """Add the differences to the counts (inside the caller's transaction); the new counts of
@@ -66,6 +66,6 @@ async def remove(conn: asyncpg.Connection, statement: str, *args: object) -> tup
     async with conn.transaction():
         gone = await conn.fetch(statement, *args)
         tally = Tally()
-        tally.add_rows(gone, -1)
+        tally.take_off(gone)
         changed = await tally.apply(conn)
     return len(gone), changed

@@ -174,25 +174,37 @@ async def test_it_comes_back_on_time_with_the_badge_and_the_stream_updated(
     settings: Settings, backends: Backends, alice: User, deliver: Deliver
 ) -> None:
     """The real sweep loop, as a worker runs it: the row is back, counted and pushed, within a few
-    seconds of its time, with no read needed to notice it."""
-    (row,) = await rows(deliver, 1)
+    seconds of its time, with no read needed to notice it; and announced again to a stream that
+    announced its first arrival."""
     stopping = asyncio.Event()
     sweeping = asyncio.create_task(sweep.run(backends, stopping))
     try:
         async with listening(settings) as base, httpx.AsyncClient(base_url=base) as http:
             async with open_stream(base, alice.headers) as stream:
+                assert (await stream.next_event()).json() == {"unread_count": 0, "unseen_count": 0}
+                (row,) = await rows(deliver, 1)
+                first = await stream.next_event()
+                assert first.event == "notification" and first.json()["id"] == ids.to_scalebox(row)
                 assert (await stream.next_event()).json() == {"unread_count": 1, "unseen_count": 1}
+
                 until = datetime.now(UTC) + timedelta(seconds=2)
                 reply = await http.patch(snooze_path(row), json={"until": until.isoformat()}, headers=alice.headers)
                 assert reply.status_code == 200, reply.text
                 assert (await stream.next_event()).json() == {"unread_count": 0, "unseen_count": 0}
-                # The same stream announced this row before (or could have): it is announced again.
                 came = await stream.next_event(timeout=10)
                 late = (datetime.now(UTC) - until).total_seconds()
                 assert came.event == "notification" and came.json()["id"] == ids.to_scalebox(row)
                 assert came.json()["is_read"] is False
                 assert (await stream.next_event()).json() == {"unread_count": 1, "unseen_count": 1}
                 assert -0.1 < late < 2.5, f"came back {late:.2f} s after its time"
+
+                # Ended early by the caller: back at once, and announced the same way.
+                await http.patch(snooze_path(row), json={"until": at(600)}, headers=alice.headers)
+                assert (await stream.next_event()).json() == {"unread_count": 0, "unseen_count": 0}
+                await http.patch(snooze_path(row), json={"until": at(-1)}, headers=alice.headers)
+                again = await stream.next_event()
+                assert again.event == "notification" and again.json()["id"] == ids.to_scalebox(row)
+                assert (await stream.next_event()).json() == {"unread_count": 1, "unseen_count": 1}
             badge = await http.get(BADGE, headers=alice.headers)
             assert badge.json() == {"unread_count": 1, "unseen_count": 1}
     finally:
