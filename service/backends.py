@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -9,6 +10,7 @@ import redis.asyncio as aioredis
 
 from service import cache, db
 from service.auth import Authenticator
+from service.breaker import Breaker
 from service.cache import CountCache
 from service.limits import Limits
 from service.replica import Reads
@@ -19,11 +21,38 @@ if TYPE_CHECKING:
     from service.notifications import Rebuild
 
 
+class Watch:
+    """The process's breakers, one per backend (service/breaker.py), and their probes."""
+
+    def __init__(self, settings: Settings) -> None:
+        database_url, redis_url = settings.require_backends()
+        self.postgres = db.breaker(database_url)
+        self.redis = cache.breaker(redis_url)
+
+    @property
+    def breakers(self) -> tuple[Breaker, Breaker]:
+        return self.postgres, self.redis
+
+    def start(self) -> None:
+        for breaker in self.breakers:
+            breaker.start()
+
+    async def stop(self) -> None:
+        for breaker in self.breakers:
+            await breaker.stop()
+
+
 class Backends:
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, client: aioredis.Redis, replica: asyncpg.Pool | None = None
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        client: aioredis.Redis,
+        replica: asyncpg.Pool | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.settings = settings
+        self.watch = watch
         self.pool = pool
         self.replica = replica
         self.redis = client
@@ -47,14 +76,21 @@ class Backends:
         self.lost_track = False
 
     @classmethod
-    async def open(cls, settings: Settings, name: str) -> Backends:
+    async def open(cls, settings: Settings, name: str, watch: Watch | None = None) -> Backends:
+        """Every client of the process, through its breakers (made here unless given), whose
+        probes start now. Nothing here waits for a backend: a process starts while one is away
+        and connects when it is back."""
         database_url, redis_url = settings.require_backends()
-        # The pool is created lazily-tolerant: min_size connections are opened now, so a process
-        # that starts while PostgreSQL is down fails fast and is restarted by its supervisor.
+        watch = watch or Watch(settings)
+        watch.start()
         pool = await db.create_pool(
-            database_url, size=settings.db_pool_size, timeout=settings.backend_timeout, name=name
+            database_url,
+            size=settings.db_pool_size,
+            timeout=settings.backend_timeout,
+            name=name,
+            breaker=watch.postgres,
         )
-        client = cache.connect(redis_url, settings.backend_timeout)
+        client = cache.connect(redis_url, settings.backend_timeout, breaker=watch.redis)
         replica = None
         if settings.database_replica_url:
             # No connection at start (min_size 0): a replica that is down must not stop the process.
@@ -65,10 +101,17 @@ class Backends:
                 name=f"{name}-replica",
                 min_size=0,
             )
-        return cls(settings, pool, client, replica)
+        return cls(settings, pool, client, replica, watch)
 
     async def close(self) -> None:
         await self.redis.aclose()
-        if self.replica is not None:
-            await self.replica.close()
-        await self.pool.close()
+        for pool in (self.replica, self.pool):
+            if pool is not None:
+                # A graceful close waits for the server to answer; one that stopped answering must
+                # not hold up the process's exit.
+                try:
+                    await asyncio.wait_for(pool.close(), 5)
+                except TimeoutError:
+                    pool.terminate()
+        if self.watch is not None:
+            await self.watch.stop()

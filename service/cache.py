@@ -33,10 +33,13 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 
+from service.breaker import Breaker
 from service.model import Counts
 from service.settings import SENTINEL_SCHEME, parse_sentinel_url
 
@@ -81,13 +84,85 @@ class _SentinelPool(SentinelConnectionPool):
                 await client.aclose()
 
 
+class _Guarded:
+    """A connection that goes through its breaker (service/breaker.py): nothing is sent, and no
+    connection is made, while the breaker knows Redis is down; a read or a connect that waited its
+    whole timeout asks the breaker to probe at once."""
+
+    breaker: Breaker | None
+
+    def __init__(self, *, breaker: Breaker | None = None, **kwargs: Any) -> None:
+        self.breaker = breaker
+        super().__init__(**kwargs)
+
+    def _check(self) -> None:
+        if self.breaker is not None and not self.breaker.up:
+            raise redis.exceptions.ConnectionError(f"{self.breaker.name} is not answering")
+
+    def _timed_out(self) -> None:
+        if self.breaker is not None:
+            self.breaker.suspect()
+
+    async def connect(self) -> None:
+        self._check()
+        try:
+            await super().connect()  # type: ignore[misc]
+        except redis.exceptions.TimeoutError:
+            self._timed_out()
+            raise
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self._check()
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.TimeoutError:
+            self._timed_out()
+            raise
+
+
+class _GuardedConnection(_Guarded, Connection):
+    pass
+
+
+class _GuardedSentinelConnection(_Guarded, SentinelManagedConnection):
+    pass
+
+
+def breaker(url: str, name: str = "redis") -> Breaker:
+    """The breaker of the Redis at `url`: its probe is a PING on a client of its own."""
+    client = connect(url, PROBE_TIMEOUT, retry=False)
+
+    async def probe(within: float) -> None:
+        await client.ping()
+
+    return Breaker(name, probe, close=client.aclose)
+
+
+# The probe's client gives up sooner than the breaker's bound on a probe, so its socket is closed
+# cleanly (and opened again next time) rather than cancelled mid-read.
+PROBE_TIMEOUT = 1.0
+
+
 @overload
-def connect(url: str, timeout: float = ...) -> aioredis.Redis: ...
+def connect(url: str, timeout: float = ..., *, breaker: Breaker | None = ..., retry: bool = ...) -> aioredis.Redis: ...
 @overload
-def connect(url: str, timeout: float = ..., *, redis_class: type[RedisT]) -> RedisT: ...
-def connect(url: str, timeout: float = 5.0, *, redis_class: type[aioredis.Redis] = aioredis.Redis) -> aioredis.Redis:
+def connect(
+    url: str, timeout: float = ..., *, redis_class: type[RedisT], breaker: Breaker | None = ..., retry: bool = ...
+) -> RedisT: ...
+def connect(
+    url: str,
+    timeout: float = 5.0,
+    *,
+    redis_class: type[aioredis.Redis] = aioredis.Redis,
+    breaker: Breaker | None = None,
+    retry: bool = True,
+) -> aioredis.Redis:
     """A client whose every call gives up after `timeout`, so an unreachable Redis is an error
-    (answered 503) rather than a hang; it reconnects by itself when Redis is back.
+    (answered 503) rather than a hang; it reconnects by itself when Redis is back. With a
+    `breaker`, no call waits for a Redis the breaker knows is down (service/breaker.py).
 
     `redis+sentinel://host:26379,host2:26379/mymaster/0` gives a client of whichever node the
     sentinels name as the primary of `mymaster`: every new connection asks them, so after a
@@ -99,12 +174,18 @@ def connect(url: str, timeout: float = 5.0, *, redis_class: type[aioredis.Redis]
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": 30,
-        "retry": Retry(NoBackoff(), 1),
+        "retry": Retry(NoBackoff(), 1 if retry else 0),
         "max_connections": 200,
     }
+    if breaker is not None:
+        options["breaker"] = breaker
     if not url.startswith(SENTINEL_SCHEME + "://"):
+        if breaker is not None:
+            options["connection_class"] = _GuardedConnection
         plain: aioredis.Redis = redis_class.from_url(url, **options)
         return plain
+    if breaker is not None:
+        options["connection_class"] = _GuardedSentinelConnection
     target = parse_sentinel_url(url)
     sentinels = Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),

@@ -83,15 +83,14 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     settings.require_backends()
+    from service.backends import Watch
+    from workers import health
     from workers.main import build_worker
 
     logs.configure("worker", settings.log_format)
+    watch = Watch(settings)
     if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        from service.metrics import REGISTRY
-
-        start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
+        health.serve(settings.host, settings.metrics_port, watch)
     try:
         import uvloop
 
@@ -99,7 +98,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     except ImportError:  # pragma: no cover - uvloop is installed on every platform we ship
         pass
     asyncio.set_event_loop(asyncio.new_event_loop())
-    build_worker(settings, burst=args.burst).run()
+    build_worker(settings, burst=args.burst, watch=watch).run()
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 import msgspec
 
+from service.breaker import Breaker
 from service.errors import Unavailable
 
 log = logging.getLogger("herald.db")
@@ -37,26 +39,71 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_json_encode, decoder=msgspec.json.decode, schema="pg_catalog")
 
 
+class Pool(asyncpg.Pool):
+    """asyncpg's pool, with the breaker every connection taken from it goes through (see
+    `connection`): None for a pool that should simply wait, as the CLI's one-off commands do."""
+
+    breaker: Breaker | None = None
+
+
 async def create_pool(
-    url: str, *, size: int = 10, timeout: float = 5.0, name: str = "herald", min_size: int = 1
-) -> asyncpg.Pool:
+    url: str,
+    *,
+    size: int = 10,
+    timeout: float = 5.0,
+    name: str = "herald",
+    min_size: int = 0,
+    breaker: Breaker | None = None,
+    command_timeout: float = 30.0,
+) -> Pool:
     """A pool whose every wait is bounded, so a dead database becomes an error, not a hang.
 
     `timeout` bounds connecting; `command_timeout` bounds each statement (fan-out chunks get more,
     they pass their own). The server-side statement_timeout is the backstop if a client vanishes.
+    No connection is opened here by default (`min_size` 0): a process starts while PostgreSQL is
+    away, and connects when it is back.
     """
-    pool: asyncpg.Pool = await asyncpg.create_pool(
+    pool = Pool(
         url,
         min_size=min(min_size, size),
         max_size=size,
+        max_queries=50_000,  # asyncpg's own defaults, which its constructor does not fill in
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         timeout=timeout,
-        command_timeout=max(timeout, 30.0),
+        command_timeout=max(timeout, command_timeout),
         max_inactive_connection_lifetime=60.0,
         init=_init_connection,
         reset=_keep_session,
         server_settings={"application_name": name, "timezone": "UTC", "statement_timeout": "60s"},
     )
+    pool.breaker = breaker
+    await pool
     return pool
+
+
+def breaker(url: str, name: str = "postgres") -> Breaker:
+    """The breaker of the database at `url`: its probe is `SELECT 1` on a connection of its own,
+    opened again after any failure, so it never waits behind the pool."""
+    held: list[asyncpg.Connection] = []
+
+    async def probe(within: float) -> None:
+        try:
+            if not held:
+                held.append(
+                    await asyncpg.connect(url, timeout=within, server_settings={"application_name": "herald-probe"})
+                )
+            await held[0].fetchval("SELECT 1", timeout=within)
+        except BaseException:
+            await close()
+            raise
+
+    async def close() -> None:
+        while held:
+            held.pop().terminate()
+
+    return Breaker(name, probe, close=close)
 
 
 def schema_sql() -> str:
@@ -103,11 +150,18 @@ _NOT_MIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, a
 
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`."""
+    """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`,
+    and at once while the pool's breaker knows it is down (service/breaker.py)."""
+    guard = pool.breaker.guard() if isinstance(pool, Pool) and pool.breaker is not None else contextlib.nullcontext()
     try:
-        async with pool.acquire(timeout=timeout) as proxy:
+        async with guard, pool.acquire(timeout=timeout) as proxy:
             # The pool hands out a proxy that forwards every call to its Connection.
             yield cast(asyncpg.Connection, proxy)
+    except TimeoutError as exc:
+        # A statement or a connect that waited its whole bound: slow, or gone? The probe decides.
+        if isinstance(pool, Pool) and pool.breaker is not None:
+            pool.breaker.suspect()
+        raise Unavailable("the database is unavailable") from exc
     except _UNREACHABLE as exc:
         raise Unavailable("the database is unavailable") from exc
     except _NOT_MIGRATED as exc:

@@ -17,6 +17,12 @@ AUTH_LOOKUPS = Counter(
     "herald_auth_lookups", "Token lookups: hit (process cache) or miss (database).", ["result"], registry=REGISTRY
 )
 STREAMS_OPEN = Gauge("herald_streams_open", "Server-Sent Event streams open in this process.", registry=REGISTRY)
+BACKEND_UP = Gauge(
+    "herald_backend_up",
+    "1 while this process's probe finds the backend (postgres, redis) answering, 0 while it fails fast.",
+    ["backend"],
+    registry=REGISTRY,
+)
 
 # The API.
 REQUESTS = Histogram(

@@ -8,6 +8,7 @@ publisher) and scale the same way: run more `herald worker` processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -18,7 +19,7 @@ import redis.exceptions
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from service.backends import Backends
+from service.backends import Backends, Watch
 from service.cache import QUEUE
 from service.settings import Settings
 from workers import sweep
@@ -54,8 +55,9 @@ async def warn_without_persistence(client: Any) -> None:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    await warn_without_persistence(ctx["redis"])
-    backends = await Backends.open(settings, "herald-worker")
+    with contextlib.suppress(redis.exceptions.RedisError):  # only a warning: not worth failing a start
+        await warn_without_persistence(ctx["redis"])
+    backends = await Backends.open(settings, "herald-worker", ctx["watch"])
     fan = Fanout(backends, ctx["redis"])
     consumer = Consumer(fan)
     stopping = asyncio.Event()
@@ -110,16 +112,23 @@ class HeraldWorker(Worker):
         super().handle_sig_wait_for_completion(signum)
 
     async def main(self) -> None:
-        # Given its pool, arq no longer waits for Redis at start: wait a few seconds, as it did.
-        for attempt in range(6):
+        # A worker starts while Redis is away (after a host reboot, or before its Redis in compose or
+        # Kubernetes) and waits for it, for as long as it takes; SIGTERM still stops it at once.
+        watch: Watch = self.ctx["watch"]
+        watch.start()
+        waited = 0.0
+        while True:
             try:
                 await self.pool.ping()
                 break
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-                if attempt == 5:
-                    raise
-                log.warning("Redis unreachable at start (%s); trying again", exc)
-                await asyncio.sleep(1)
+                if waited == 0:
+                    log.warning("Redis unreachable at start (%s); waiting for it", exc)
+                delay = min(5.0, 0.2 + waited / 4)
+                await asyncio.sleep(delay)
+                waited += delay
+        if waited:
+            log.warning("Redis answers after %.1f s; starting", waited)
         await super().main()
 
     async def _poll_iteration(self) -> None:
@@ -143,8 +152,9 @@ class HeraldWorker(Worker):
             self._outage_since = None
 
 
-def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
+def build_worker(settings: Settings, *, burst: bool = False, watch: Watch | None = None) -> Worker:
     _, redis_url = settings.require_backends()
+    watch = watch or Watch(settings)
     return HeraldWorker(
         functions=[func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES)],
         # One run of each at a time across every worker (arq's cron jobs have fixed ids per slot).
@@ -156,10 +166,10 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
             cron(trim_job, name="herald:trim", second={30}, timeout=JOB_TIMEOUT),
         ],
         queue_name=QUEUE,
-        redis_pool=queue_pool(redis_url, settings.backend_timeout),
+        redis_pool=queue_pool(redis_url, settings.backend_timeout, watch.redis),
         on_startup=startup,
         on_shutdown=shutdown,
-        ctx={"settings": settings},
+        ctx={"settings": settings, "watch": watch},
         burst=burst,
         poll_delay=0.05,
         max_jobs=4,

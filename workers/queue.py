@@ -8,11 +8,12 @@ import msgspec
 from arq import ArqRedis
 
 from service import cache
+from service.breaker import Breaker
 from service.cache import QUEUE
 
 
-def queue_pool(redis_url: str, timeout: float) -> ArqRedis:
-    pool = cache.connect(redis_url, timeout, redis_class=ArqRedis)
+def queue_pool(redis_url: str, timeout: float, breaker: Breaker | None = None) -> ArqRedis:
+    pool = cache.connect(redis_url, timeout, redis_class=ArqRedis, breaker=breaker)
     pool.job_serializer = msgspec.msgpack.encode
     pool.job_deserializer = msgspec.msgpack.decode
     pool.default_queue_name = QUEUE

@@ -178,7 +178,7 @@ async def healthz() -> Health:
 @get("/readyz", summary="PostgreSQL and Redis are reachable")
 async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
     b: Backends = request.app.state.backends
-    timeout = b.settings.backend_timeout
+    timeout = min(b.settings.backend_timeout, 2.0)
 
     async def postgres() -> str:
         await db.run(b.pool, db.ping, timeout=timeout)
@@ -188,6 +188,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
         await asyncio.wait_for(b.redis.ping(), timeout)
         return "ok"
 
+    # A backend the process's probe finds down is not asked again (service/breaker.py).
     results = await asyncio.gather(postgres(), redis(), return_exceptions=True)
     pg, rd = (r if isinstance(r, str) else f"unavailable: {type(r).__name__}" for r in results)
     ready = pg == "ok" and rd == "ok"
