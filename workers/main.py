@@ -19,6 +19,7 @@ import redis.exceptions
 from arq.cron import cron
 from arq.worker import Worker, func
 
+from service import notifications
 from service.backends import Backends, Watch
 from service.cache import QUEUE
 from service.settings import Settings
@@ -67,6 +68,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         consumer=consumer,
         consumer_task=asyncio.create_task(consumer.run()),
         sweep_task=asyncio.create_task(sweep.run(backends, stopping), name="herald-sweep"),
+        # The sweep and maintenance jobs copy counts too: what Redis missed is copied again here,
+        # as in the API, rather than left stale until its copy expires.
+        copier_task=asyncio.create_task(notifications.keep_copies(backends), name="herald-keep-copies"),
         stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
@@ -87,6 +91,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             task.cancel()
         if late:  # let them unwind, so that their connections are back in the pool before it closes
             await asyncio.wait(late, timeout=2)
+    copier: asyncio.Task[None] | None = ctx.get("copier_task")
+    if copier is not None:
+        copier.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await copier
     backends: Backends | None = ctx.get("backends")
     if backends is not None:
         await backends.close()

@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -195,3 +196,39 @@ def test_postgres_partition(proxied, private_postgres) -> None:  # type: ignore[
     until(lambda: httpx.get(base + "/readyz").status_code == 200, 15, "ready again")
     until(lambda: "during" in messages(base, reader), 30, "the pending event")
     asyncio.run(exact(private_postgres[1], base, reader))
+
+
+def test_a_workers_failed_copy_is_repaired_once_redis_is_back(proxied, private_postgres) -> None:  # type: ignore[no-untyped-def]
+    """A snooze ends (in the worker's sweep) while Redis does not answer: the new count cannot be
+    copied. Once Redis is back the worker copies it again, well before the stale copy would expire."""
+    _, rd, env, base = proxied
+    reader, producer = setup_reader(env, base)
+    assert publish(base, producer, "snoozed").status_code == 202
+    warm(base, reader, 1)
+    row = httpx.get(base + "/v1/notifications", headers=reader).json()["data"]["notifications"][0]["id"]
+    until_time = datetime.now(UTC) + timedelta(seconds=3)
+    snoozed = httpx.patch(
+        f"{base}/v1/notifications/{row}/snooze", headers=reader, json={"until": until_time.isoformat()}
+    )
+    assert snoozed.status_code == 200, snoozed.text
+    assert httpx.get(base + "/v1/unread-count", headers=reader).json()["unread_count"] == 0
+
+    rd.blackhole()
+    until(lambda: asyncio.run(unread_in_postgres(private_postgres[1])) == 1, 20, "the snooze to end")
+    time.sleep(2)
+    rd.heal()
+    took = until(
+        lambda: httpx.get(base + "/v1/unread-count", headers=reader).json()["unread_count"] == 1, 10, "the copy"
+    )
+    assert took < 10
+
+
+async def unread_in_postgres(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        unread: int = await conn.fetchval(
+            "SELECT c.unread FROM inbox_counts c JOIN users u ON u.id = c.user_id WHERE u.external_id = 'ann'"
+        )
+        return unread
+    finally:
+        await conn.close()
