@@ -183,6 +183,15 @@ async def test_a_method_a_route_does_not_take_answers_in_the_routes_envelope(cli
     assert envelope((await client.get("/v1/nothing-here", headers=alice.headers)).json())[0] == "scalebox"
 
 
+async def test_an_empty_id_in_a_bulk_body_is_refused(client: Client, alice: User, deliver: Deliver) -> None:
+    row = (await deliver(users=["alice"])).deliveries[0].inbox_id
+    reply = await client.patch(
+        "/v1/notifications/bulk-read", json={"notification_ids": [ids.to_scalebox(row), ""]}, headers=alice.headers
+    )
+    assert reply.status_code == 400, reply.text
+    assert (await client.get("/v1/unread-count", headers=alice.headers)).json()["unread_count"] == 1
+
+
 async def test_a_real_server_refuses_too(settings: Settings, alice: User, deliver: Deliver) -> None:
     # Through a socket: neither the client nor the server folds the empty segment away first.
     await deliver(users=["alice"])
