@@ -19,7 +19,8 @@ from service import notifications
 from service.backends import Backends
 from service.http import demo, native, preferences
 from service.http.edge import Edge
-from service.http.errors import Renderer, fallback
+from service.http.empty_ids import EmptyIds
+from service.http.errors import Envelopes, Renderer, fallback
 from service.http.fastpath import FastPath
 from service.http.profiles import aptly, qualytics, scalebox
 from service.hub import Hub
@@ -88,16 +89,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await hub.stop()
             await backends.close()
 
-    routers = [native.router(), preferences.router(), *(make(prefix) for prefix, (make, _) in mounts)]
+    # Each router with the renderer of its errors: Herald's own routes answer in Herald's envelope.
+    owned: list[tuple[Router, Renderer]] = [(native.router(), native.render), (preferences.router(), native.render)]
+    owned += [(make(prefix), render) for prefix, (make, render) in mounts]
     if settings.demo:
-        routers.append(demo.router())
+        owned.append((demo.router(), native.render))
+    envelopes = Envelopes(
+        [(route.path_format, render) for router, render in owned for route in router.routes],
+        [(prefix, render) for prefix, (_, render) in mounts],
+        native.render,
+    )
     app = Litestar(
-        route_handlers=routers,
+        route_handlers=[router for router, _ in owned],
         lifespan=[lifespan],
-        exception_handlers={
-            404: fallback([(prefix, render) for prefix, (_, render) in mounts], native.render),
-            405: fallback([(prefix, render) for prefix, (_, render) in mounts], native.render),
-        },
+        exception_handlers={404: fallback(envelopes), 405: fallback(envelopes)},
         openapi_config=OpenAPIConfig(
             title="Herald",
             version="0.1.0",
@@ -109,12 +114,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     app.state.settings = settings
+    app.state.envelopes = envelopes
     return app
 
 
 def asgi(app: Litestar) -> Edge:
-    """What the server runs: the app behind the badge's fast path, behind the headers and CORS."""
-    return Edge(FastPath(app), app.state.settings)
+    """What the server runs: the app behind the badge's fast path, behind the refusal of empty ids
+    (which covers both), behind the headers and CORS."""
+    return Edge(EmptyIds(FastPath(app), app.state.envelopes), app.state.settings)
 
 
 def app_from_env() -> Any:

@@ -2,12 +2,14 @@
 
 The status of every error is decided here, once (`problem_of`); a profile only decides how a
 Problem looks (its `Renderer`). Handlers are registered per router, so a route answers in its own
-profile's format; `fallback` does the same for requests that match no route, by path prefix.
+profile's format; `fallback` does the same for requests that match no route, in the envelope
+`Envelopes` picks for the path.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.utils import normalize_path
 
 from service.errors import (
     BadRequest,
@@ -159,17 +162,49 @@ def handlers(
     return {Exception: handle}
 
 
-def fallback(
-    mounts: Sequence[tuple[str, Renderer]], default: Renderer
-) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
-    """App-level handler for requests no route took (404, 405): the longest matching mount renders."""
-    ordered = sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+_PARAMETER = re.compile(r"\{[^}]*\}")  # in a path format
+
+
+class Envelopes:
+    """Which profile's envelope answers for a path, when no handler of its own did (a path that is no
+    route, a method a route does not take, a path refused before routing).
+
+    The router that serves the path decides, so Herald's own routes under `/v1` (`/v1/unread-count`,
+    `/v1/preferences`, ...) keep Herald's envelope although scalebox is mounted there; a path no
+    route serves gets the longest matching mount's, and Herald's outside every mount.
+    """
+
+    def __init__(
+        self, routes: Iterable[tuple[str, Renderer]], mounts: Sequence[tuple[str, Renderer]], default: Renderer
+    ) -> None:
+        self.exact: dict[str, Renderer] = {}
+        self.patterns: list[tuple[re.Pattern[str], Renderer]] = []
+        for template, render in routes:  # Litestar's path formats: `/v1/notifications/{notification_id}`
+            if "{" in template:
+                pattern = "[^/]+".join(re.escape(part) for part in _PARAMETER.split(template))
+                self.patterns.append((re.compile(pattern), render))
+            else:
+                self.exact.setdefault(template, render)
+        self.mounts = sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+        self.default = default
+
+    def for_path(self, path: str) -> Renderer:
+        path = normalize_path(path)  # as Litestar routes it: no empty segment, no trailing slash
+        if (render := self.exact.get(path)) is not None:
+            return render
+        for pattern, render in self.patterns:
+            if pattern.fullmatch(path):
+                return render
+        for prefix, render in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                return render
+        return self.default
+
+
+def fallback(envelopes: Envelopes) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
+    """App-level handler for requests no route took (404, 405), in the envelope of the path's owner."""
 
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-        path = request.url.path
-        for prefix, render in ordered:
-            if path == prefix or path.startswith(prefix + "/"):
-                return render(problem_of(exc))
-        return default(problem_of(exc))
+        return envelopes.for_path(request.url.path)(problem_of(exc))
 
     return handle

@@ -1,4 +1,4 @@
-"""Wire formats shared by the profiles: timestamps, phrases of time, and paging arithmetic.
+"""Wire formats shared by the profiles: ids in paths, timestamps, phrases of time, and paging arithmetic.
 
 Timestamps in response bodies are `datetime`s that msgspec writes as ISO 8601 in UTC ending in Z
 (with fractions of a second only when there are some); the helpers here are for the rest."""
@@ -6,6 +6,15 @@ Timestamps in response bodies are `datetime`s that msgspec writes as ISO 8601 in
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from litestar.params import PathParameter
+
+# A notification id in a path. Never empty: a path with an empty segment is refused before routing
+# (service/http/empty_ids.py). The OpenAPI document says so, so that clients and fuzzers built from
+# it do not send one (an empty id in the middle of a path, `/v1/notifications//read`, is collapsed
+# by many HTTP clients into another route, `/v1/notifications/read`, which the server cannot tell).
+PathId = Annotated[str, PathParameter(min_length=1)]
 
 
 def now_iso_ms() -> str:

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Response, Router, delete, get, patch
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 
 from service import ids, notifications
 from service.backends import Backends
 from service.errors import Forbidden, NotFound
 from service.http.errors import Problem, documented, handlers
-from service.http.formats import months_before, now_iso_ms, relative_time
+from service.http.formats import PathId, months_before, now_iso_ms, relative_time
 from service.http.guard import dependencies, reader_guard
 from service.model import InboxItem, InboxQuery, Principal
 
@@ -180,14 +180,14 @@ async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -
 
 @patch("/notifications/{notification_id:str}/read", summary="Mark a notification as read")
 async def mark_read(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ItemEnvelope:
     return await _mark(b, who, notification_id, True)
 
 
 @patch("/notifications/{notification_id:str}/unread", summary="Mark a notification as unread")
 async def mark_unread(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ItemEnvelope:
     return await _mark(b, who, notification_id, False)
 
@@ -205,7 +205,7 @@ async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]
 
 @delete("/notifications/{notification_id:str}", summary="Delete a notification", status_code=200)
 async def delete_one(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> DeletedEnvelope:
     if not await notifications.delete(b, who, [_row_id(notification_id)]):
         raise NotFound("Notification not found")

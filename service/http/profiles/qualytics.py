@@ -17,13 +17,13 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Response, Router, get, patch, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from service import ids, notifications
 from service.backends import Backends
 from service.errors import BadRequest
 from service.http.errors import Problem, documented, handlers
-from service.http.formats import pages
+from service.http.formats import PathId, pages
 from service.http.guard import dependencies, reader_guard
 from service.model import MAX_NAME, TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
 
@@ -196,7 +196,7 @@ async def listing(
 
 @get("/user-notifications/{id:str}", summary="Get a single notification")
 async def get_notification(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], id: PathId
 ) -> UserNotification:
     found = await notifications.get(b, who, _row_id(id))
     return present(found, b.settings.public_url)
@@ -217,9 +217,7 @@ async def acknowledge(
 
 
 @put("/user-notifications/acknowledge/{id:str}", summary="Mark a single notification as read")
-async def acknowledge_one(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], id: FromPath[str]
-) -> Acknowledged:
+async def acknowledge_one(b: NamedDependency[Backends], who: NamedDependency[Principal], id: PathId) -> Acknowledged:
     found = await notifications.set_read_one(b, who, _row_id(id), True)
     return Acknowledged(id=found.id, created=found.created_at, acknowledged=True)
 

@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from service import ids, notifications
 from service.backends import Backends
 from service.errors import BadRequest, NotFound
 from service.http.errors import Problem, documented, handlers
-from service.http.formats import pages
+from service.http.formats import PathId, pages
 from service.http.guard import dependencies, reader_guard
 from service.model import AwareTime, InboxItem, InboxQuery, Input, Principal
 
@@ -92,7 +92,9 @@ class BulkMarked(msgspec.Struct, kw_only=True):
 
 
 class BulkBody(msgspec.Struct, forbid_unknown_fields=True):
-    notification_ids: list[str]
+    # An empty id is refused (400) like an empty id in a path (404): the answer echoes the ids sent,
+    # and a client that turned an echoed "" into a path would reach another route.
+    notification_ids: list[Annotated[str, msgspec.Meta(min_length=1)]]
 
 
 class SnoozeBody(Input, frozen=True):
@@ -256,7 +258,7 @@ async def list_notifications(
 
 @get("/notifications/{notification_id:str}", summary="Get notification")
 async def get_notification(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ItemEnvelope:
     found = await notifications.get(b, who, _row_id(notification_id))
     return ItemEnvelope(success=True, data=present(found), timestamp=timestamp())
@@ -274,14 +276,14 @@ async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -
 
 @patch("/notifications/{notification_id:str}/read", summary="Mark notification as read")
 async def mark_read(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ReadStateEnvelope:
     return await _mark(b, who, notification_id, True)
 
 
 @patch("/notifications/{notification_id:str}/unread", summary="Mark notification as unread")
 async def mark_unread(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ReadStateEnvelope:
     return await _mark(b, who, notification_id, False)
 
@@ -299,7 +301,7 @@ async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]
 
 @delete("/notifications/{notification_id:str}", summary="Delete notification", status_code=200)
 async def delete_one(
-    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: FromPath[str]
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> DeletedEnvelope:
     if not await notifications.delete(b, who, [_row_id(notification_id)]):
         raise NotFound("Notification not found")
@@ -362,7 +364,7 @@ async def bulk_unread(
 async def snooze(
     b: NamedDependency[Backends],
     who: NamedDependency[Principal],
-    notification_id: FromPath[str],
+    notification_id: PathId,
     data: JSONBody[SnoozeBody],
 ) -> SnoozeEnvelope:
     done = await notifications.snooze(b, who, _row_id(notification_id), _until(data))
