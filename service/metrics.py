@@ -17,6 +17,11 @@ AUTH_LOOKUPS = Counter(
     "herald_auth_lookups", "Token lookups: hit (process cache) or miss (database).", ["result"], registry=REGISTRY
 )
 STREAMS_OPEN = Gauge("herald_streams_open", "Server-Sent Event streams open in this process.", registry=REGISTRY)
+STREAMS_REFUSED = Counter(
+    "herald_streams_refused",
+    "Server-Sent Event streams refused (503) because this process held HERALD_STREAM_LIMIT of them.",
+    registry=REGISTRY,
+)
 
 # The API.
 REQUESTS = Histogram(

@@ -21,6 +21,7 @@ from service.http import demo, native, preferences
 from service.http.edge import Edge
 from service.http.errors import Renderer, fallback
 from service.http.fastpath import FastPath
+from service.http.gate import StreamGate
 from service.http.profiles import aptly, qualytics, scalebox
 from service.hub import Hub
 from service.settings import Settings, load_settings
@@ -113,8 +114,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def asgi(app: Litestar) -> Edge:
-    """What the server runs: the app behind the badge's fast path, behind the headers and CORS."""
-    return Edge(FastPath(app), app.state.settings)
+    """What the server runs: the app behind the badge's fast path, behind the stream limit, behind
+    the headers and CORS."""
+    settings: Settings = app.state.settings
+    # A refused stream is told to come back after one poll interval, polling meanwhile.
+    gate = StreamGate(FastPath(app), settings.stream_limit, settings.poll_interval)
+    return Edge(gate, settings)
 
 
 def app_from_env() -> Any:
