@@ -306,12 +306,15 @@ async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 1
 _arrivals: dict[tuple[int, int], InboxItem] = {}
 _ARRIVALS_KEPT = 1024
 # Reads in flight: an event for thousands of users reaches all their streams at once, and they all
-# wait for the one read rather than each taking a database connection for the same row.
-_reading: dict[tuple[int, int], asyncio.Task[InboxItem | None]] = {}
+# wait for the one read rather than each taking a database connection for the same row. They wait
+# on an Event, not on the read itself: a stream that ends while it waits does not end the read for
+# the others, and one wake-up each is all the waiting costs.
+_reading: dict[tuple[int, int], tuple[asyncio.Task[InboxItem | None], asyncio.Event]] = {}
 
 
-def _read_done(key: tuple[int, int], task: asyncio.Task[InboxItem | None]) -> None:
+def _read_done(key: tuple[int, int], done: asyncio.Event, task: asyncio.Task[InboxItem | None]) -> None:
     _reading.pop(key, None)
+    done.set()
     if not task.cancelled():
         task.exception()  # retrieved, whether or not a stream still waits for it
 
@@ -327,11 +330,12 @@ async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> In
             async def read(conn: asyncpg.Connection) -> InboxItem | None:
                 return await inbox.event_as_item(conn, who, event_id)
 
-            reading = asyncio.create_task(db.run(b.pool, read, timeout=b.settings.backend_timeout))
-            _reading[key] = reading
-            reading.add_done_callback(functools.partial(_read_done, key))
-        # Shielded: a stream that ends while it waits does not end the read for the others.
-        template = await asyncio.shield(reading)
+            task = asyncio.create_task(db.run(b.pool, read, timeout=b.settings.backend_timeout))
+            reading = _reading[key] = (task, asyncio.Event())
+            task.add_done_callback(functools.partial(_read_done, key, reading[1]))
+        task, done = reading
+        await done.wait()
+        template = task.result()
         if template is None:
             return None
         if key not in _arrivals and len(_arrivals) >= _ARRIVALS_KEPT:
