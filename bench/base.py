@@ -28,6 +28,7 @@ class Sizes(msgspec.Struct, frozen=True, kw_only=True):
     snooze_users: int = 1_000  # users of the snooze figure, each with snooze_rows snoozed rows
     snooze_rows: int = 10
     expiry: int = 100_000  # recipients of the expiring event
+    streams: int = 10_000  # open GET /v1/stream, one user each
     wrk_seconds: float = 10  # each throughput run
     p50_seconds: float = 5  # each single-connection latency run
 
@@ -48,6 +49,7 @@ QUICK = Sizes(
     visible_users=20,
     snooze_users=500,  # 5,000 rows: still several of the sweep's batches
     expiry=10_000,
+    streams=2_000,
     wrk_seconds=3,
     p50_seconds=2,
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -62,12 +63,47 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     _print_json({"migrated": True})
 
 
+# Connections a granian worker admits beyond its streams, for badge polls, health checks and the
+# rest, so that a worker full of streams still answers them (see service/http/gate.py).
+OTHER_CONNECTIONS = 1024
+# The listen queue, for bursts of connections (every tab reconnecting after a deploy); the kernel
+# caps it at net.core.somaxconn.
+BACKLOG = 4096
+# File descriptors a worker needs beside its connections: database pool, Redis, logs, the runtime.
+OTHER_FILES = 256
+
+
+def _raise_open_files(needed: int) -> None:
+    """Raise this process's soft limit on open files towards `needed` (granian's workers inherit
+    it): every connection is a descriptor, and the usual soft limit (1024) is far below a worker's
+    streams. A hard limit below `needed` is left as it is, with a warning naming the setting."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft != unlimited and soft < needed:
+        soft = needed if hard == unlimited else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != unlimited and soft < needed:
+        logging.getLogger("herald.api").warning(
+            "the open-file limit (%d) is below the %d a worker needs for HERALD_STREAM_LIMIT; raise it "
+            "(ulimit -n, LimitNOFILE=, the container's nofile) or lower HERALD_STREAM_LIMIT",
+            soft,
+            needed,
+        )
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
     settings.require_backends()
     from granian import Granian
     from granian.constants import Interfaces
 
     logs.configure("api", settings.log_format)
+    # Each open stream holds one of a worker's admitted connections (granian's backpressure) for as
+    # long as it is open; the app refuses streams past HERALD_STREAM_LIMIT with a 503, so the
+    # server must admit more than that, or whatever comes next waits unanswered in the listen queue.
+    admitted = settings.stream_limit + OTHER_CONNECTIONS
+    _raise_open_files(admitted + OTHER_FILES)
     Granian(
         "service.http.app:app_from_env",
         factory=True,
@@ -75,6 +111,8 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
         port=settings.port,
         interface=Interfaces.ASGI,
         workers=args.workers or settings.api_workers,
+        backlog=BACKLOG,
+        backpressure=admitted,
         log_access=False,
         # SIGTERM: stop accepting, let requests and lifespans finish, kill what is left after 25 s.
         workers_kill_timeout=25,

@@ -23,6 +23,11 @@ BACKEND_UP = Gauge(
     ["backend"],
     registry=REGISTRY,
 )
+STREAMS_REFUSED = Counter(
+    "herald_streams_refused",
+    "Server-Sent Event streams refused (503) because this process held HERALD_STREAM_LIMIT of them.",
+    registry=REGISTRY,
+)
 
 # The API.
 REQUESTS = Histogram(

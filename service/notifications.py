@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -304,6 +305,18 @@ async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 1
 # rendered from one read. Events never change after they are published, so entries never go stale.
 _arrivals: dict[tuple[int, int], InboxItem] = {}
 _ARRIVALS_KEPT = 1024
+# Reads in flight: an event for thousands of users reaches all their streams at once, and they all
+# wait for the one read rather than each taking a database connection for the same row. They wait
+# on an Event, not on the read itself: a stream that ends while it waits does not end the read for
+# the others, and one wake-up each is all the waiting costs.
+_reading: dict[tuple[int, int], tuple[asyncio.Task[InboxItem | None], asyncio.Event]] = {}
+
+
+def _read_done(key: tuple[int, int], done: asyncio.Event, task: asyncio.Task[InboxItem | None]) -> None:
+    _reading.pop(key, None)
+    done.set()
+    if not task.cancelled():
+        task.exception()  # retrieved, whether or not a stream still waits for it
 
 
 async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> InboxItem | None:
@@ -311,14 +324,21 @@ async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> In
     key = (who.tenant_id, event_id)
     template = _arrivals.get(key)
     if template is None:
+        reading = _reading.get(key)
+        if reading is None:
 
-        async def read(conn: asyncpg.Connection) -> InboxItem | None:
-            return await inbox.event_as_item(conn, who, event_id)
+            async def read(conn: asyncpg.Connection) -> InboxItem | None:
+                return await inbox.event_as_item(conn, who, event_id)
 
-        template = await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+            task = asyncio.create_task(db.run(b.pool, read, timeout=b.settings.backend_timeout))
+            reading = _reading[key] = (task, asyncio.Event())
+            task.add_done_callback(functools.partial(_read_done, key, reading[1]))
+        task, done = reading
+        await done.wait()
+        template = task.result()
         if template is None:
             return None
-        if len(_arrivals) >= _ARRIVALS_KEPT:
+        if key not in _arrivals and len(_arrivals) >= _ARRIVALS_KEPT:
             _arrivals.pop(next(iter(_arrivals)))
         _arrivals[key] = template
     return msgspec.structs.replace(template, id=row_id, user=who.user)

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_log: bool = True
     # Seconds between keep-alive comments on an idle stream (the contract allows at most 15).
     stream_heartbeat: float = 15.0
+    # Server-Sent Event streams one API process (one granian worker) holds at most; past it a new
+    # stream is refused at once with 503 and Retry-After (the client polls instead).
+    stream_limit: int = 10_000
     # Rate limits per API process (see service/limits.py); 0 turns one off.
     rate_limit_reads: float = 1000.0  # requests per second per reader token
     rate_limit_publishes: float = 10_000.0  # events per second per producer token
@@ -279,6 +282,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "HERALD_DB_POOL_SIZE", 10, 2, 200),
         backend_timeout=_float(env, "HERALD_BACKEND_TIMEOUT", 5.0, 0.1, 9.0),
         api_workers=_int(env, "HERALD_API_WORKERS", 1, 1, 64),
+        stream_limit=_int(env, "HERALD_STREAM_LIMIT", 10_000, 1, 1_000_000),
         demo=env.get("HERALD_DEMO", "") == "1",
         log_format=log_format,
         access_log=_flag(env, "HERALD_ACCESS_LOG", True),

@@ -4,15 +4,20 @@ The browser is Debian's chromium (`.ci/run` installs it); Playwright drives it a
 downloads one. On a machine without it the test is skipped, saying how to get it.
 """
 
+import asyncio
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.processes import herald, json_line
+from tests.processes import herald, json_line, stop, wait_ready
+from tests.sse import open_stream
 
 CHROMIUM = os.environ.get("HERALD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -131,3 +136,30 @@ async def test_snooze_and_mute_from_the_page(env: dict[str, str], running: str, 
     await expect(page.locator(".chip")).to_have_count(0)
     await page.click("#publish")
     await expect(badge).to_have_text("3", timeout=5_000)
+
+
+async def test_the_bell_polls_while_its_stream_is_refused_and_gets_it_once_there_is_room(
+    env: dict[str, str], browser: Browser
+) -> None:
+    token = json_line(herald("admin", "create-user", "--tenant", "acme", "--user", "hal", env=env))["token"]
+    base = f"http://127.0.0.1:{env['HERALD_PORT']}"
+    # One stream per process, and another tab of the same user already holds it.
+    api = subprocess.Popen([sys.executable, "-m", "service.cli", "api"], env={**env, "HERALD_STREAM_LIMIT": "1"})
+    try:
+        wait_ready(base, [api])
+        async with open_stream(base, {"X-API-Key": token}) as other_tab:
+            await other_tab.next_event()
+            page: Page = await browser.new_page()
+            refused: list[int] = []
+            page.on("response", lambda r: refused.append(r.status) if "/v1/stream" in r.url else None)
+            await page.goto(f"{base}/demo?token={token}")
+            await expect(page.locator("#state-text")).to_have_text("stream lost, polling", timeout=10_000)
+            await expect(page.locator("#badge")).to_have_text("0", timeout=5_000)
+            # Asked for again after each poll interval (1 s here), refused each time while it is full.
+            deadline = time.monotonic() + 10
+            while refused.count(503) < 2:
+                assert time.monotonic() < deadline, f"the stream was not asked for again: {refused}"
+                await asyncio.sleep(0.1)
+        await expect(page.locator("#state-text")).to_have_text("live", timeout=10_000)
+    finally:
+        stop([api])

@@ -16,6 +16,7 @@ def test_defaults_match_the_contract() -> None:
     assert (s.host, s.port, s.poll_interval, s.public_url) == ("127.0.0.1", 8000, 30, "")
     assert s.profiles == (("qualytics", "/api"), ("scalebox", "/v1"), ("aptly", "/aptly/v1"))
     assert s.database_url is None and s.redis_url is None
+    assert s.stream_limit == 10_000 and load_settings({"HERALD_STREAM_LIMIT": "5"}).stream_limit == 5
 
 
 def test_values_are_read_from_the_environment() -> None:
@@ -48,6 +49,8 @@ def test_values_are_read_from_the_environment() -> None:
         ("HERALD_PROFILES", "gmail=/g"),
         ("HERALD_PROFILES", "qualytics=api"),
         ("HERALD_PROFILES", "qualytics=/a,qualytics=/b"),
+        ("HERALD_STREAM_LIMIT", "many"),
+        ("HERALD_STREAM_LIMIT", "0"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:

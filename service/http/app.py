@@ -22,6 +22,7 @@ from service.http.edge import Edge
 from service.http.empty_ids import EmptyIds
 from service.http.errors import Envelopes, Renderer, fallback
 from service.http.fastpath import FastPath
+from service.http.gate import StreamGate
 from service.http.profiles import aptly, qualytics, scalebox
 from service.hub import Hub
 from service.settings import Settings, load_settings
@@ -119,9 +120,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def asgi(app: Litestar) -> Edge:
-    """What the server runs: the app behind the badge's fast path, behind the refusal of empty ids
-    (which covers both), behind the headers and CORS."""
-    return Edge(EmptyIds(FastPath(app), app.state.envelopes), app.state.settings)
+    """What the server runs: the app behind the badge's fast path, behind the stream limit, behind
+    the refusal of empty ids (which covers both), behind the headers and CORS."""
+    settings: Settings = app.state.settings
+    # A refused stream is told to come back after one poll interval, polling meanwhile.
+    gate = StreamGate(FastPath(app), settings.stream_limit, settings.poll_interval)
+    return Edge(EmptyIds(gate, app.state.envelopes), settings)
 
 
 def app_from_env() -> Any:

@@ -136,7 +136,8 @@ ERRORS = {
     413: "The body is larger than the route accepts.",
     422: "The request is well-formed but refused: the failing field is named.",
     429: "Over a rate limit; `Retry-After` says when to try again.",
-    503: "PostgreSQL or Redis cannot be reached right now; `Retry-After` says when to try again.",
+    503: "PostgreSQL or Redis cannot be reached right now, or (`GET /v1/stream`) this API process holds as many "
+    "streams as it may; `Retry-After` says when to try again.",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from litestar import Request, get
 from litestar.di import NamedDependency
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
 from service import notifications
 from service.backends import Backends
@@ -36,6 +36,17 @@ HEARTBEAT = 15.0
 RETRY_MS = 3000
 REPLAY_MAX = 100
 SENT_KEPT = 1000
+
+# The wire format, written here rather than by Litestar's ServerSentEvent: a broadcast wakes every
+# open stream at once, and each one's cost is then the whole fan-out's. One change (an arrival and
+# its new count) goes out as one chunk. Every field is one line: the data is JSON, the ids digits.
+PING = b": ping\r\n\r\n"
+_encode = msgspec.json.Encoder().encode
+
+
+def _message(event: bytes, data: bytes, event_id: str, retry: int | None = None) -> bytes:
+    tail = b"retry: %d\r\n\r\n" % retry if retry is not None else b"\r\n"
+    return b"id: " + event_id.encode() + b"\r\nevent: " + event + b"\r\ndata: " + data + b"\r\n" + tail
 
 
 def _last_seen(header: str | None) -> int | None:
@@ -60,62 +71,59 @@ class _Stream:
     def _id(self) -> str:
         return f"{self.version}.{self.newest}"
 
-    def _unread(self, counts: Counts) -> ServerSentEventMessage:
+    def _unread(self, counts: Counts, retry: int | None = None) -> bytes:
         self.version = counts.version
-        return ServerSentEventMessage(
-            event="unread",
-            data=msgspec.json.encode({"unread_count": counts.unread, "unseen_count": counts.unseen}).decode(),
-            id=self._id(),
-        )
+        data = _encode({"unread_count": counts.unread, "unseen_count": counts.unseen})
+        return _message(b"unread", data, self._id(), retry)
 
-    def _notification(self, item: InboxItem) -> ServerSentEventMessage:
+    def _notification(self, item: InboxItem) -> bytes:
         self.newest = max(self.newest, item.id)
         self.sent.add(item.id)
         if len(self.sent) > SENT_KEPT:
             self.sent = set(sorted(self.sent)[-SENT_KEPT // 2 :])
-        return ServerSentEventMessage(
-            event="notification", data=msgspec.json.encode(present(item)).decode(), id=self._id()
-        )
+        return _message(b"notification", _encode(present(item)), self._id())
 
-    async def events(self) -> AsyncGenerator[ServerSentEventMessage, None]:
+    async def events(self) -> AsyncGenerator[bytes, None]:
         STREAMS_OPEN.inc()
         try:
             # Listen first, then read: a change between the two is then seen twice, never missed.
             async with self.hub.listen(self.who.user_id) as queue:
                 counts = await notifications.counts(self.b, self.who.user_id)
+                first = []
                 if self.replay_from is not None:
                     for item in await notifications.arrived_after(self.b, self.who, self.replay_from, REPLAY_MAX):
-                        yield self._notification(item)
-                first = self._unread(counts)
-                first.retry = RETRY_MS
-                yield first
+                        first.append(self._notification(item))
+                first.append(self._unread(counts, RETRY_MS))
+                yield b"".join(first)
                 while True:
                     try:
-                        change = await asyncio.wait_for(queue.get(), self.heartbeat)
+                        # A timeout rather than wait_for: no task made per wait, for every stream.
+                        async with asyncio.timeout(self.heartbeat):
+                            change = await queue.get()
                     except TimeoutError:
-                        yield ServerSentEventMessage(comment="ping", data=None)  # a comment alone: no empty message
+                        yield PING
                         continue
                     if change is None:  # the process is shutting down
                         return
-                    async for message in self._apply(change):
-                        yield message
+                    chunk = await self._apply(change)
+                    if chunk:
+                        yield chunk
         finally:
             STREAMS_OPEN.dec()
 
-    async def _apply(self, change: Change) -> AsyncGenerator[ServerSentEventMessage, None]:
+    async def _apply(self, change: Change) -> bytes:
         if change is RESYNC:
             counts = await notifications.counts(self.b, self.who.user_id)
-            if counts.version != self.version:
-                yield self._unread(counts)
-            return
+            return self._unread(counts) if counts.version != self.version else b""
+        out = b""
         # A row already sent is skipped (a replay and the live feed overlap), unless it comes back.
         if change.item is not None and change.event is not None and (change.again or change.item not in self.sent):
             item = await notifications.arrival(self.b, self.who, change.item, change.event)
             if item is not None:
-                yield self._notification(item)
+                out = self._notification(item)
         # Copies can arrive out of order; only a newer one changes the badge.
         if change.v > self.version:
-            yield self._unread(
+            out += self._unread(
                 Counts(
                     user_id=self.who.user_id,
                     unread=change.unread,
@@ -124,12 +132,23 @@ class _Stream:
                     unseen=change.unseen,
                 )
             )
+        return out
 
 
-@get("/v1/stream", guards=[stream_guard], summary="Live badge and arrivals (Server-Sent Events)")
+@get(
+    "/v1/stream",
+    guards=[stream_guard],
+    media_type="text/event-stream",
+    summary="Live badge and arrivals (Server-Sent Events)",
+    description="503 with Retry-After when this API process holds HERALD_STREAM_LIMIT streams: poll meanwhile.",
+)
 async def live(
     request: Request[Any, Any, Any], b: NamedDependency[Backends], who: NamedDependency[Principal]
-) -> ServerSentEvent:
+) -> Stream:
     hub: Hub = request.app.state.hub
     live = _Stream(b, hub, who, _last_seen(request.headers.get("last-event-id")), b.settings.stream_heartbeat)
-    return ServerSentEvent(live.events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Stream(
+        live.events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )
