@@ -118,6 +118,12 @@ class EmbeddedPostgres:
             if not self._reachable(self._nearest_existing(self.requested.parent)):
                 self.root = Path(tempfile.gettempdir()).resolve() / f"herald-pg-{_digest(str(self.requested))}"
                 self._moved.insert(0, str(self.requested))
+            temp = Path(tempfile.gettempdir()).resolve()
+            if self._moved and not self._reachable(temp):
+                raise EmbeddedServerError(
+                    f"PostgreSQL cannot run as {self.user}: {' and '.join(self._moved)} and the temp dir {temp} are "
+                    "all out of its reach; set TMPDIR to a directory others can enter, such as /tmp"
+                )
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
 
