@@ -60,10 +60,14 @@ def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
             database_url = os.environ.get("HERALD_TEST_DATABASE_URL")
             if not database_url:
                 pg = EmbeddedPostgres(Path(scratch.name) / "postgres")
-                if pg.placement:
+                if pg.placement:  # one line on the terminal, past the output capture
+                    capture = request.config.pluginmanager.get_plugin("capturemanager")
                     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-                    if reporter is not None:
-                        reporter.write_line(f"herald: {pg.placement}")
+                    if capture is not None and reporter is not None:
+                        with capture.global_and_fixture_disabled():
+                            # -q prints dots without the file's name, so the reporter does not
+                            # know the line is open
+                            reporter.write_line(("\n" if reporter.verbosity < 0 else "") + f"herald: {pg.placement}")
                 started.append(pg)
                 database_url = asyncio.run(create_database(pg.start(), "herald_test", fresh=True))
             asyncio.run(fresh_schema(database_url))
