@@ -279,8 +279,12 @@ class EmbeddedPostgres:
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
 
     def stop(self) -> None:
-        if not self._bin_ready or not (self.data / "PG_VERSION").exists():
-            return  # never started (the binaries or initdb failed): nothing to stop
+        if not (self.data / "PG_VERSION").exists():
+            return  # never initialised (initdb failed or never ran): nothing to stop
+        try:
+            self._place_binaries()
+        except (OSError, EmbeddedServerError):
+            return  # no binaries could be placed, so none started a server here
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "20", "stop", check=False)
 
 

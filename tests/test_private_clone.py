@@ -244,8 +244,8 @@ def test_a_relocated_data_directory_someone_else_owns_is_refused(open_dir: Path)
     if os.geteuid() != 0:
         pytest.skip("only root relocates the data directory")
     private = Path(tempfile.mkdtemp(prefix="herald-private-"))
+    pg = EmbeddedPostgres(private / "postgres")
     try:
-        pg = EmbeddedPostgres(private / "postgres")
         assert pg.root != pg.requested
         pg.root.mkdir(mode=0o700)  # root's, not nobody's: someone else's directory in a shared temp dir
         with pytest.raises(EmbeddedServerError, match="not a directory owned by nobody"):
@@ -253,3 +253,14 @@ def test_a_relocated_data_directory_someone_else_owns_is_refused(open_dir: Path)
     finally:
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(pg.root, ignore_errors=True)
+
+
+@as_root
+def test_a_private_temp_dir_too_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    private = Path(tempfile.mkdtemp(prefix="herald-private-"))
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(private))
+        with pytest.raises(EmbeddedServerError, match="set TMPDIR to a directory others can enter"):
+            EmbeddedPostgres(private / "postgres")
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
