@@ -88,6 +88,11 @@ def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
     root = Path(state_dir)
     servers: list[EmbeddedPostgres | EmbeddedRedis] = []
     children: list[subprocess.Popen[bytes]] = []
+
+    def on_signal(signum: int, _: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM as Ctrl-C, from the start: whatever was started gets stopped
+
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         database_url, redis_url = _start_servers(settings, root, servers)
         base = f"http://{settings.host}:{settings.port}"
@@ -129,17 +134,12 @@ Ctrl-C stops Herald{" and its embedded servers" if servers else ""}.
 """,
             flush=True,
         )
-        stop = {"now": False}
-
-        def on_signal(signum: int, _: object) -> None:
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stop["now"] and all(c.poll() is None for c in children):
+        while all(c.poll() is None for c in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, lambda *_: None)  # a second SIGTERM must not cut the cleanup short
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

@@ -177,14 +177,15 @@ def test_herald_dev_from_a_private_checkout(private: Path) -> None:
         assert said == [f"herald: {expected}"]
         assert (relocated / "data" / "PG_VERSION").exists()
     finally:
+        # At once, as soon as it is ready: SIGTERM at any moment stops all it started, servers too.
         dev.send_signal(signal.SIGTERM)
         try:
             assert dev.wait(60) == 0, log.read_text()
+            assert not (relocated / "data" / "postmaster.pid").exists(), "PostgreSQL was left running"
         finally:
             if dev.poll() is None:
                 dev.kill()
             shutil.rmtree(relocated, ignore_errors=True)
-    assert not (relocated / "data" / "postmaster.pid").exists()
 
 
 def test_a_port_in_use_is_named_in_the_error(open_dir: Path) -> None:
