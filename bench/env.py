@@ -47,6 +47,8 @@ class Servers:
         database_url = os.environ.get("HERALD_BENCH_DATABASE_URL")
         if not database_url:
             pg = EmbeddedPostgres(self.root / "postgres")
+            if pg.placement:  # root, with the venv (the binaries) in a private checkout
+                print(f"bench: {pg.placement}", flush=True)
             self.started.append(pg)
             self.embedded_pg = True
             database_url = asyncio.run(create_database(pg.start(), "herald_bench", fresh=True))

@@ -1,9 +1,11 @@
 """`herald dev`: Herald on one machine, from nothing, in one command.
 
 Uses HERALD_DATABASE_URL / HERALD_REDIS_URL when set; otherwise starts embedded PostgreSQL and
-Redis (Valkey) under `./.herald/`. Then applies the schema, starts `herald api` and `herald worker`
-as child processes, creates an admin and a producer token in the tenant `demo`, publishes a
-welcome notification, and prints how to try it. Ctrl-C stops everything it started.
+Redis (Valkey) under `./.herald/` (PostgreSQL's data under the system temp dir instead when
+`nobody`, as whom it runs for root, cannot reach `./.herald/`; one line says where). Then applies
+the schema, starts `herald api` and `herald worker` as child processes, creates an admin and a
+producer token in the tenant `demo`, publishes a welcome notification, and prints how to try it.
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import asyncpg
 
 from service import admin, cache, db, stream
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, create_database
 from service.model import decode_events
 from service.settings import Settings
 
@@ -61,14 +63,15 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout: floa
     raise SystemExit(f"herald: the API did not become ready within {timeout:.0f} s")
 
 
-def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
-    root = Path(state_dir)
-    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
-    children: list[subprocess.Popen[bytes]] = []
+def _start_servers(settings: Settings, root: Path, servers: list[EmbeddedPostgres | EmbeddedRedis]) -> tuple[str, str]:
+    """The two URLs: the configured ones, or embedded servers' (appended to `servers`). A server
+    that cannot start stops `herald dev` with one message carrying the server's own error."""
     try:
         database_url = settings.database_url
         if not database_url:
             pg = EmbeddedPostgres(root / "postgres")
+            if pg.placement:
+                print(f"herald: {pg.placement}", flush=True)
             servers.append(pg)
             database_url = asyncio.run(create_database(pg.start(), "herald"))
         redis_url = settings.redis_url
@@ -76,6 +79,22 @@ def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
             rd = EmbeddedRedis(root / "redis")
             servers.append(rd)
             redis_url = rd.start()
+    except (EmbeddedServerError, RuntimeError, OSError) as exc:
+        raise SystemExit(f"herald: {exc}") from None
+    return database_url, redis_url
+
+
+def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
+    root = Path(state_dir)
+    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
+    children: list[subprocess.Popen[bytes]] = []
+
+    def on_signal(signum: int, _: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM as Ctrl-C, from the start: whatever was started gets stopped
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        database_url, redis_url = _start_servers(settings, root, servers)
         base = f"http://{settings.host}:{settings.port}"
         token, producer = asyncio.run(_prepare(database_url, redis_url))
 
@@ -115,17 +134,12 @@ Ctrl-C stops Herald{" and its embedded servers" if servers else ""}.
 """,
             flush=True,
         )
-        stop = {"now": False}
-
-        def on_signal(signum: int, _: object) -> None:
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stop["now"] and all(c.poll() is None for c in children):
+        while all(c.poll() is None for c in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, lambda *_: None)  # a second SIGTERM must not cut the cleanup short
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

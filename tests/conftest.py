@@ -49,22 +49,36 @@ class Servers(msgspec.Struct):
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[Servers]:
+def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
+    """The session's servers. If they cannot start, the run stops here, once, with the cause (the
+    server's own error), rather than every test erroring on its own."""
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     scratch = tempfile.TemporaryDirectory(prefix="herald-test-")
     Path(scratch.name).chmod(0o755)  # the embedded PostgreSQL may run as another user
     try:
-        database_url = os.environ.get("HERALD_TEST_DATABASE_URL")
-        if not database_url:
-            pg = EmbeddedPostgres(Path(scratch.name) / "postgres")
-            started.append(pg)
-            database_url = asyncio.run(create_database(pg.start(), "herald_test", fresh=True))
-        asyncio.run(fresh_schema(database_url))
-        redis_url = os.environ.get("HERALD_TEST_REDIS_URL")
-        if not redis_url:
-            rd = EmbeddedRedis(Path(scratch.name) / "redis", appendonly=False)
-            started.append(rd)
-            redis_url = rd.start()
+        try:
+            database_url = os.environ.get("HERALD_TEST_DATABASE_URL")
+            if not database_url:
+                pg = EmbeddedPostgres(Path(scratch.name) / "postgres")
+                if pg.placement:  # one line on the terminal, past the output capture
+                    capture = request.config.pluginmanager.get_plugin("capturemanager")
+                    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+                    if capture is not None and reporter is not None:
+                        with capture.global_and_fixture_disabled():
+                            # -q prints dots without the file's name, so the reporter does not
+                            # know the line is open
+                            reporter.write_line(("\n" if reporter.verbosity < 0 else "") + f"herald: {pg.placement}")
+                started.append(pg)
+                database_url = asyncio.run(create_database(pg.start(), "herald_test", fresh=True))
+            asyncio.run(fresh_schema(database_url))
+            redis_url = os.environ.get("HERALD_TEST_REDIS_URL")
+            if not redis_url:
+                rd = EmbeddedRedis(Path(scratch.name) / "redis", appendonly=False)
+                started.append(rd)
+                redis_url = rd.start()
+        except Exception as exc:
+            reason = f"herald: the test servers did not start: {exc}"
+            pytest.exit(reason, returncode=pytest.ExitCode.INTERNAL_ERROR)
         yield Servers(database_url=database_url, redis_url=redis_url)
     finally:
         for server in reversed(started):

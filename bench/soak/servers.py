@@ -54,6 +54,8 @@ class Servers:
             else:
                 assert s.scratch is not None
                 pg = EmbeddedPostgres(Path(s.scratch.name) / "postgres")
+                if pg.placement:  # root, with the venv (the binaries) in a private checkout
+                    print(f"soak: {pg.placement}", flush=True)
                 s.embedded.append(pg)
                 s.database_url = asyncio.run(ensure_database(pg.start().rsplit("/", 1)[0] + "/heraldsoak"))
                 with contextlib.suppress(OSError, ValueError):
