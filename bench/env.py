@@ -182,13 +182,19 @@ def _wait_http(url: str, child: subprocess.Popen[bytes], log: Path, timeout: flo
 
 def peak_rss_mb(pid: int) -> float:
     """VmHWM (peak resident set) of a process and, added, of its children, in MB."""
+    return tree_memory_mb(pid, "VmHWM")
+
+
+def tree_memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A /proc/<pid>/status memory field (VmRSS: now, VmHWM: peak) of a process and, added, of its
+    descendants, in MB."""
     total = 0
     pids = [pid]
     while pids:
         p = pids.pop()
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])  # kB
             for task in Path(f"/proc/{p}/task").iterdir():
                 with contextlib.suppress(OSError):

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import resource
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,7 +24,7 @@ import jwt
 import msgspec
 
 from bench.base import Bench, k
-from bench.env import API_WORKERS, JWT_SECRET
+from bench.env import API_WORKERS, JWT_SECRET, tree_memory_mb
 from bench.report import Row
 from bench.seed import TENANT, say
 from service.cache import STREAM, user_channel
@@ -94,18 +93,7 @@ def _raise_open_files(needed: int) -> int:
 
 def rss_mb(pid: int) -> float:
     """Current resident set (VmRSS) of a process and its descendants, in MB."""
-    total = 0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])  # kB
-            for task in Path(f"/proc/{p}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    pids += [int(c) for c in (task / "children").read_text().split()]
-    return total / 1024
+    return tree_memory_mb(pid, "VmRSS")
 
 
 def _pct(values: list[float], q: float) -> float:

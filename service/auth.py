@@ -15,6 +15,7 @@ id and are dropped by `forget_user` like any other.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ import asyncpg
 import msgspec
 
 from service import db
+from service.breaker import Breaker
 from service.errors import Forbidden, Unauthorized
 from service.metrics import AUTH_LOOKUPS
 from service.model import Principal
@@ -33,17 +35,34 @@ CACHE_TTL = 60.0
 _HIT = AUTH_LOOKUPS.labels("hit")
 _MISS = AUTH_LOOKUPS.labels("miss")
 CACHE_SIZE = 100_000
+Entry = tuple[float, Principal, float]
 K = TypeVar("K")
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, timeout: float = 5.0, signed: Verifier | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        timeout: float = 5.0,
+        signed: Verifier | None = None,
+        database: Breaker | None = None,
+    ) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        # Entries are (fresh until, principal, never past): while the database does not answer
+        # (`database` down), an entry past its TTL still serves until "never past" (a signed
+        # token's expiry; never for the others), so the badge keeps answering through an outage.
+        self._cache: dict[bytes, Entry] = {}
         # Signed tokens: None when neither a secret nor a public key is configured.
         self._signed = signed if signed is not None and signed.algorithms else None
-        self._users: dict[tuple[str, str], tuple[float, Principal]] = {}
+        self._users: dict[tuple[str, str], Entry] = {}
+        self._database = database
+
+    def _usable(self, entry: Entry | None, now: float) -> bool:
+        if entry is None:
+            return False
+        fresh, _, last = entry
+        return fresh > now or (last > now and self._database is not None and not self._database.up)
 
     async def principal(self, token: str | None, digest: bytes | None = None) -> Principal:
         """The token's owner, whatever its kind or state; Unauthorized if Herald does not know it.
@@ -54,7 +73,7 @@ class Authenticator:
         digest = digest or token_hash(token)
         cached = self._cache.get(digest)
         now = time.monotonic()
-        if cached is not None and cached[0] > now:
+        if cached is not None and self._usable(cached, now):
             _HIT.inc()
             return cached[1]
         if self._signed is not None and looks_like_jwt(token):
@@ -77,16 +96,17 @@ class Authenticator:
         # The token's role applies to its requests; the stored one was set when the user was created.
         who = msgspec.structs.replace(user, role=claims.role, kind="pat")
         # Until the token expires (no leeway: a clock-skew grace is re-checked, never cached), or the TTL.
-        until = min(now + CACHE_TTL, now + (claims.exp - time.time()))
+        expires = now + (claims.exp - time.time())
+        until = min(now + CACHE_TTL, expires)
         if until > now:
-            _remember(self._cache, digest, until, who)
+            _remember(self._cache, digest, until, who, last=expires)
         return who
 
     async def _user(self, claims: Claims, now: float) -> Principal:
         """The claimed user as stored, created (with the claimed role) on first sight."""
         key = (claims.tenant, claims.user)
         cached = self._users.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and self._usable(cached, now):
             _HIT.inc()
             return cached[1]
         _MISS.inc()
@@ -108,15 +128,15 @@ class Authenticator:
         """The owner of the token with this hash if this process already knows it; never touches
         the database."""
         entry = self._cache.get(digest)
-        if entry is None or entry[0] <= time.monotonic():
+        if entry is None or not self._usable(entry, time.monotonic()):
             return None
         _HIT.inc()
         return entry[1]
 
     def forget_user(self, user_id: int) -> None:
-        for digest in [d for d, (_, p) in self._cache.items() if p.user_id == user_id]:
+        for digest in [d for d, (_, p, _) in self._cache.items() if p.user_id == user_id]:
             self._cache.pop(digest, None)
-        for key in [k for k, (_, p) in self._users.items() if p.user_id == user_id]:
+        for key in [k for k, (_, p, _) in self._users.items() if p.user_id == user_id]:
             self._users.pop(key, None)
 
     def forget_all(self) -> None:
@@ -124,10 +144,10 @@ class Authenticator:
         self._users.clear()
 
 
-def _remember(cache: dict[K, tuple[float, Principal]], key: K, until: float, who: Principal) -> None:
+def _remember(cache: dict[K, Entry], key: K, until: float, who: Principal, last: float = math.inf) -> None:
     if len(cache) >= CACHE_SIZE and key not in cache:
         cache.pop(next(iter(cache)))
-    cache[key] = (until, who)
+    cache[key] = (until, who, last)
 
 
 def reader(who: Principal) -> Principal:

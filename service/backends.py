@@ -22,23 +22,30 @@ if TYPE_CHECKING:
 
 
 class Watch:
-    """The process's breakers, one per backend (service/breaker.py), and their probes."""
+    """The process's breakers, one per backend (service/breaker.py), and their probes. The
+    replica's, when there is one, decides only where reads run: it never makes a process unready."""
 
     def __init__(self, settings: Settings) -> None:
         database_url, redis_url = settings.require_backends()
         self.postgres = db.breaker(database_url)
         self.redis = cache.breaker(redis_url)
+        replica = settings.database_replica_url
+        self.replica = db.breaker(replica, "postgres-replica") if replica else None
 
     @property
     def breakers(self) -> tuple[Breaker, Breaker]:
+        """The backends a process needs (readiness)."""
         return self.postgres, self.redis
 
+    def _all(self) -> list[Breaker]:
+        return [*self.breakers, *([self.replica] if self.replica is not None else [])]
+
     def start(self) -> None:
-        for breaker in self.breakers:
+        for breaker in self._all():
             breaker.start()
 
     async def stop(self) -> None:
-        for breaker in self.breakers:
+        for breaker in self._all():
             await breaker.stop()
 
 
@@ -58,11 +65,12 @@ class Backends:
         self.redis = client
         # Where inbox reads run: the replica when it may, else the primary (service/replica.py).
         self.reads = Reads(pool, replica, client, min(settings.backend_timeout, 2.0))
-        self.counts = CountCache(client)
+        self.counts = CountCache(client, None if watch is None else watch.postgres)
         self.auth = Authenticator(
             pool,
             settings.backend_timeout,
             Verifier(settings.jwt_secret, settings.jwt_public_key, settings.jwt_audience),
+            database=None if watch is None else watch.postgres,
         )
         self.limits = Limits(
             settings.rate_limit_reads, settings.rate_limit_publishes, settings.rate_limit_auth_failures
@@ -83,24 +91,29 @@ class Backends:
         database_url, redis_url = settings.require_backends()
         watch = watch or Watch(settings)
         watch.start()
-        pool = await db.create_pool(
-            database_url,
-            size=settings.db_pool_size,
-            timeout=settings.backend_timeout,
-            name=name,
-            breaker=watch.postgres,
-        )
-        client = cache.connect(redis_url, settings.backend_timeout, breaker=watch.redis)
-        replica = None
-        if settings.database_replica_url:
-            # No connection at start (min_size 0): a replica that is down must not stop the process.
-            replica = await db.create_pool(
-                settings.database_replica_url,
+        try:
+            pool = await db.create_pool(
+                database_url,
                 size=settings.db_pool_size,
-                timeout=min(settings.backend_timeout, 2.0),
-                name=f"{name}-replica",
-                min_size=0,
+                timeout=settings.backend_timeout,
+                name=name,
+                breaker=watch.postgres,
             )
+            client = cache.connect(redis_url, settings.backend_timeout, breaker=watch.redis)
+            replica = None
+            if settings.database_replica_url:
+                # No connection at start (min_size 0): a replica that is down must not stop the process.
+                replica = await db.create_pool(
+                    settings.database_replica_url,
+                    size=settings.db_pool_size,
+                    timeout=min(settings.backend_timeout, 2.0),
+                    name=f"{name}-replica",
+                    min_size=0,
+                    breaker=watch.replica,
+                )
+        except BaseException:
+            await watch.stop()
+            raise
         return cls(settings, pool, client, replica, watch)
 
     async def close(self) -> None:

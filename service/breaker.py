@@ -9,16 +9,17 @@ every PostgreSQL and Redis call of the process goes through it (`service/db.py` 
 - while the backend is *down*, calls fail at once with `Unavailable` (PostgreSQL) or a
   `redis.exceptions.ConnectionError` (Redis), instead of waiting;
 - a *probe* decides up and down, never a request: a cheap call (`SELECT 1` on a connection of its
-  own, a `PING` on a client of its own) with a short bound, every `every` seconds, so a process
-  with no traffic still notices by itself. Two probes in a row that fail mark the backend down;
-  one that answers marks it up again, and everything recovers without a restart;
+  own, a `PING` on a client of its own) with a short bound, every `every` seconds, in a thread of
+  its own, so a process with no traffic (or a busy event loop) still notices by itself. Two probes
+  in a row that fail mark the backend down; one that answers marks it up again, and everything
+  recovers without a restart;
 - a call that waited its full timeout does not mark the backend down by itself (a slow statement
   is not an outage): it asks for a probe at once, and the probe's answer decides;
-- PostgreSQL calls in flight when the backend is marked down are ended at once with
-  `Unavailable` (asyncpg would otherwise wait out the statement's own, longer, timeout); a Redis
-  call in flight ends at its socket timeout.
+- PostgreSQL calls in flight when the backend is marked down are ended at once (their connections
+  are closed under them, and they fail with `Unavailable`): asyncpg would otherwise wait out the
+  statement's own, longer, timeout. A Redis call in flight ends at its socket timeout.
 
-With the defaults (probe every second, bounded by 1.5 s), a partition is known within about 6 s of
+With the defaults (probe every second, bounded by 2 s), a partition is known within about 6 s of
 its start, whatever the traffic; after that no request waits for the dead backend.
 """
 
@@ -27,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol
 
 from service.errors import Unavailable
 from service.metrics import BACKEND_UP
@@ -36,13 +39,22 @@ from service.metrics import BACKEND_UP
 log = logging.getLogger("herald.breaker")
 
 PROBE_EVERY = 1.0
-PROBE_WITHIN = 1.5
+PROBE_WITHIN = 2.0
 FAILURES_TO_TRIP = 2
+
+
+class Terminable(Protocol):
+    def terminate(self) -> None: ...
 
 
 class Breaker:
     """One backend, as this process sees it. `probe(within)` raises when the backend does not
-    answer within `within` seconds. Probing runs while `watch()` does (`start`/`stop`)."""
+    answer within `within` seconds; `close()` releases what the probes opened.
+
+    The probes run in a thread of their own, on an event loop of their own: a process whose loop
+    is busy (a fan-out chunk encoding thousands of rows) must not take its own stall for a backend
+    that stopped answering, and a probe must still run while every connection of the pool is stuck.
+    """
 
     def __init__(
         self,
@@ -52,21 +64,27 @@ class Breaker:
         every: float = PROBE_EVERY,
         within: float = PROBE_WITHIN,
         close: Callable[[], Awaitable[None]] | None = None,
+        unreachable: tuple[type[BaseException], ...] = (TimeoutError, OSError),
     ) -> None:
         self.name = name
+        # What a failed probe must raise to count: the backend did not answer. Anything else (too
+        # many connections, a refused password) is an answer, and not an outage to fail fast on.
+        self._unreachable: tuple[type[BaseException], ...] = (TimeoutError, *unreachable)
         self._probe = probe
         self._close = close
         self.every = every
         self.within = within
+        # Written by the probing thread, read by the process's loop: single attribute writes.
         self.up = True  # until a probe says otherwise: a process does not start by refusing work
         self.known = False  # whether any probe has answered yet (readiness)
         self.down_since: float | None = None
         self._failures = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[object]] = set()
-        self._cut: set[asyncio.Task[object]] = set()
-        self.changed = asyncio.Event()  # set on every change of state (tests and readiness wait on it)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the process's loop, where calls run
+        self._probing: asyncio.AbstractEventLoop | None = None  # the probing thread's loop
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._held: set[Terminable] = set()
         BACKEND_UP.labels(name).set(1)
 
     @property
@@ -79,87 +97,109 @@ class Breaker:
             raise Unavailable(f"{self.name} is not answering")
 
     def suspect(self) -> None:
-        """A call waited its full timeout: probe now rather than at the next tick."""
-        self._wake.set()
+        """A call waited its full timeout: probe now rather than at the next tick (the probes
+        still decide, so a slow statement alone never marks a backend down)."""
+        probing, wake = self._probing, self._wake
+        if probing is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the thread is stopping
+                probing.call_soon_threadsafe(wake.set)
 
-    @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Fail at once while down; end the block with `Unavailable` if the backend goes down while
-        it runs (it would otherwise wait for an answer that is not coming)."""
-        self.check()
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task under asyncio
-            yield
-            return
-        self._inflight.add(task)
+    @contextlib.contextmanager
+    def holding(self, conn: Terminable) -> Iterator[None]:
+        """While the block runs, `conn` is closed at once if the backend is marked down: a call
+        waiting on it then fails (as a lost connection) instead of waiting for an answer that is
+        not coming. No task is cancelled: a cancellation would have to be told apart from the
+        caller's own, and a graceful release would wait for the dead server all the same."""
+        self._held.add(conn)
         try:
             yield
-        except asyncio.CancelledError:
-            if task in self._cut and task.uncancel() == 0:
-                raise Unavailable(f"{self.name} stopped answering") from None
-            raise
         finally:
-            self._inflight.discard(task)
-            self._cut.discard(task)
+            self._held.discard(conn)
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.watch(), name=f"herald-probe-{self.name}")
+        """Start probing (from the process's loop, whose calls the breaker guards)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._loop = asyncio.get_running_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(started,), name=f"herald-probe-{self.name}", daemon=True
+        )
+        self._thread.start()
+        started.wait(5)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._close is not None:
-            with contextlib.suppress(Exception):
-                await self._close()
+        thread, probing, stop = self._thread, self._probing, self._stop
+        if thread is None:
+            return
+        if probing is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):
+                probing.call_soon_threadsafe(stop.set)
+        await asyncio.to_thread(thread.join, self.within + 5)
+        self._thread = None
 
-    async def watch(self) -> None:
-        while True:
-            suspected = self._wake.is_set()
-            self._wake.clear()
+    def _run(self, started: threading.Event) -> None:
+        async def main() -> None:
+            self._probing = asyncio.get_running_loop()
+            self._wake, self._stop = asyncio.Event(), asyncio.Event()
+            started.set()
+            try:
+                await self.watch(self._wake, self._stop)
+            finally:
+                if self._close is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._close(), self.within)
+                self._probing = None
+
+        asyncio.run(main())
+
+    async def watch(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            wake.clear()
             try:
                 await asyncio.wait_for(self._probe(self.within), self.within)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure of the probe is the backend not answering
+            except self._unreachable as exc:
                 self._failures += 1
-                if self.up and (suspected or self._failures >= FAILURES_TO_TRIP):
+                if self.up and self._failures >= FAILURES_TO_TRIP:
                     self._mark_down(exc)
+            except Exception as exc:  # it answered, with an error: reachable all the same
+                log.debug("%s answered its probe with %s", self.name, _describe(exc))
+                self._answered()
             else:
-                self._failures = 0
-                self.known = True
-                if not self.up:
-                    self._mark_up()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.every)
+                self._answered()
+            waiting = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiting, timeout=self.every, return_when=asyncio.FIRST_COMPLETED)
+            for future in waiting:
+                future.cancel()
+
+    def _answered(self) -> None:
+        self._failures = 0
+        self.known = True
+        if not self.up:
+            self._mark_up()
 
     def _mark_down(self, exc: BaseException) -> None:
         self.up = False
         self.down_since = time.monotonic()
         BACKEND_UP.labels(self.name).set(0)
         log.warning("%s is not answering (%s); failing fast until a probe answers", self.name, _describe(exc))
-        for task in self._inflight:
-            if not task.done():
-                self._cut.add(task)
-                task.cancel()
-        self._notify()
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the process's loop has closed
+                self._loop.call_soon_threadsafe(self._cut_inflight)
+
+    def _cut_inflight(self) -> None:
+        if self.up:  # it answered again in the meantime
+            return
+        for conn in list(self._held):
+            conn.terminate()
 
     def _mark_up(self) -> None:
         since = self.down_since
         self.up = True
         self.down_since = None
         BACKEND_UP.labels(self.name).set(1)
-        log.warning(
-            "%s answers again%s", self.name, "" if since is None else f" after {time.monotonic() - since:.1f} s"
-        )
-        self._notify()
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+        after = "" if since is None else f" after {time.monotonic() - since:.1f} s"
+        log.warning("%s answers again%s", self.name, after)
 
 
 def _describe(exc: BaseException) -> str:

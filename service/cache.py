@@ -34,9 +34,9 @@ from typing import Any, TypeVar, overload
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from service.breaker import Breaker
@@ -123,27 +123,40 @@ class _Guarded:
             raise
 
 
-class _GuardedConnection(_Guarded, Connection):
-    pass
+_GUARDED: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
-class _GuardedSentinelConnection(_Guarded, SentinelManagedConnection):
-    pass
+def _guard(pool: aioredis.ConnectionPool, breaker: Breaker) -> None:
+    """The pool's connections, of whichever class the URL chose (TCP, TLS, Unix socket, Sentinel),
+    through the breaker."""
+    plain = pool.connection_class
+    if plain not in _GUARDED:
+        _GUARDED[plain] = type(f"Guarded{plain.__name__}", (_Guarded, plain), {})
+    pool.connection_class = _GUARDED[plain]
+    pool.connection_kwargs["breaker"] = breaker
 
 
-def breaker(url: str, name: str = "redis") -> Breaker:
-    """The breaker of the Redis at `url`: its probe is a PING on a client of its own."""
-    client = connect(url, PROBE_TIMEOUT, retry=False)
+def breaker(url: str, name: str = "redis", **timing: float) -> Breaker:
+    """The breaker of the Redis at `url`: its probe is a PING on a client of its own, made in the
+    probing thread's loop on first use."""
+    held: list[aioredis.Redis] = []
 
     async def probe(within: float) -> None:
-        await client.ping()
+        if not held:
+            held.append(connect(url, PROBE_TIMEOUT, retry=False))
+        await held[0].ping()
 
-    return Breaker(name, probe, close=client.aclose)
+    async def close() -> None:
+        while held:
+            await held.pop().aclose()
+
+    unreachable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    return Breaker(name, probe, close=close, unreachable=unreachable, **timing)
 
 
 # The probe's client gives up sooner than the breaker's bound on a probe, so its socket is closed
 # cleanly (and opened again next time) rather than cancelled mid-read.
-PROBE_TIMEOUT = 1.0
+PROBE_TIMEOUT = 1.5
 
 
 @overload
@@ -177,15 +190,11 @@ def connect(
         "retry": Retry(NoBackoff(), 1 if retry else 0),
         "max_connections": 200,
     }
-    if breaker is not None:
-        options["breaker"] = breaker
     if not url.startswith(SENTINEL_SCHEME + "://"):
-        if breaker is not None:
-            options["connection_class"] = _GuardedConnection
         plain: aioredis.Redis = redis_class.from_url(url, **options)
+        if breaker is not None:
+            _guard(plain.connection_pool, breaker)
         return plain
-    if breaker is not None:
-        options["connection_class"] = _GuardedSentinelConnection
     target = parse_sentinel_url(url)
     sentinels = Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
@@ -204,6 +213,8 @@ def connect(
         password=target.password,
         **options,
     )
+    if breaker is not None:
+        _guard(client.connection_pool, breaker)
     return client
 
 
@@ -280,8 +291,11 @@ def decode_counts(user_id: int, raw: bytes) -> Counts | None:
 class CountCache:
     """The Redis half of the count protocol. Scripts are registered once per client."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, database: Breaker | None = None) -> None:
         self.redis = client
+        # While PostgreSQL does not answer, a copy that expired could not be rebuilt: reads then
+        # keep the copies they find alive (GETEX), so a polled badge answers through the outage.
+        self._database = database
         self._set_counts = client.register_script(_SET_COUNTS)
         self._fill = client.register_script(_FILL_COUNT)
         self._waiting: dict[int, list[asyncio.Future[Counts | None]]] = {}
@@ -309,7 +323,14 @@ class CountCache:
     async def _read(self, waiting: dict[int, list[asyncio.Future[Counts | None]]]) -> None:
         users = list(waiting)
         try:
-            values: list[bytes | None] = await self.redis.mget([count_key(u) for u in users])
+            values: list[bytes | None]
+            if self._database is not None and not self._database.up:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for user in users:
+                        pipe.getex(count_key(user), ex=COUNT_TTL)
+                    values = await pipe.execute()
+            else:
+                values = await self.redis.mget([count_key(u) for u in users])
         except BaseException as exc:
             for futures in waiting.values():
                 for future in futures:

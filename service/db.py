@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -83,7 +82,7 @@ async def create_pool(
     return pool
 
 
-def breaker(url: str, name: str = "postgres") -> Breaker:
+def breaker(url: str, name: str = "postgres", **timing: float) -> Breaker:
     """The breaker of the database at `url`: its probe is `SELECT 1` on a connection of its own,
     opened again after any failure, so it never waits behind the pool."""
     held: list[asyncpg.Connection] = []
@@ -103,7 +102,7 @@ def breaker(url: str, name: str = "postgres") -> Breaker:
         while held:
             held.pop().terminate()
 
-    return Breaker(name, probe, close=close)
+    return Breaker(name, probe, close=close, unreachable=_UNREACHABLE, **timing)
 
 
 def schema_sql() -> str:
@@ -152,15 +151,22 @@ _NOT_MIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, a
 async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`,
     and at once while the pool's breaker knows it is down (service/breaker.py)."""
-    guard = pool.breaker.guard() if isinstance(pool, Pool) and pool.breaker is not None else contextlib.nullcontext()
+    breaker = pool.breaker if isinstance(pool, Pool) else None
+    if breaker is not None:
+        breaker.check()
     try:
-        async with guard, pool.acquire(timeout=timeout) as proxy:
+        async with pool.acquire(timeout=timeout) as proxy:
             # The pool hands out a proxy that forwards every call to its Connection.
-            yield cast(asyncpg.Connection, proxy)
+            conn = cast(asyncpg.Connection, proxy)
+            if breaker is None:
+                yield conn
+            else:
+                with breaker.holding(conn):
+                    yield conn
     except TimeoutError as exc:
         # A statement or a connect that waited its whole bound: slow, or gone? The probe decides.
-        if isinstance(pool, Pool) and pool.breaker is not None:
-            pool.breaker.suspect()
+        if breaker is not None:
+            breaker.suspect()
         raise Unavailable("the database is unavailable") from exc
     except _UNREACHABLE as exc:
         raise Unavailable("the database is unavailable") from exc

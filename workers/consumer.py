@@ -73,16 +73,22 @@ class Consumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        outage = 0  # failed attempts in a row: logged once, waited on with backoff up to 2 s
         while not self._stopping.is_set():
             try:
                 await self._ensure_group()
+                if outage:
+                    log.warning("event stream reachable again")
+                    outage = 0
                 await self._loop()
             except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("event stream unreachable (%s); retrying", exc)
+                if not outage:
+                    log.warning("event stream unreachable (%s); retrying until it answers", exc)
+                outage += 1
                 # A read whose reply was lost left its entries pending on this consumer (on the
                 # new primary, after a failover): read them again first, not after CLAIM_IDLE.
                 self._retry_at = 0.0
-                await self._pause(self._backoff())
+                await self._pause(min(2.0, self.retry_base * outage))
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():

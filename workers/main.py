@@ -94,11 +94,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     copier: asyncio.Task[None] | None = ctx.get("copier_task")
     if copier is not None:
         copier.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await copier
+        await asyncio.wait([copier], timeout=2)  # bounded: a stop must not wait on a dead backend
     backends: Backends | None = ctx.get("backends")
     if backends is not None:
-        await backends.close()
+        await backends.close()  # its probes too
+    elif "watch" in ctx:  # stopped while still waiting for Redis at start
+        await ctx["watch"].stop()
 
 
 class HeraldWorker(Worker):
@@ -139,6 +140,23 @@ class HeraldWorker(Worker):
         if waited:
             log.warning("Redis answers after %.1f s; starting", waited)
         await super().main()
+
+    async def close(self) -> None:
+        """arq's close, except that a Redis away at that moment (an outage, or a stop while still
+        waiting for it at start) does not skip the shutdown hook: the consumer and the sweep end,
+        and the pools and probes close, whatever Redis does."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values())
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
     async def _poll_iteration(self) -> None:
         # On SIGTERM arq ends this loop by cancelling its task. A Redis call in flight at that

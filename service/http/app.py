@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import threading
@@ -85,8 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             restore()
             copier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await copier
+            await asyncio.wait([copier], timeout=2)  # bounded: a stop must not wait on a dead backend
             await hub.stop()
             await backends.close()
 

@@ -181,7 +181,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
     timeout = min(b.settings.backend_timeout, 2.0)
 
     async def postgres() -> str:
-        await db.run(b.pool, db.ping, timeout=timeout)
+        await asyncio.wait_for(db.run(b.pool, db.ping, timeout=timeout), timeout)
         return "ok"
 
     async def redis() -> str:

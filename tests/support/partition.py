@@ -21,6 +21,8 @@ class Partition:
         self._loop = asyncio.new_event_loop()
         self._open = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         sock = socket.socket()
         sock.bind((host, 0))
         self.port: int = sock.getsockname()[1]
@@ -39,35 +41,48 @@ class Partition:
         self._loop.call_soon_threadsafe(self._open.set)
 
     def close(self) -> None:
-        async def shut() -> None:
-            if self._server is not None:
-                self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+        asyncio.run_coroutine_threadsafe(self._shut(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
-        self._sock.close()
 
     async def _serve(self) -> None:
         self._open.set()
         self._sock.listen(1024)
         self._server = await asyncio.start_server(self._accept, sock=self._sock)
 
+    async def _shut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
+
     async def _accept(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(client_out)
+        upstream_out: asyncio.StreamWriter | None = None
         try:
             await self._open.wait()  # a partition: accepted, never answered
             upstream_in, upstream_out = await asyncio.open_connection(self.host, self.target_port)
-        except OSError:
-            client_out.close()
-            return
-        await asyncio.gather(
-            self._pump(client_in, upstream_out), self._pump(upstream_in, client_out), return_exceptions=True
-        )
+            self._writers.add(upstream_out)
+            await asyncio.gather(self._pump(client_in, upstream_out), self._pump(upstream_in, client_out))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            for writer in (client_out, upstream_out):
+                if writer is not None:
+                    writer.close()
+                    self._writers.discard(writer)
+            self._tasks.discard(task)
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
