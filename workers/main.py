@@ -155,7 +155,7 @@ class HeraldWorker(Worker):
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            await self.pool.close(close_connection_pool=True)
+            await self.pool.aclose(close_connection_pool=True)
         self._pool = None
 
     async def _poll_iteration(self) -> None:
