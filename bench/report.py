@@ -1,7 +1,10 @@
-"""The result rows: one table on standard output, the same rows in bench/results/*.json."""
+"""The result rows: one table on standard output, the same rows in bench/results/*.json, and the
+same table in docs/performance.md between its markers (`python -m bench.report --write-docs`
+writes it there again from the last saved run)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import math
 from pathlib import Path
@@ -9,6 +12,8 @@ from pathlib import Path
 import msgspec
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 class Row(msgspec.Struct, kw_only=True):
@@ -90,3 +95,66 @@ def write(rows: list[Row], report: str, directory: Path = RESULTS) -> tuple[Path
         tmp.replace(path)
         path.with_suffix(".txt").write_text(report + "\n")
     return latest, dated
+
+
+def stamp_text(stamp: str) -> str:
+    """`2026-12-02T05-12` (a dated copy's name) as `2026-12-02 05:12 UTC`."""
+    day, _, clock = stamp.partition("T")
+    return f"{day} {clock.replace('-', ':')} UTC"
+
+
+def docs_section(rows: list[Row], machine: str, date: str, notes: list[str]) -> str:
+    """What goes between the markers: the run's date and machine, the table, the run's notes."""
+    lines = [f"Run of {date}. {machine}", "", table(rows)]
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
+    return "\n".join(lines)
+
+
+def write_docs(rows: list[Row], machine: str, date: str, notes: list[str], doc: Path = DOC) -> None:
+    """Replace what lies between the marker lines (each alone on its line) in `doc` with this run's
+    section; keep the rest."""
+    lines = doc.read_text().split("\n")
+    if BEGIN not in lines or END not in lines[lines.index(BEGIN) :]:
+        raise ValueError(f"{doc}: no {BEGIN} … {END} marker lines to write the table between")
+    start = lines.index(BEGIN)
+    end = lines.index(END, start)
+    body = docs_section(rows, machine, date, notes).split("\n")
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text("\n".join([*lines[: start + 1], *body, *lines[end:]]))
+    tmp.replace(doc)
+
+
+def saved_run(directory: Path = RESULTS) -> tuple[list[Row], str, str, list[str]]:
+    """The last saved run: rows from latest.json; machine line and notes from latest.txt; its date
+    from the dated copy holding the same rows (else latest.json's time)."""
+    latest = directory / "latest.json"
+    encoded = latest.read_bytes()
+    rows = msgspec.json.decode(encoded, type=list[Row])
+    report = latest.with_suffix(".txt").read_text().splitlines() if latest.with_suffix(".txt").exists() else []
+    machine = next((line for line in report if line.startswith("Machine: ")), "Machine: not recorded")
+    notes = [line[2:] for line in report if line.startswith("- ")]
+    dated = sorted(p for p in directory.glob("2*.json") if p.read_bytes() == encoded)
+    if dated:
+        date = stamp_text(dated[-1].stem)
+    else:
+        date = dt.datetime.fromtimestamp(latest.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return rows, machine, date, notes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description="The last saved bench run.")
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"write its table into {DOC.name} between the markers"
+    )
+    args = parser.parse_args(argv)
+    rows, machine, date, notes = saved_run()
+    if args.write_docs:
+        write_docs(rows, machine, date, notes)
+        print(f"wrote the run of {date} into {DOC}")
+    else:
+        print(docs_section(rows, machine, date, notes))
+
+
+if __name__ == "__main__":
+    main()

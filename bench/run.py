@@ -1,7 +1,8 @@
 """`python -m bench [FIGURE ...] [--quick]`: run the figures, print one table, save the rows.
 
 A full run (every figure, full sizes) writes bench/results/latest.json and a dated copy, plus the
-printed report (machine included) beside each as .txt. A quick or partial run only prints.
+printed report (machine included) beside each as .txt, and rewrites the table in
+docs/performance.md between its markers. A quick or partial run only prints.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n(quick or partial run: results not saved)")
     else:
         latest, dated = report.write(rows, text)
-        print(f"\nwrote {latest} and {dated}")
+        report.write_docs(rows, lines[0], report.stamp_text(dated.stem), b.notes)
+        print(f"\nwrote {latest}, {dated} and the table in {report.DOC}")
     if len(rows) == 0:
         raise SystemExit(1)
