@@ -1,5 +1,5 @@
 """Herald's benchmark suite: every hot path beside the raw limit of the same machine, in the same run.
 
 Run by `make bench` (or `python -m bench [figure ...] [--quick]`); never part of `make test`.
-See the README's "Performance" section and bench/run.py.
+See docs/performance.md and bench/run.py.
 """

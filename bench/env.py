@@ -56,7 +56,7 @@ class Servers:
         asyncio.run(fresh_schema(database_url))
         redis_url = os.environ.get("HERALD_BENCH_REDIS_URL")
         if not redis_url:
-            # Append-only file on, as production runs it (README "Redis must persist"), with
+            # Append-only file on, as production runs it (docs/operations.md, "Redis must persist"), with
             # Valkey's default appendfsync everysec: the fsync happens off the request path.
             rd = EmbeddedRedis(self.root / "redis", appendonly=True)
             self.started.append(rd)

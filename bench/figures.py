@@ -1,7 +1,7 @@
 """The figures: fan-out (with mutes), badge (with a signed token too), list, publish → visible and
 mark all read here, the sweep's (snooze, expiry) in bench/timed.py, many open streams in
 bench/streams.py. Each measures Herald and, where there is one, the raw limit of this machine in
-the same run, and returns table rows. See the README's "Performance" section for what each figure
+the same run, and returns table rows. See docs/performance.md for what each figure
 means and why it is measured this way."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Many open streams: `streams` (see the README's "Performance").
+"""Many open streams: `streams` (see docs/performance.md).
 
 `s.streams` users each hold one `GET /v1/stream` (a signed token each, as a product's front end
 would hand out) against the bench's `herald api` (2 granian workers). While they are open: the

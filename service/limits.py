@@ -3,7 +3,7 @@
 The buckets live in each API process's memory, not in Redis: the badge poll is Herald's hottest
 request and is answered with one Redis GET (see service/http/fastpath.py); a shared limiter would
 double that. The price is that a limit holds per process, so with N API processes a token can get
-up to N times its rate — the README says so. The point of the limits is to keep one runaway
+up to N times its rate — docs/operations.md says so. The point of the limits is to keep one runaway
 client (a tab polling in a loop, a producer stuck retrying, someone guessing tokens, each guess a
 database lookup) from taking the capacity every other user shares, which per-process buckets do.
 
