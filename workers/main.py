@@ -158,6 +158,21 @@ class HeraldWorker(Worker):
             await self.pool.aclose(close_connection_pool=True)
         self._pool = None
 
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq takes a job slot (its semaphore and counter) before the Redis calls that claim the
+        # job, and gives it back only if they answer: a Redis error there (an outage, failed fast)
+        # would lose the slot for good, and after `max_jobs` of them the worker would never run a
+        # job again. One job at a time, so a slot taken without a job started is given back here.
+        for job_id in job_ids:
+            taken = self.job_counter
+            try:
+                await super().start_jobs([job_id])
+            except BaseException:
+                if self.job_counter > taken:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
     async def _poll_iteration(self) -> None:
         # On SIGTERM arq ends this loop by cancelling its task. A Redis call in flight at that
         # moment can absorb the cancellation (seen here: the loop then polled on, and the worker
