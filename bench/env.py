@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
 
 API_WORKERS = 2  # granian workers, for `herald api` and for the bare route alike (one per core)
 WORKERS = 2  # `herald worker` processes: what a 2-core host runs (deploy/compose.yaml runs two)

@@ -25,8 +25,8 @@ import redis.asyncio as aioredis
 
 from service import admin
 from service.backends import Backends
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
 from service.http.app import asgi, create_app
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
 from service.model import Event, decode_event
 from service.settings import Settings
 from workers.fanout import Fanout, Outcome

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from service.embedded import free_port
+from service.local.embedded import free_port
 from tests.conftest import Servers
 
 

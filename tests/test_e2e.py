@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from service.cache import STREAM
-from service.embedded import free_port
+from service.local.embedded import free_port
 from tests.processes import herald, json_line, stop, wait_ready
 from tests.sse import open_stream
 

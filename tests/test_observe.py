@@ -9,7 +9,7 @@ import msgspec
 import redis
 
 from service.cache import STREAM
-from service.embedded import free_port
+from service.local.embedded import free_port
 from tests.conftest import MakeUser
 from tests.processes import herald, json_line, start_herald, stop
 

@@ -21,7 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.embedded import free_port
+from service.local.embedded import free_port
 from tests.conftest import TABLES, Servers
 from tests.processes import herald, json_line, stop, wait_ready
 

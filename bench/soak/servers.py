@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")

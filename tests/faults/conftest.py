@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 from tests.conftest import Servers
 from tests.processes import start_herald, stop
 

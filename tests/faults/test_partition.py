@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import pytest
 
-from service.embedded import EmbeddedPostgres
+from service.local.embedded import EmbeddedPostgres
 from tests.faults.conftest import Breakable, fault_env, start_herald, stop
 from tests.faults.test_redis import until
 from tests.processes import herald, json_line

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 from tests.faults.conftest import Breakable, fault_env, stop
 from tests.faults.test_redis import until
 from tests.processes import herald, json_line

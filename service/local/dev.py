@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncpg
 
 from service import admin, cache, db, stream
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, create_database
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, create_database
 from service.model import decode_events
 from service.settings import Settings
 
