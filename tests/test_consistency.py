@@ -27,10 +27,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from service import admin, ids
 from service.backends import Backends
 from service.cache import count_key, decode_counts
+from service.local.harness import Servers
 from service.settings import Settings
-from tests.conftest import JobRecorder, Servers, listening, make_event, serving
-from tests.http.test_snooze import at
-from tests.sse import Reader, open_stream
+from tests.support.factories import JobRecorder, at, make_event
+from tests.support.http import listening, serving
+from tests.support.sse import Reader, open_stream
 from workers import sweep as worker_sweep
 from workers.fanout import Fanout
 
