@@ -172,7 +172,7 @@ async def verify(
     out["redis_copies_off_sample"] = counts.copies_off[:10]
 
     # 4. The badge itself, through the API, for every user (no If-None-Match).
-    unread_rows = counts.unread_rows
+    unread_rows = {user: shown[0] for user, shown in counts.shown.items()}
     wrong = []
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         sem = asyncio.Semaphore(16)

@@ -34,7 +34,8 @@ class CountsCheck(msgspec.Struct, frozen=True, kw_only=True):
     rows_off: list[str]
     copies_present: int
     copies_off: list[str]
-    unread_rows: dict[str, int]  # external id -> shown unread rows: what every badge must say
+    # external id -> (unread, total, unseen) of the shown rows: what every profile, badge and stream must say
+    shown: dict[str, tuple[int, int, int]]
 
     @property
     def agree(self) -> bool:
@@ -69,5 +70,5 @@ async def check_counts(conn: asyncpg.Connection, redis: aioredis.Redis, tenant_i
         rows_off=rows_off,
         copies_present=present,
         copies_off=copies_off,
-        unread_rows={r["external_id"]: r["rows_unread"] for r in found},
+        shown={r["external_id"]: (r["rows_unread"], r["rows_total"], r["rows_unseen"]) for r in found},
     )
