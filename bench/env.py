@@ -14,18 +14,16 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
+from service.local.embedded import free_port
+from service.local.harness import Child, Servers, herald_command, herald_env, start, stop, wait_ready
 
 API_WORKERS = 2  # granian workers, for `herald api` and for the bare route alike (one per core)
 WORKERS = 2  # `herald worker` processes: what a 2-core host runs (deploy/compose.yaml runs two)
@@ -33,43 +31,23 @@ WORKERS = 2  # `herald worker` processes: what a 2-core host runs (deploy/compos
 JWT_SECRET = "herald-bench-signed-user-tokens-0123456789"  # noqa: S105 - a throwaway bench secret
 
 
-class Servers:
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="herald-bench-"))
-        self.root.chmod(0o755)  # the embedded PostgreSQL may run as another user
-        self.started: list[EmbeddedPostgres | EmbeddedRedis] = []
-        self.embedded_pg = False
-        self.embedded_redis = False
-        self.database_url = ""
-        self.redis_url = ""
-
-    def start(self) -> None:
-        database_url = os.environ.get("HERALD_BENCH_DATABASE_URL")
-        if not database_url:
-            pg = EmbeddedPostgres(self.root / "postgres")
-            if pg.placement:  # root, with the venv (the binaries) in a private checkout
-                print(f"bench: {pg.placement}", flush=True)
-            self.started.append(pg)
-            self.embedded_pg = True
-            database_url = asyncio.run(create_database(pg.start(), "herald_bench", fresh=True))
-        self.database_url = database_url
-        asyncio.run(fresh_schema(database_url))
-        redis_url = os.environ.get("HERALD_BENCH_REDIS_URL")
-        if not redis_url:
-            # Append-only file on, as production runs it (docs/operations.md, "Redis must persist"), with
-            # Valkey's default appendfsync everysec: the fsync happens off the request path.
-            rd = EmbeddedRedis(self.root / "redis", appendonly=True)
-            self.started.append(rd)
-            self.embedded_redis = True
-            redis_url = rd.start()
-        self.redis_url = redis_url
-        asyncio.run(_flush(redis_url))
-
-    def stop(self) -> None:
-        for server in reversed(self.started):
-            server.stop()
-        self.started.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
+def start_servers() -> Servers:
+    """PostgreSQL and Redis, started (see the module's docstring); the Redis database flushed."""
+    servers = Servers.from_env(
+        "BENCH",
+        database="herald_bench",
+        fresh=True,
+        # Append-only file on, as production runs it (docs/operations.md, "Redis must persist"), with Valkey's
+        # default appendfsync everysec: the fsync happens off the request path.
+        appendonly=True,
+        note=lambda placement: print(f"bench: {placement}", flush=True),  # root, with the venv in a private checkout
+    ).start()
+    try:
+        asyncio.run(_flush(servers.redis_url))
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
 
 
 async def _flush(url: str) -> None:
@@ -86,24 +64,22 @@ class Processes:
     def __init__(self, servers: Servers) -> None:
         self.servers = servers
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._started: dict[str, Child] = {}
         self.urls: dict[str, str] = {}
-        self.env = {
-            **os.environ,
-            "HERALD_DATABASE_URL": servers.database_url,
-            "HERALD_REDIS_URL": servers.redis_url,
-            "HERALD_LOG_FORMAT": "json",
+        self.env = herald_env(
+            servers,
+            log_format="json",
             # Every benchmark client uses one token per user at thousands of requests per second,
             # far beyond the per-token read limit (1,000/s by default) meant for one client. The limiter
             # still runs on every request (so its cost is measured); it just never refuses.
-            "HERALD_RATE_LIMIT_READS": "1000000",
-            "HERALD_RATE_LIMIT_PUBLISHES": "10000000",
-        }
+            rate_limit_reads="1000000",
+            rate_limit_publishes="10000000",
+        )
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.servers.root / f"{name}.log", "ab")  # noqa: SIM115 - held by the child
-        child = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.children[name] = child
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        child = start(name, args, env, log=self.servers.directory() / f"{name}.log", session=True)
+        self._started[name] = child
+        self.children[name] = child.proc
         return child
 
     def api(self) -> str:
@@ -113,8 +89,8 @@ class Processes:
         port = free_port()
         env = {**self.env, "HERALD_PORT": str(port), "HERALD_JWT_SECRET": JWT_SECRET}
         base = f"http://127.0.0.1:{port}"
-        child = self._spawn("api", [sys.executable, "-m", "service.cli", "api", "--workers", str(API_WORKERS)], env)
-        _wait_http(base + "/readyz", child, self.servers.root / "api.log")
+        child = self._spawn("api", herald_command("api", "--workers", str(API_WORKERS)), env)
+        wait_ready(base + "/readyz", [child])
         self.urls["api"] = base
         return base
 
@@ -131,53 +107,27 @@ class Processes:
         args = [sys.executable, "-m", "bench.bare", "--port", str(port), "--workers", str(API_WORKERS)]
         child = self._spawn("bare", args, env)
         base = f"http://127.0.0.1:{port}"
-        _wait_http(base + "/nothing", child, self.servers.root / "bare.log")
+        wait_ready(base + "/nothing", [child])
         self.urls["bare"] = base
         return base
 
     def workers(self, count: int = WORKERS) -> list[int]:
         """`herald worker` processes (started once); their pids."""
-        pids = []
-        for i in range(count):
-            name = f"worker{i}"
-            child = self.children.get(name) or self._spawn(
-                name, [sys.executable, "-m", "service.cli", "worker"], self.env
-            )
-            pids.append(child.pid)
+        started = [
+            self._started.get(f"worker{i}") or self._spawn(f"worker{i}", herald_command("worker"), self.env)
+            for i in range(count)
+        ]
         time.sleep(1.5)  # arq connects and the consumer joins the group
-        for i in range(count):
-            if self.children[f"worker{i}"].poll() is not None:
-                raise RuntimeError(f"herald worker exited at start; see {self.servers.root / f'worker{i}.log'}")
-        return pids
+        for child in started:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"herald {child.name} exited at start{child.where()}")
+        return [child.proc.pid for child in started]
 
     def stop(self, name: str | None = None) -> None:
-        names = [name] if name else list(self.children)
+        names = [name] if name else list(self._started)
+        stop([self._started.pop(n) for n in names if n in self._started], timeout=40)
         for n in names:
-            child = self.children.get(n)
-            if child is not None and child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for n in names:
-            child = self.children.pop(n, None)
-            if child is None:
-                continue
-            try:
-                child.wait(40)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                child.wait(5)
-
-
-def _wait_http(url: str, child: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{child.args!r} exited at start; see {log}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
-            if reply.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s; see {log}")
+            self.children.pop(n, None)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -227,9 +177,9 @@ async def machine(servers: Servers) -> dict[str, str]:
     return {
         "cores": str(os.cpu_count()),
         "cpu": _cpu_model(),
-        "PostgreSQL": f"{pg_version} ({'embedded' if servers.embedded_pg else 'external'}; fsync={fsync}, "
+        "PostgreSQL": f"{pg_version} ({'embedded' if servers.postgres else 'external'}; fsync={fsync}, "
         f"synchronous_commit={sync_commit}, shared_buffers={shared})",
-        "Redis": f"{redis_name} {redis_version} ({'embedded' if servers.embedded_redis else 'external'}; "
+        "Redis": f"{redis_name} {redis_version} ({'embedded' if servers.redis else 'external'}; "
         f"appendonly={'yes' if persistence.get('aof_enabled') else 'no'})",
         "Python": f"{platform.python_version()} ({platform.python_implementation()})",
         "wrk": wrk_version,

@@ -20,8 +20,9 @@ import redis.asyncio as aioredis
 
 from bench import load, report
 from bench.base import QUICK, Bench, Sizes
-from bench.env import Processes, Servers, machine
+from bench.env import Processes, machine, start_servers
 from bench.figures import FIGURES, WRK_FIGURES
+from service.local.harness import Servers
 
 
 async def _run(servers: Servers, procs: Processes, names: list[str], sizes: Sizes) -> tuple[list[report.Row], Bench]:
@@ -69,11 +70,10 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    servers = Servers()
+    print("starting PostgreSQL and Redis …", flush=True)
+    servers = start_servers()
     procs: Processes | None = None
     try:
-        print("starting PostgreSQL and Redis …", flush=True)
-        servers.start()
         about = asyncio.run(machine(servers))
         procs = Processes(servers)
         rows, b = asyncio.run(_run(servers, procs, names, sizes))

@@ -140,7 +140,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
-    from service.dev import run_dev
+    from service.local.dev import run_dev
 
     run_dev(settings, state_dir=args.state_dir)
 

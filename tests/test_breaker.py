@@ -19,8 +19,10 @@ from service import auth, cache, db
 from service.breaker import Breaker
 from service.cache import _Guarded
 from service.errors import Unavailable
+from service.local.harness import Servers
 from service.settings import Settings
-from tests.conftest import MakeUser, Servers, serving
+from tests.support.factories import MakeUser
+from tests.support.http import serving
 from tests.support.partition import Partition, partition
 
 FAST = {"every": 0.2, "within": 0.5}

@@ -26,11 +26,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from service import admin, ids
 from service.backends import Backends
-from service.cache import count_key, decode_counts
+from service.local.harness import Servers
+from service.local.invariants import check_counts
 from service.settings import Settings
-from tests.conftest import JobRecorder, Servers, listening, make_event, serving
-from tests.http.test_snooze import at
-from tests.sse import Reader, open_stream
+from tests.support.factories import JobRecorder, at, make_event
+from tests.support.http import listening, serving
+from tests.support.sse import Reader, open_stream
 from workers import sweep as worker_sweep
 from workers.fanout import Fanout
 
@@ -166,33 +167,13 @@ class Harness:
     # -- the check ---------------------------------------------------------------------------
 
     async def check(self, streams: dict[str, Reader] | None = None) -> None:
+        # The shown rows (a snoozed one is in no list and no count) = inbox_counts = the Redis copy.
         async with self.b.pool.acquire() as conn:
-            # The shown rows: a snoozed one is in no list and no count.
-            truth = {
-                r[0]: (r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-                for r in await conn.fetch(
-                    """SELECT u.external_id, u.id,
-                              (SELECT count(*) FROM inbox i
-                               WHERE i.user_id = u.id AND i.snoozed_until IS NULL AND i.read_at IS NULL),
-                              (SELECT count(*) FROM inbox i WHERE i.user_id = u.id AND i.snoozed_until IS NULL),
-                              c.unread, c.total,
-                              (SELECT count(*) FROM inbox i
-                               WHERE i.user_id = u.id AND i.snoozed_until IS NULL AND i.read_at IS NULL
-                                 AND i.seen_at IS NULL), c.unseen
-                       FROM users u JOIN inbox_counts c ON c.user_id = u.id"""
-                )
-            }
+            found = await check_counts(conn, self.b.redis)
+        assert found.rows_off == [], "inbox_counts drifted"
+        assert found.copies_off == [], "the Redis copy drifted"
         for user in USERS:
-            user_id, unread, total, counted_unread, counted_total, unseen, counted_unseen = truth[user]
-            assert (counted_unread, counted_total, counted_unseen) == (unread, total, unseen), (
-                f"inbox_counts drifted for {user}"
-            )
-            cached = await self.b.redis.get(count_key(user_id))
-            if cached is not None:
-                copy = decode_counts(user_id, cached)
-                assert copy is not None and (copy.unread, copy.total, copy.unseen) == (unread, total, unseen), (
-                    f"the Redis copy drifted for {user}"
-                )
+            unread, total, unseen = found.shown[user]
             h = self.headers(user)
             answer = (await self.http.get("/v1/unread-count", headers=h)).json()
             badge = answer["unread_count"]

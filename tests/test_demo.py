@@ -16,8 +16,8 @@ import msgspec
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.processes import herald, json_line, stop, wait_ready
-from tests.sse import open_stream
+from tests.support.processes import herald, json_line, stop, wait_ready
+from tests.support.sse import open_stream
 
 CHROMIUM = os.environ.get("HERALD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

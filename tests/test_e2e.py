@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from service.cache import STREAM
-from service.embedded import free_port
-from tests.processes import herald, json_line, stop, wait_ready
-from tests.sse import open_stream
+from service.local.embedded import free_port
+from tests.support.processes import herald, json_line, stop, wait_ready
+from tests.support.sse import open_stream
 
 
 def test_an_event_sent_by_xadd_is_readable_within_a_second(env: dict[str, str], running: str) -> None:

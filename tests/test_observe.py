@@ -9,9 +9,9 @@ import msgspec
 import redis
 
 from service.cache import STREAM
-from service.embedded import free_port
-from tests.conftest import MakeUser
-from tests.processes import herald, json_line, start_herald, stop
+from service.local.embedded import free_port
+from tests.support.factories import MakeUser
+from tests.support.processes import herald, json_line, start_herald, stop
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

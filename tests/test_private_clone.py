@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded import EmbeddedPostgres, EmbeddedServerError, free_port
+from service.local.embedded import EmbeddedPostgres, EmbeddedServerError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 as_root = pytest.mark.skipif(
@@ -79,7 +79,7 @@ import asyncio, json, socket, sys
 from pathlib import Path
 import asyncpg
 import service
-from service.embedded import EmbeddedPostgres
+from service.local.embedded import EmbeddedPostgres
 
 pg = EmbeddedPostgres(Path(".herald/postgres"), bin_dir=Path(sys.argv[1]))
 url = pg.start()

@@ -21,9 +21,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.embedded import free_port
-from tests.conftest import TABLES, Servers
-from tests.processes import herald, json_line, stop, wait_ready
+from service.local.embedded import free_port
+from service.local.harness import Servers
+from tests.support.factories import TABLES
+from tests.support.processes import herald, json_line, stop, wait_ready
 
 EXAMPLES = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "10"))
 

@@ -13,7 +13,7 @@ import redis
 
 from service.cache import STREAM
 from service.tokens import new_token
-from tests.processes import herald, json_line, start_herald, stop
+from tests.support.processes import herald, json_line, start_herald, stop
 
 
 def test_tokens_carry_a_prefix_and_256_random_bits() -> None:

@@ -11,8 +11,8 @@ import time
 import httpx
 import msgspec
 
-from tests.processes import herald, json_line, stop, wait_ready
-from tests.sse import Reader
+from tests.support.processes import herald, json_line, stop, wait_ready
+from tests.support.sse import Reader
 
 LIMIT = 5
 

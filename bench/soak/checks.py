@@ -13,8 +13,10 @@ import redis.asyncio as aioredis
 
 from bench.soak.load import Ledger
 from bench.soak.seed import Tenant
-from bench.soak.servers import Herald, Servers, cpu_seconds, machine_busy, rss_bytes, tree
+from bench.soak.servers import Herald, cpu_seconds, database_name, machine_busy, redis_db, rss_bytes, tree
 from service import cache
+from service.local.harness import Servers
+from service.local.invariants import check_counts
 
 MiB = 1024 * 1024
 
@@ -64,13 +66,13 @@ class Observer:
         rows = await self.db.fetch(
             "SELECT coalesce(application_name, '') AS app, count(*) AS n FROM pg_stat_activity "
             "WHERE datname = $1 AND pid <> pg_backend_pid() GROUP BY 1",
-            self.servers.database_name,
+            database_name(self.servers.database_url),
         )
         pg = {r["app"] or "(none)": r["n"] for r in rows}
         clients = await self.rd.client_list()
         redis_clients: dict[str, int] = {}
         for c in clients:
-            if int(c.get("db", -1)) != self.servers.redis_db or c.get("name") == "herald-soak":
+            if int(c.get("db", -1)) != redis_db(self.servers.redis_url) or c.get("name") == "herald-soak":
                 continue
             name = c.get("name") or "herald"
             redis_clients[name] = redis_clients.get(name, 0) + 1
@@ -158,43 +160,19 @@ async def verify(
     out["rows_missing_sample"] = sorted(missing)[:10]
     out["rows_unexpected_sample"] = sorted(extra)[:10]
 
-    # 3. Counts: inbox_counts against count(*) of the shown rows (a snoozed row is not counted; the
-    # check runs after the load, when the last snoozes have come back), the Redis copy against
-    # inbox_counts.
-    counts = await db.fetch(
-        """
-        SELECT u.id, u.external_id, c.unread, c.total, c.version,
-               coalesce(x.unread, 0) AS rows_unread, coalesce(x.total, 0) AS rows_total
-        FROM users u
-        JOIN inbox_counts c ON c.user_id = u.id
-        LEFT JOIN (SELECT user_id, count(*) FILTER (WHERE read_at IS NULL) AS unread, count(*) AS total
-                   FROM inbox WHERE snoozed_until IS NULL GROUP BY user_id) x ON x.user_id = u.id
-        WHERE u.tenant_id = $1
-        """,
-        tenant_id,
-    )
-    off = [r["external_id"] for r in counts if (r["unread"], r["total"]) != (r["rows_unread"], r["rows_total"])]
-    out["users_checked"] = len(counts)
-    out["counts_off"] = len(off)
-    out["counts_off_sample"] = off[:10]
-    copies = await rd.mget([cache.count_key(r["id"]) for r in counts])
-    stale = []
-    present = 0
-    for r, raw in zip(counts, copies, strict=True):
-        if raw is None:
-            continue
-        present += 1
-        version, unread, total = (int(x) for x in raw.decode().split(":")[:3])
-        if (version, unread, total) != (r["version"], r["unread"], r["total"]):
-            stale.append(
-                f"{r['external_id']}: copy {version}:{unread}:{total} db {r['version']}:{r['unread']}:{r['total']}"
-            )
-    out["redis_copies_present"] = present
-    out["redis_copies_off"] = len(stale)
-    out["redis_copies_off_sample"] = stale[:10]
+    # 3. Counts: the invariant (service/local/invariants.py), for this tenant: the shown rows =
+    # inbox_counts (unread, total, unseen) = the Redis copy. It runs after the load, when the last
+    # snoozes have come back.
+    counts = await check_counts(db, rd, tenant_id)
+    out["users_checked"] = counts.users
+    out["counts_off"] = len(counts.rows_off)
+    out["counts_off_sample"] = counts.rows_off[:10]
+    out["redis_copies_present"] = counts.copies_present
+    out["redis_copies_off"] = len(counts.copies_off)
+    out["redis_copies_off_sample"] = counts.copies_off[:10]
 
     # 4. The badge itself, through the API, for every user (no If-None-Match).
-    unread_rows = {r["external_id"]: r["rows_unread"] for r in counts}
+    unread_rows = {user: shown[0] for user, shown in counts.shown.items()}
     wrong = []
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         sem = asyncio.Semaphore(16)

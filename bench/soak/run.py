@@ -24,8 +24,9 @@ from bench.soak import report
 from bench.soak.checks import Observer, drain, stream_state, verify
 from bench.soak.load import Ledger, PollerPlan, Publisher, Sessions, merge_message, start_pollers
 from bench.soak.seed import Tenant, seed
-from bench.soak.servers import Herald, Servers
+from bench.soak.servers import Herald, start_servers
 from bench.soak.stats import Tally, Windows
+from service.local.harness import Servers
 
 MiB = 1024 * 1024
 # A process fails the soak when its RSS at the end of the load exceeds its RSS at the end of the
@@ -65,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     run_id = "soak" + started.strftime("%Y%m%d%H%M%S")
     logs = Path(".herald") / "soak" / started.strftime("%Y-%m-%dT%H-%M-%S")
     print(f"soak: starting servers (logs in {logs})", flush=True)
-    servers = Servers.start()
+    servers = start_servers()
     herald: Herald | None = None
     try:
         herald = Herald(servers, logs, api_workers=args.api_workers, workers=args.workers)

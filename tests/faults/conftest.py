@@ -1,8 +1,7 @@
 """Servers a test may break: a private Redis and a private PostgreSQL, stopped and started at will,
-and real Herald processes pointed at them."""
+the fixtures (tests/support/servers.py holds Breakable)."""
 
 import asyncio
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,35 +9,8 @@ from pathlib import Path
 import pytest
 
 from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
-from tests.conftest import Servers
-from tests.processes import start_herald, stop
-
-
-class Breakable:
-    """A Redis that can be stopped and started again on the same port and directory."""
-
-    def __init__(self, root: Path, appendonly: bool = True) -> None:
-        self.root, self.port, self.appendonly = root, free_port(), appendonly
-        self.server: EmbeddedRedis | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, *, empty: bool = False) -> None:
-        if empty:
-            for f in self.root.glob("**/*.aof*"):
-                f.unlink()
-            for f in self.root.glob("appendonlydir/*"):
-                f.unlink()
-        self.server = EmbeddedRedis(self.root, self.port, appendonly=self.appendonly)
-        self.server.start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+from service.local.embedded import EmbeddedPostgres, create_database
+from tests.support.servers import Breakable
 
 
 @pytest.fixture
@@ -63,16 +35,3 @@ def private_postgres(scratch: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     asyncio.run(db.migrate(url))
     yield server, url
     server.stop()
-
-
-def fault_env(database_url: str, redis_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HERALD_DATABASE_URL": database_url,
-        "HERALD_REDIS_URL": redis_url,
-        "HERALD_PORT": str(free_port()),
-        "HERALD_BACKEND_TIMEOUT": "2",
-    }
-
-
-__all__ = ["Breakable", "Servers", "fault_env", "start_herald", "stop"]

@@ -17,11 +17,11 @@ import httpx
 import msgspec
 import pytest
 
-from service.embedded import EmbeddedPostgres
-from tests.faults.conftest import Breakable, fault_env, start_herald, stop
-from tests.faults.test_redis import until
-from tests.processes import herald, json_line
+from service.local.embedded import EmbeddedPostgres
 from tests.support.partition import Partition, partition
+from tests.support.processes import fault_env, herald, json_line, start_herald, stop
+from tests.support.servers import Breakable
+from tests.support.waits import until
 
 OUTAGE = 25.0
 SETTLED = 10.0  # the contract's first seconds of an outage, during which a request may still wait

@@ -8,10 +8,10 @@ import httpx
 import redis
 
 from service.cache import GROUP, STREAM
-from service.embedded import EmbeddedPostgres
-from tests.faults.conftest import fault_env, start_herald, stop
-from tests.faults.test_redis import publish, until
-from tests.processes import herald, json_line
+from service.local.embedded import EmbeddedPostgres
+from tests.support.factories import publish
+from tests.support.processes import fault_env, herald, json_line, start_herald, stop
+from tests.support.waits import until
 
 
 def test_a_postgres_outage_answers_503_and_loses_nothing(

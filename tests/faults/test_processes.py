@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from service.cache import STREAM, count_key, decode_counts
-from tests.conftest import Servers, seed_topic
-from tests.faults.conftest import fault_env, start_herald, stop
-from tests.faults.test_redis import until
-from tests.processes import herald, json_line
+from service.local.harness import Servers
+from tests.support.factories import seed_topic
+from tests.support.processes import fault_env, herald, json_line, start_herald, stop
+from tests.support.waits import until
 
 RECIPIENTS = 100_000
 

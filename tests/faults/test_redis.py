@@ -5,27 +5,11 @@ import time
 from pathlib import Path
 
 import httpx
-import msgspec
-import redis
 
-from service.cache import STREAM
-from tests.faults.conftest import Breakable, fault_env, start_herald, stop
-from tests.processes import herald, json_line
-
-
-def publish(url: str, event_id: str, user: str) -> None:
-    client = redis.Redis.from_url(url)
-    event = {"id": event_id, "type": "t", "tenant": "acme", "audience": {"users": [user]}, "message": event_id}
-    client.xadd(STREAM, {"event": msgspec.json.encode(event)})
-    client.close()
-
-
-def until(check, timeout: float = 10.0, what: str = "condition") -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
-    return time.monotonic() - started
+from tests.support.factories import publish
+from tests.support.processes import fault_env, herald, json_line, start_herald, stop
+from tests.support.servers import Breakable
+from tests.support.waits import until
 
 
 def test_a_redis_outage_degrades_and_recovers(servers, clean: None, private_redis: Breakable, scratch: Path) -> None:  # type: ignore[no-untyped-def]

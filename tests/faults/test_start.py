@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 
 from service import db
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
-from tests.faults.conftest import Breakable, fault_env, stop
-from tests.faults.test_redis import until
-from tests.processes import herald, json_line
+from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
+from tests.support.processes import fault_env, herald, json_line, stop
+from tests.support.servers import Breakable
+from tests.support.waits import until
 
 
 def start(env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from service import ids
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
 
 Client = httpx.AsyncClient
 BASE = "/aptly/v1/notifications"

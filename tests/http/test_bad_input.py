@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
 
 SQL = [
     "\x00",

@@ -10,7 +10,7 @@ from service import ids
 from service.backends import Backends
 from service.cache import count_key, decode_counts
 from service.metrics import AUTH_LOOKUPS, COUNT_READS
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
 
 BADGE = "/v1/unread-count"
 
@@ -149,7 +149,7 @@ async def test_an_older_copy_never_replaces_a_newer_one(backends: Backends, alic
 async def test_the_poll_interval_comes_from_the_settings(alice: User, settings: object, clean: None) -> None:
     import msgspec
 
-    from tests.conftest import serving
+    from tests.support.http import serving
 
     async with serving(msgspec.structs.replace(settings, poll_interval=7)) as c:  # type: ignore[type-var]
         assert (await c.get(BADGE, headers=alice.headers)).headers["x-poll-interval"] == "7"

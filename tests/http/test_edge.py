@@ -6,7 +6,8 @@ import pytest
 
 from service.errors import SettingsError
 from service.settings import Settings, load_settings
-from tests.conftest import MakeUser, serving
+from tests.support.factories import MakeUser
+from tests.support.http import serving
 
 APP = "https://app.example.com"
 

@@ -17,7 +17,8 @@ from service.backends import Backends
 from service.cache import STREAM
 from service.http.app import create_app
 from service.settings import Settings
-from tests.conftest import TABLES, Deliver, MakeUser, User, listening
+from tests.support.factories import TABLES, Deliver, MakeUser, User
+from tests.support.http import listening
 
 Client = httpx.AsyncClient
 CHANGES = ("POST", "PATCH", "PUT", "DELETE")

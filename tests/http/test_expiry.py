@@ -8,9 +8,9 @@ import httpx
 
 from service import ids
 from service.backends import Backends
-from tests.conftest import Deliver, JobRecorder, MakeUser, make_event
-from tests.http.test_snooze import at, everything, snooze_path
-from tests.store.test_fanout import counts_agree
+from tests.support.factories import Deliver, JobRecorder, MakeUser, at, make_event
+from tests.support.invariants import counts_agree
+from tests.support.profiles import everything, snooze_path
 from workers import sweep
 from workers.fanout import Fanout
 

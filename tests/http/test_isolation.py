@@ -8,7 +8,7 @@ import pytest
 
 from service import ids
 from service.backends import Backends
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
 
 SECRET = "quarterly-numbers-7f3a"
 

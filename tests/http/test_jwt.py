@@ -34,7 +34,8 @@ from service.settings import Settings
 from service.signed import Verifier
 from service.store import users
 from service.tokens import token_hash
-from tests.conftest import Deliver, MakeUser, serving
+from tests.support.factories import Deliver, MakeUser
+from tests.support.http import serving
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 BADGE = "/v1/unread-count"

@@ -8,7 +8,8 @@ import pytest
 
 from service.limits import Limiter
 from service.settings import Settings
-from tests.conftest import MakeUser, serving
+from tests.support.factories import MakeUser
+from tests.support.http import serving
 
 
 def _strict(settings: Settings, **limits: float) -> Settings:

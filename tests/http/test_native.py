@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.cache import STREAM
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
 
 Client = httpx.AsyncClient
 

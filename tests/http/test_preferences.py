@@ -7,7 +7,7 @@ import pytest
 
 from service import admin
 from service.backends import Backends
-from tests.conftest import Deliver, MakeUser
+from tests.support.factories import Deliver, MakeUser
 
 Client = httpx.AsyncClient
 NONE = {"muted": {"types": [], "categories": [], "topics": []}}

@@ -4,7 +4,8 @@ import httpx
 
 from service import ids
 from service.settings import Settings, parse_profiles
-from tests.conftest import Deliver, MakeUser, serving
+from tests.support.factories import Deliver, MakeUser
+from tests.support.http import serving
 
 Client = httpx.AsyncClient
 

@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
 
 Client = httpx.AsyncClient
 BASE = "/api/user-notifications"

@@ -7,11 +7,11 @@ import httpx
 import pytest
 
 from service import ids
-from tests.conftest import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User
+from tests.support.profiles import ok, refused
 
 Client = httpx.AsyncClient
 BASE = "/v1/notifications"
-STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 @pytest.fixture
@@ -27,23 +27,6 @@ async def bob(make_user: MakeUser) -> User:
 async def make(deliver: Deliver, user: str = "alice", **fields: Any) -> str:
     outcome = await deliver(users=[user], **fields)
     return ids.to_scalebox(outcome.deliveries[0].inbox_id)
-
-
-def ok(reply: Any, message: str | None = None) -> Any:
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    assert body["success"] is True and STAMP.match(body["timestamp"])
-    if message is not None:
-        assert body["message"] == message
-    return body["data"]
-
-
-def refused(reply: Any, status: int) -> str:
-    assert reply.status_code == status, reply.text
-    body = reply.json()
-    assert set(body) == {"success", "error", "timestamp"} and body["success"] is False
-    assert STAMP.match(body["timestamp"]) and body["error"]
-    return str(body["error"])
 
 
 async def test_list_has_the_seed_shape(client: Client, alice: User, deliver: Deliver) -> None:

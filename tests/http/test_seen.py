@@ -3,8 +3,9 @@
 import httpx
 
 from service import ids
-from tests.conftest import Deliver, MakeUser, listening
-from tests.sse import open_stream
+from tests.support.factories import Deliver, MakeUser
+from tests.support.http import listening
+from tests.support.sse import open_stream
 
 BADGE = "/v1/unread-count"
 

@@ -4,7 +4,6 @@ its time, when the sweep brings it back as unread and new, counted and pushed.""
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import httpx
 import pytest
@@ -12,17 +11,11 @@ import pytest
 from service import ids
 from service.backends import Backends
 from service.settings import Settings
-from tests.conftest import Deliver, MakeUser, User, listening
-from tests.http.test_scalebox import ok, refused
-from tests.sse import open_stream
+from tests.support.factories import Deliver, MakeUser, User, at
+from tests.support.http import listening
+from tests.support.profiles import BADGE, everything, ok, refused, snooze_path
+from tests.support.sse import open_stream
 from workers import sweep
-
-BADGE = "/v1/unread-count"
-
-
-def at(seconds: float) -> str:
-    """An ISO 8601 time `seconds` from now (in the past when negative)."""
-    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
 @pytest.fixture
@@ -32,34 +25,6 @@ async def alice(make_user: MakeUser) -> User:
 
 async def rows(deliver: Deliver, n: int, user: str = "alice") -> list[int]:
     return [(await deliver(users=[user])).deliveries[0].inbox_id for _ in range(n)]
-
-
-def snooze_path(row: int) -> str:
-    return f"/v1/notifications/{ids.to_scalebox(row)}/snooze"
-
-
-async def everything(client: httpx.AsyncClient, who: User) -> dict[str, Any]:
-    """What every profile shows: the ids each list holds, and each count."""
-    h = who.headers
-    scalebox = ok(await client.get("/v1/notifications", headers=h))
-    qualytics = (await client.get("/api/user-notifications", params={"size": 100}, headers=h)).json()
-    listing = (await client.get("/api/user-notifications/listing", headers=h)).json()
-    aptly = (await client.get("/aptly/v1/notifications", params={"tenantId": who.tenant}, headers=h)).json()["data"]
-    badge = (await client.get(BADGE, headers=h)).json()
-    return {
-        "scalebox": sorted(ids.from_scalebox(n["id"]) for n in scalebox["notifications"]),
-        "qualytics": sorted(i["id"] for i in qualytics["items"]),
-        "listing": sorted(i["id"] for i in listing),
-        "aptly": sorted(ids.from_uuid(n["id"]) for n in aptly["data"]),
-        "counts": (
-            badge["unread_count"],
-            badge["unseen_count"],
-            scalebox["unread_count"],
-            scalebox["pagination"]["total"],
-            qualytics["total"],
-            aptly["total"],
-        ),
-    }
 
 
 async def test_a_snoozed_notification_leaves_every_list_and_count_then_comes_back(

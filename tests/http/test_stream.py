@@ -10,8 +10,9 @@ import pytest
 from service import ids
 from service.backends import Backends
 from service.settings import Settings
-from tests.conftest import Deliver, JobRecorder, MakeUser, User, listening, make_event
-from tests.sse import open_stream
+from tests.support.factories import Deliver, JobRecorder, MakeUser, User, make_event
+from tests.support.http import listening
+from tests.support.sse import open_stream
 from workers.fanout import Fanout
 
 

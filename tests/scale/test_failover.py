@@ -14,10 +14,10 @@ import httpx
 import msgspec
 import pytest
 
-from service.embedded import free_port
-from tests.conftest import Servers
-from tests.processes import herald, json_line, start_herald, stop
-from tests.scale.conftest import Sentinels
+from service.local.embedded import free_port
+from service.local.harness import Servers
+from tests.support.processes import herald, json_line, start_herald, stop
+from tests.support.replication import Sentinels
 
 USERS = ("ann", "ben")
 

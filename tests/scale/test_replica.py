@@ -9,11 +9,13 @@ import httpx
 
 from service import admin, ids
 from service.backends import Backends
+from service.local.harness import Servers
 from service.metrics import REGISTRY
 from service.replica import REPLAY_FRESH
 from service.settings import Settings
-from tests.conftest import JobRecorder, Servers, make_event, serving
-from tests.scale.conftest import Replicated
+from tests.support.factories import JobRecorder, make_event
+from tests.support.http import serving
+from tests.support.replication import Replicated
 from workers.fanout import Fanout
 
 BASE = "/v1/notifications"

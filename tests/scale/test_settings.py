@@ -7,7 +7,8 @@ import pytest
 from service.cache import STREAM
 from service.errors import SettingsError
 from service.settings import Settings, load_settings, parse_sentinel_url
-from tests.conftest import MakeUser, serving
+from tests.support.factories import MakeUser
+from tests.support.http import serving
 
 
 def test_the_sentinel_form_is_read() -> None:

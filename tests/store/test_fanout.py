@@ -3,54 +3,13 @@
 import asyncio
 import itertools
 
-import asyncpg
-
 from service.backends import Backends
 from service.cache import count_key, decode_counts
 from service.store import fanout
-from tests.conftest import Deliver, JobRecorder, MakeUser, make_event
+from tests.support.factories import Deliver, JobRecorder, MakeUser, make_event
+from tests.support.invariants import counts_agree
+from tests.support.queries import inbox_of, rows, subscribe
 from workers.fanout import Fanout
-
-
-async def rows(b: Backends, sql: str, *args: object) -> list[asyncpg.Record]:
-    async with b.pool.acquire() as conn:
-        return await conn.fetch(sql, *args)
-
-
-async def inbox_of(b: Backends, tenant: str = "acme") -> dict[str, int]:
-    found = await rows(
-        b,
-        """SELECT u.external_id, count(*) FROM inbox i JOIN users u ON u.id = i.user_id
-           JOIN tenants t ON t.id = u.tenant_id WHERE t.name = $1 GROUP BY 1""",
-        tenant,
-    )
-    return {r[0]: r[1] for r in found}
-
-
-async def counts_agree(b: Backends) -> None:
-    """inbox_counts equals the shown rows (unread, total and unseen; a snoozed row is not counted),
-    and Redis holds the same numbers for every user it caches."""
-    drift = await rows(
-        b,
-        """SELECT c.user_id, c.unread, c.total, c.unseen
-           FROM inbox_counts c LEFT JOIN inbox i ON i.user_id = c.user_id AND i.snoozed_until IS NULL
-           GROUP BY c.user_id, c.unread, c.total, c.unseen
-           HAVING c.unread <> count(i.id) FILTER (WHERE i.read_at IS NULL) OR c.total <> count(i.id)
-               OR c.unseen <> count(i.id) FILTER (WHERE i.read_at IS NULL AND i.seen_at IS NULL)""",
-    )
-    assert drift == []
-    for r in await rows(b, "SELECT user_id, unread, total, version, unseen FROM inbox_counts"):
-        raw = await b.redis.get(count_key(r[0]))
-        if raw is not None:
-            assert decode_counts(r[0], raw) == decode_counts(r[0], b"%d:%d:%d:%d" % (r[3], r[1], r[2], r[4]))
-
-
-async def subscribe(b: Backends, topic: str, users: list[str], tenant: str = "acme") -> None:
-    async with b.pool.acquire() as conn:
-        from service import admin
-
-        for user in users:
-            await admin.subscribe(conn, tenant, user, topic)
 
 
 async def test_named_users_are_created_as_members_and_each_gets_one_row(backends: Backends, deliver: Deliver) -> None:

@@ -11,8 +11,9 @@ from service.backends import Backends
 from service.cache import GROUP, STREAM, count_key
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
 from service.settings import Settings
-from tests.conftest import Deliver, MakeUser
-from tests.store.test_fanout import counts_agree, rows
+from tests.support.factories import Deliver, MakeUser
+from tests.support.invariants import counts_agree
+from tests.support.queries import rows
 from workers import maintenance
 from workers.main import build_worker
 

@@ -6,8 +6,9 @@ import asyncpg
 
 from service.backends import Backends
 from service.store import preferences
-from tests.conftest import Deliver, JobRecorder, MakeUser, make_event, seed_topic
-from tests.store.test_fanout import counts_agree, inbox_of, rows, subscribe
+from tests.support.factories import Deliver, JobRecorder, MakeUser, make_event, seed_topic
+from tests.support.invariants import counts_agree
+from tests.support.queries import inbox_of, rows, subscribe
 from workers.fanout import Fanout
 
 

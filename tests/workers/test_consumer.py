@@ -13,7 +13,9 @@ from service.backends import Backends
 from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.model import decode_event
 from service.settings import Settings
-from tests.workers.conftest import event, eventually, rows
+from tests.support.factories import event
+from tests.support.queries import inbox_size
+from tests.support.waits import eventually
 from workers.consumer import Consumer
 from workers.fanout import Fanout
 from workers.main import build_worker
@@ -45,7 +47,7 @@ async def pending(b: Backends) -> int:
 async def test_an_xadded_event_becomes_rows_and_is_acknowledged(backends: Backends, running: Running) -> None:
     await running()
     await backends.redis.xadd(STREAM, {"event": event(audience={"users": ["alice", "bob"]})})
-    await eventually(lambda: _equals(rows(backends), 2))
+    await eventually(lambda: _equals(inbox_size(backends), 2))
     await eventually(lambda: _equals(pending(backends), 0))
 
 
@@ -60,7 +62,7 @@ async def test_bad_entries_are_dead_lettered_and_the_consumer_carries_on(backend
         await backends.redis.xadd(STREAM, {"event": raw})
     await backends.redis.xadd(STREAM, {"something": "else"})
     await backends.redis.xadd(STREAM, {"event": event(id="good")})
-    await eventually(lambda: _equals(rows(backends), 1))
+    await eventually(lambda: _equals(inbox_size(backends), 1))
     await eventually(lambda: _equals(backends.redis.xlen(DEAD), 5))
     letters = await backends.redis.xrange(DEAD)
     assert [fields[b"event"] for _, fields in letters] == [*bad, b""]
@@ -78,7 +80,7 @@ async def test_entries_left_by_a_dead_consumer_are_claimed(backends: Backends, r
     taken = await backends.redis.xreadgroup(GROUP, "dead-worker", {STREAM: ">"}, count=10)
     assert len(taken[0][1]) == 1
     await running(claim_idle=0.3, claim_every=0.1)
-    await eventually(lambda: _equals(rows(backends), 1))
+    await eventually(lambda: _equals(inbox_size(backends), 1))
     await eventually(lambda: _equals(pending(backends), 0))
 
 
@@ -91,7 +93,7 @@ async def test_an_event_that_keeps_killing_workers_is_dead_lettered(backends: Ba
     await eventually(lambda: _equals(backends.redis.xlen(DEAD), 1))
     reason = (await backends.redis.xrange(DEAD))[0][1][b"reason"].decode()
     assert "abandoned" in reason
-    assert await rows(backends) == 0 and await pending(backends) == 0
+    assert await inbox_size(backends) == 0 and await pending(backends) == 0
 
 
 async def test_publishing_the_same_event_repeatedly_gives_one_row(backends: Backends, running: Running) -> None:
@@ -99,7 +101,7 @@ async def test_publishing_the_same_event_repeatedly_gives_one_row(backends: Back
     for _ in range(5):
         await backends.redis.xadd(STREAM, {"event": event(id="same", audience={"users": ["alice", "bob"]})})
     await eventually(lambda: _equals(pending(backends), 0))
-    assert await rows(backends) == 2
+    assert await inbox_size(backends) == 2
 
 
 async def test_a_split_fan_out_runs_as_arq_jobs(settings: Settings, backends: Backends, arq_pool: ArqRedis) -> None:
@@ -113,7 +115,7 @@ async def test_a_split_fan_out_runs_as_arq_jobs(settings: Settings, backends: Ba
         await worker.async_run()
     finally:
         await worker.close()
-    assert await rows(backends) == 2500
+    assert await inbox_size(backends) == 2500
     assert worker.jobs_complete == 3 and worker.jobs_failed == 0
 
 

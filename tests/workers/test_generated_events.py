@@ -15,7 +15,7 @@ from service.backends import Backends
 from service.cache import DEAD, GROUP, STREAM
 from service.errors import InvalidEvent
 from service.model import decode_event
-from tests.conftest import MakeUser
+from tests.support.factories import MakeUser
 from workers.consumer import Consumer
 from workers.fanout import Fanout
 

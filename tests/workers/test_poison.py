@@ -11,8 +11,9 @@ from service import stream
 from service.backends import Backends
 from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
 from service.model import decode_event
-from tests.conftest import JobRecorder
-from tests.workers.conftest import event, eventually, rows
+from tests.support.factories import JobRecorder, event
+from tests.support.queries import inbox_size
+from tests.support.waits import eventually
 from workers.consumer import MAX_ATTEMPTS, Consumer
 from workers.fanout import CHUNK_ATTEMPTS, Fanout, fanout_chunk
 
@@ -47,7 +48,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
             await backends.redis.xadd(STREAM, {"event": event(id=f"good-{n}")})
 
         async def the_good_ones_arrived() -> bool:
-            return await rows(backends) == 5
+            return await inbox_size(backends) == 5
 
         await eventually(the_good_ones_arrived, timeout=3)  # not held back by the retries of "bad"
 
@@ -68,7 +69,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
         assert await backends.redis.xlen(DEAD) == 0
 
         async def delivered() -> bool:
-            return await rows(backends) == 6
+            return await inbox_size(backends) == 6
 
         await eventually(delivered, timeout=10.0)
     finally:
@@ -113,4 +114,4 @@ async def test_a_chunk_that_keeps_failing_dead_letters_its_event(backends: Backe
     await fan.ingest(decode_event(raw))
     for _, args, _ in jobs.jobs:
         await fan.run_chunk(*args)
-    assert await rows(backends) == 1500
+    assert await inbox_size(backends) == 1500

@@ -11,19 +11,16 @@ Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import asyncpg
 
 from service import admin, cache, db, stream
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, create_database
+from service.local.embedded import EmbeddedServerError
+from service.local.harness import Child, NotReady, Servers, herald_command, start, stop, wait_ready
 from service.model import decode_events
 from service.settings import Settings
 
@@ -51,50 +48,25 @@ async def _prepare(database_url: str, redis_url: str) -> tuple[str, str]:
     return made.token, producer
 
 
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            raise SystemExit("herald: a child process exited during start; see the lines above")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/readyz", timeout=1) as reply:  # noqa: S310
-            if reply.status == 200:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"herald: the API did not become ready within {timeout:.0f} s")
-
-
-def _start_servers(settings: Settings, root: Path, servers: list[EmbeddedPostgres | EmbeddedRedis]) -> tuple[str, str]:
-    """The two URLs: the configured ones, or embedded servers' (appended to `servers`). A server
-    that cannot start stops `herald dev` with one message carrying the server's own error."""
-    try:
-        database_url = settings.database_url
-        if not database_url:
-            pg = EmbeddedPostgres(root / "postgres")
-            if pg.placement:
-                print(f"herald: {pg.placement}", flush=True)
-            servers.append(pg)
-            database_url = asyncio.run(create_database(pg.start(), "herald"))
-        redis_url = settings.redis_url
-        if not redis_url:
-            rd = EmbeddedRedis(root / "redis")
-            servers.append(rd)
-            redis_url = rd.start()
-    except (EmbeddedServerError, RuntimeError, OSError) as exc:
-        raise SystemExit(f"herald: {exc}") from None
-    return database_url, redis_url
-
-
 def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
-    root = Path(state_dir)
-    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
-    children: list[subprocess.Popen[bytes]] = []
+    servers = Servers(
+        database_url=settings.database_url or "",
+        redis_url=settings.redis_url or "",
+        root=Path(state_dir),
+        note=lambda placement: print(f"herald: {placement}", flush=True),
+    )
+    children: list[Child] = []
 
     def on_signal(signum: int, _: object) -> None:
         raise KeyboardInterrupt  # SIGTERM as Ctrl-C, from the start: whatever was started gets stopped
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        database_url, redis_url = _start_servers(settings, root, servers)
+        try:
+            servers.start()  # a server that cannot start stops `herald dev` with the server's own error
+        except (EmbeddedServerError, RuntimeError, OSError) as exc:
+            raise SystemExit(f"herald: {exc}") from None
+        database_url, redis_url = servers.database_url, servers.redis_url
         base = f"http://{settings.host}:{settings.port}"
         token, producer = asyncio.run(_prepare(database_url, redis_url))
 
@@ -106,9 +78,11 @@ def run_dev(settings: Settings, state_dir: str = ".herald") -> None:
             "HERALD_LOG_FORMAT": os.environ.get("HERALD_LOG_FORMAT", "text"),
             "HERALD_DEMO": "1",
         }
-        for part in ("api", "worker"):
-            children.append(subprocess.Popen([sys.executable, "-m", "service.cli", part], env=env))
-        _wait_ready(base, children)
+        children += [start(part, herald_command(part), env) for part in ("api", "worker")]
+        try:
+            wait_ready(base + "/readyz", children)
+        except NotReady as exc:
+            raise SystemExit(f"herald: {exc}; see the lines above") from None
         prefix = dict(settings.profiles).get("qualytics", "/api")
         print(
             f"""
@@ -130,23 +104,15 @@ Other terminals (herald admin ..., herald publish ...):
   export HERALD_DATABASE_URL={database_url}
   export HERALD_REDIS_URL={redis_url}
 
-Ctrl-C stops Herald{" and its embedded servers" if servers else ""}.
+Ctrl-C stops Herald{" and its embedded servers" if servers.embedded else ""}.
 """,
             flush=True,
         )
-        while all(c.poll() is None for c in children):
+        while all(c.proc.poll() is None for c in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, lambda *_: None)  # a second SIGTERM must not cut the cleanup short
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        for server in reversed(servers):
-            server.stop()
+        stop(children, timeout=30)
+        servers.stop()

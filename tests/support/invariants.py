@@ -1,0 +1,16 @@
+"""The invariant, as the tests assert it: service/local/invariants.py holds the check itself (the soak
+runs the same one)."""
+
+from __future__ import annotations
+
+from service.backends import Backends
+from service.local.invariants import check_counts
+
+
+async def counts_agree(b: Backends) -> None:
+    """inbox_counts equals the shown rows (unread, total and unseen; a snoozed row is not counted),
+    and Redis holds the same numbers for every user it caches."""
+    async with b.pool.acquire() as conn:
+        found = await check_counts(conn, b.redis)
+    assert found.rows_off == []
+    assert found.copies_off == []
