@@ -22,7 +22,10 @@ from pathlib import Path
 
 import asyncpg
 
-from service import admin, cache, db, stream
+from service import admin
+from service import intake as stream
+from service.backends import postgres as db
+from service.backends import redis as cache
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, create_database
 from service.model import decode_events
 from service.settings import Settings

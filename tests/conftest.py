@@ -24,12 +24,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from service import admin
-from service.backends import Backends
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port, fresh_schema
 from service.http.app import asgi, create_app
 from service.model import Event, decode_event
+from service.process import Backends
 from service.settings import Settings
-from workers.fanout import Fanout, Outcome
+from workers.delivery import Delivery, Outcome
 
 # Real `herald` processes (fixtures `env` and `running`) for the end-to-end tests.
 pytest_plugins = ["tests.processes"]
@@ -252,15 +252,15 @@ def jobs() -> JobRecorder:
 
 
 @pytest.fixture
-def fan(backends: Backends, jobs: JobRecorder) -> Fanout:
-    return Fanout(backends, jobs)  # type: ignore[arg-type]
+def fan(backends: Backends, jobs: JobRecorder) -> Delivery:
+    return Delivery(backends, jobs)  # type: ignore[arg-type]
 
 
 Deliver = Callable[..., Awaitable[Outcome]]
 
 
 @pytest.fixture
-def deliver(fan: Fanout, jobs: JobRecorder) -> Deliver:
+def deliver(fan: Delivery, jobs: JobRecorder) -> Deliver:
     """Ingest an event the way the worker does, running any split chunks at once."""
 
     async def run(event: Event | None = None, **fields: Any) -> Outcome:

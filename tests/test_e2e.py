@@ -11,8 +11,8 @@ import msgspec
 import pytest
 import redis
 
-from service.cache import STREAM
 from service.embedded import free_port
+from service.keys import STREAM
 from tests.processes import herald, json_line, stop, wait_ready
 from tests.sse import open_stream
 

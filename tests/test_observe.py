@@ -8,8 +8,8 @@ import httpx
 import msgspec
 import redis
 
-from service.cache import STREAM
 from service.embedded import free_port
+from service.keys import STREAM
 from tests.conftest import MakeUser
 from tests.processes import herald, json_line, start_herald, stop
 

@@ -25,13 +25,13 @@ import uuid
 
 import redis.exceptions
 
-from service.cache import GROUP, STREAM
 from service.errors import InvalidEvent, Unavailable
+from service.intake import acknowledge, count_attempt, dead_letter
+from service.keys import GROUP, STREAM
 from service.logs import request_id
 from service.metrics import EVENTS_INGESTED, JOB_RETRIES
 from service.model import decode_event
-from service.stream import acknowledge, count_attempt, dead_letter
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 log = logging.getLogger("herald.consumer")
 
@@ -44,7 +44,7 @@ MAX_ATTEMPTS = 5
 class Consumer:
     def __init__(
         self,
-        fan: Fanout,
+        fan: Delivery,
         *,
         batch: int = 100,
         block: float = 1.0,

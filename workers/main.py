@@ -19,14 +19,14 @@ import redis.exceptions
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from service import notifications
-from service.backends import Backends, Watch
-from service.cache import QUEUE
+from service import inbox
+from service.keys import QUEUE
+from service.process import Backends, Watch
 from service.settings import Settings
 from workers import sweep
 from workers.consumer import Consumer
-from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
-from workers.maintenance import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
+from workers.delivery import CHUNK_JOB, Delivery, fanout_chunk
+from workers.housekeeping import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
 from workers.queue import queue_pool
 
 log = logging.getLogger("herald.worker")
@@ -59,7 +59,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     with contextlib.suppress(redis.exceptions.RedisError):  # only a warning: not worth failing a start
         await warn_without_persistence(ctx["redis"])
     backends = await Backends.open(settings, "herald-worker", ctx["watch"])
-    fan = Fanout(backends, ctx["redis"])
+    fan = Delivery(backends, ctx["redis"])
     consumer = Consumer(fan)
     stopping = asyncio.Event()
     ctx.update(
@@ -70,7 +70,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         sweep_task=asyncio.create_task(sweep.run(backends, stopping), name="herald-sweep"),
         # The sweep and maintenance jobs copy counts too: what Redis missed is copied again here,
         # as in the API, rather than left stale until its copy expires.
-        copier_task=asyncio.create_task(notifications.keep_copies(backends), name="herald-keep-copies"),
+        copier_task=asyncio.create_task(inbox.keep_copies(backends), name="herald-keep-copies"),
         stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)

@@ -17,13 +17,14 @@ import time
 import asyncpg
 import redis.exceptions
 
-from service import db, notifications
-from service.backends import Backends
+from service import inbox
+from service.backends import postgres
 from service.errors import Unavailable
 from service.metrics import SWEPT
 from service.model import Counts
-from service.store import timed
-from workers.maintenance import go_on, remove_rows
+from service.process import Backends
+from service.store import due
+from workers.housekeeping import go_on, remove_rows
 
 log = logging.getLogger("herald.sweep")
 
@@ -43,21 +44,19 @@ async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | N
     woke = 0
     while go_on(deadline, stopping):
 
-        async def back(conn: asyncpg.Connection) -> list[timed.Woke]:
-            return await timed.wake(conn, WAKE_BATCH)
+        async def back(conn: asyncpg.Connection) -> list[due.Woke]:
+            return await due.wake(conn, WAKE_BATCH)
 
-        rows = await db.run(b.pool, back, timeout=b.settings.backend_timeout)
+        rows = await postgres.run(b.pool, back, timeout=b.settings.backend_timeout)
         if rows:
-            await notifications.publish(
-                b, [r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True
-            )
+            await inbox.publish(b, [r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True)
         woke += len(rows)
         SWEPT.labels("snooze").inc(len(rows))
         if len(rows) < WAKE_BATCH:
             break
 
     async def expired(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
-        return await timed.expire(conn, EXPIRE_BATCH)
+        return await due.expire(conn, EXPIRE_BATCH)
 
     removed, _ = await remove_rows(b, expired, EXPIRE_BATCH, deadline, stopping, SWEPT.labels("expiry"))
     return woke, removed

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from bench.soak.load import Ledger
 from bench.soak.seed import Tenant
 from bench.soak.servers import Herald, Servers, cpu_seconds, machine_busy, rss_bytes, tree
-from service import cache
+from service.keys import DEAD, GROUP, QUEUE, STREAM, count_key
 
 MiB = 1024 * 1024
 
@@ -86,17 +86,17 @@ class Observer:
 
 async def stream_state(rd: aioredis.Redis) -> dict[str, int | None]:
     """Entries written, not yet delivered (lag), delivered but not acknowledged, dead, queued jobs."""
-    state: dict[str, int | None] = {"length": await rd.xlen(cache.STREAM), "lag": None, "pending": None}
+    state: dict[str, int | None] = {"length": await rd.xlen(STREAM), "lag": None, "pending": None}
     try:
-        groups = await rd.xinfo_groups(cache.STREAM)
+        groups = await rd.xinfo_groups(STREAM)
     except Exception:  # no group yet: no worker has read the stream
         groups = []
     for g in groups:
-        if g["name"] in (cache.GROUP, cache.GROUP.encode()):
+        if g["name"] in (GROUP, GROUP.encode()):
             state["lag"] = g.get("lag")
             state["pending"] = g.get("pending")
-    state["dead"] = await rd.xlen(cache.DEAD)
-    state["queued_jobs"] = await rd.zcard(cache.QUEUE)
+    state["dead"] = await rd.xlen(DEAD)
+    state["queued_jobs"] = await rd.zcard(QUEUE)
     return state
 
 
@@ -177,7 +177,7 @@ async def verify(
     out["users_checked"] = len(counts)
     out["counts_off"] = len(off)
     out["counts_off_sample"] = off[:10]
-    copies = await rd.mget([cache.count_key(r["id"]) for r in counts])
+    copies = await rd.mget([count_key(r["id"]) for r in counts])
     stale = []
     present = 0
     for r, raw in zip(counts, copies, strict=True):

@@ -16,10 +16,10 @@ import msgspec
 import redis.exceptions
 from litestar import Litestar
 
-from service.backends import Backends
+from service.auth.tokens import token_hash
 from service.http.native import badge_headers, etag_of, matches
 from service.metrics import COUNT_READS
-from service.tokens import token_hash
+from service.process import Backends
 
 PATH = "/v1/unread-count"
 _encode = msgspec.json.Encoder().encode

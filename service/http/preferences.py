@@ -15,13 +15,13 @@ from litestar import Router, get, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from service import db
-from service.backends import Backends
+from service.backends import postgres
 from service.errors import BadRequest
-from service.http.errors import documented, handlers
+from service.http.envelopes import documented, handlers
 from service.http.guard import dependencies, reader_guard
 from service.http.native import ErrorBody, render
 from service.model import Input, Name, Principal
+from service.process import Backends
 from service.store import preferences as store
 
 MAX_MUTES = 100  # entries in each list
@@ -62,7 +62,7 @@ async def get_preferences(b: NamedDependency[Backends], who: NamedDependency[Pri
     async def work(conn: Any) -> store.Mutes:
         return await store.get(conn, who.user_id)
 
-    return _shape(await db.run(b.pool, work, timeout=b.settings.backend_timeout))
+    return _shape(await postgres.run(b.pool, work, timeout=b.settings.backend_timeout))
 
 
 @put("/v1/preferences", guards=[reader_guard], summary="Replace what the caller muted")
@@ -79,7 +79,7 @@ async def put_preferences(
     async def work(conn: Any) -> None:
         await store.replace(conn, who.user_id, mutes)
 
-    await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    await postgres.run(b.pool, work, timeout=b.settings.backend_timeout)
     return _shape(mutes)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service import db
+from service.backends import postgres
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 from tests.conftest import Servers
 from tests.processes import start_herald, stop
@@ -60,7 +60,7 @@ def private_redis(scratch: Path) -> Iterator[Breakable]:
 def private_postgres(scratch: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     server = EmbeddedPostgres(scratch / "postgres")
     url = asyncio.run(create_database(server.start(), "herald", fresh=True))
-    asyncio.run(db.migrate(url))
+    asyncio.run(postgres.migrate(url))
     yield server, url
     server.stop()
 

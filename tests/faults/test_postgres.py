@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from service.cache import GROUP, STREAM
 from service.embedded import EmbeddedPostgres
+from service.keys import GROUP, STREAM
 from tests.faults.conftest import fault_env, start_herald, stop
 from tests.faults.test_redis import publish, until
 from tests.processes import herald, json_line

@@ -12,7 +12,8 @@ import msgspec
 import pytest
 import redis
 
-from service.cache import STREAM, count_key, decode_counts
+from service.counts import decode_counts
+from service.keys import STREAM, count_key
 from tests.conftest import Servers, seed_topic
 from tests.faults.conftest import fault_env, start_herald, stop
 from tests.faults.test_redis import until

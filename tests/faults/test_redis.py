@@ -8,7 +8,7 @@ import httpx
 import msgspec
 import redis
 
-from service.cache import STREAM
+from service.keys import STREAM
 from tests.faults.conftest import Breakable, fault_env, start_herald, stop
 from tests.processes import herald, json_line
 

@@ -7,9 +7,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from service import ids
-from service.backends import Backends
-from service.cache import count_key, decode_counts
+from service.counts import decode_counts
+from service.keys import count_key
 from service.metrics import AUTH_LOOKUPS, COUNT_READS
+from service.process import Backends
 from tests.conftest import Deliver, MakeUser, User
 
 BADGE = "/v1/unread-count"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service import ids
-from service.backends import Backends
+from service.process import Backends
 from service.settings import Settings
 from tests.conftest import Deliver, MakeUser, User, listening
 from tests.http.test_scalebox import ok, refused

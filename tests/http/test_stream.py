@@ -8,11 +8,11 @@ import msgspec
 import pytest
 
 from service import ids
-from service.backends import Backends
+from service.process import Backends
 from service.settings import Settings
 from tests.conftest import Deliver, JobRecorder, MakeUser, User, listening, make_event
 from tests.sse import open_stream
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ async def test_arrivals_out_of_id_order_all_get_through(
     async with open_stream(base, alice.headers) as stream:
         await stream.next_event()
         # Row A is written first (lower id) but its push is held back, as by a slower worker...
-        held = Fanout(backends, jobs)
+        held = Delivery(backends, jobs)
         held_outcome: list[Any] = []
 
         async def no_push(event_id: int, deliveries: list[Any]) -> None:

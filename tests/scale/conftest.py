@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import db
+from service.backends import postgres
+from service.backends.replica import position
 from service.embedded import EmbeddedPostgres, create_database, free_port
-from service.replica import position
 
 
 class Standby(EmbeddedPostgres):
@@ -97,7 +97,7 @@ async def replicated() -> AsyncIterator[Replicated]:
         try:
             await asyncio.to_thread(primary.start)
             url = await create_database(primary.url, "herald", fresh=True)
-            await db.migrate(url)
+            await postgres.migrate(url)
             await asyncio.to_thread(standby.start)
             servers = Replicated(primary, standby, "herald")
             await servers.caught_up()

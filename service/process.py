@@ -8,27 +8,29 @@ from typing import TYPE_CHECKING
 import asyncpg
 import redis.asyncio as aioredis
 
-from service import cache, db
 from service.auth import Authenticator
-from service.breaker import Breaker
-from service.cache import CountCache
-from service.limits import Limits
-from service.replica import Reads
+from service.auth.limits import Limits
+from service.auth.signed import Verifier
+from service.backends import postgres as db
+from service.backends.breaker import Breaker
+from service.backends.redis import breaker as redis_breaker
+from service.backends.redis import connect
+from service.backends.replica import Reads
+from service.counts import CountEngine
 from service.settings import Settings
-from service.signed import Verifier
 
 if TYPE_CHECKING:
-    from service.notifications import Rebuild
+    from service.inbox import Rebuild
 
 
 class Watch:
-    """The process's breakers, one per backend (service/breaker.py), and their probes. The
+    """The process's breakers, one per backend (service/backends/breaker.py), and their probes. The
     replica's, when there is one, decides only where reads run: it never makes a process unready."""
 
     def __init__(self, settings: Settings) -> None:
         database_url, redis_url = settings.require_backends()
         self.postgres = db.breaker(database_url)
-        self.redis = cache.breaker(redis_url)
+        self.redis = redis_breaker(redis_url)
         replica = settings.database_replica_url
         self.replica = db.breaker(replica, "postgres-replica") if replica else None
 
@@ -63,9 +65,9 @@ class Backends:
         self.pool = pool
         self.replica = replica
         self.redis = client
-        # Where inbox reads run: the replica when it may, else the primary (service/replica.py).
+        # Where inbox reads run: the replica when it may, else the primary (service/backends/replica.py).
         self.reads = Reads(pool, replica, client, min(settings.backend_timeout, 2.0))
-        self.counts = CountCache(client, None if watch is None else watch.postgres)
+        self.counts = CountEngine(client, None if watch is None else watch.postgres)
         self.auth = Authenticator(
             pool,
             settings.backend_timeout,
@@ -75,11 +77,11 @@ class Backends:
         self.limits = Limits(
             settings.rate_limit_reads, settings.rate_limit_publishes, settings.rate_limit_auth_failures
         )
-        # Count rebuilds in this process, and a ticket per count read (see service/notifications.py).
+        # Count rebuilds in this process, and a ticket per count read (see service/inbox.py).
         self.rebuilding: dict[int, Rebuild] = {}
         self.poll_ticket = 0
         # Users whose new counts could not be copied to Redis (it was unreachable), to copy once it is
-        # back; `lost_track` when there were too many to remember (see service/notifications.py).
+        # back; `lost_track` when there were too many to remember (see service/inbox.py).
         self.uncopied: set[int] = set()
         self.lost_track = False
 
@@ -99,7 +101,7 @@ class Backends:
                 name=name,
                 breaker=watch.postgres,
             )
-            client = cache.connect(redis_url, settings.backend_timeout, breaker=watch.redis)
+            client = connect(redis_url, settings.backend_timeout, breaker=watch.redis)
             replica = None
             if settings.database_replica_url:
                 # No connection at start (min_size 0): a replica that is down must not stop the process.

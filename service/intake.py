@@ -16,8 +16,8 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.errors import NotFound, Unavailable
+from service.keys import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.logs import request_id
 from service.metrics import DEAD_LETTERS, EVENTS_DEAD_LETTERED, QUEUED_JOBS, STREAM_LAG, STREAM_LENGTH, STREAM_PENDING
 from service.model import Event

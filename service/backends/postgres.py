@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 import msgspec
 
-from service.breaker import Breaker
+from service.backends.breaker import Breaker
 from service.errors import Unavailable
 
 log = logging.getLogger("herald.db")
@@ -110,7 +110,7 @@ def schema_sql() -> str:
     packaged = resources.files("service").joinpath("schema.sql")
     if packaged.is_file():
         return packaged.read_text()
-    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text()
+    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
 
 
 async def migrate(url: str) -> None:
@@ -150,7 +150,7 @@ _NOT_MIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, a
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`,
-    and at once while the pool's breaker knows it is down (service/breaker.py)."""
+    and at once while the pool's breaker knows it is down (service/backends/breaker.py)."""
     breaker = pool.breaker if isinstance(pool, Pool) else None
     if breaker is not None:
         breaker.check()

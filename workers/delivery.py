@@ -1,6 +1,6 @@
 """Turning one accepted event into inbox rows, inline or as arq jobs.
 
-`Fanout.ingest` runs for every valid stream entry. In one transaction it creates the tenant and
+`Delivery.ingest` runs for every valid stream entry. In one transaction it creates the tenant and
 any unknown named users, records the event (once per tenant and id), and cuts its audience into
 chunks. An event whose audience fits in one chunk (nearly all of them) is written in that same
 transaction, which keeps publish-to-visible latency to one round of statements. A larger one is
@@ -19,13 +19,13 @@ import msgspec
 import redis.exceptions
 from arq import ArqRedis, Retry
 
-from service import db
-from service.backends import Backends
+from service.backends import postgres
 from service.errors import Unavailable
+from service.intake import count_attempt, dead_letter, forget_attempts
 from service.metrics import FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
 from service.model import Counts, Event
+from service.process import Backends
 from service.store import events, fanout, users
-from service.stream import count_attempt, dead_letter, forget_attempts
 
 log = logging.getLogger("herald.fanout")
 
@@ -51,7 +51,7 @@ class Outcome(msgspec.Struct, frozen=True):
     repair: list[Counts] = []  # counts copied again for a retried, already written event
 
 
-class Fanout:
+class Delivery:
     def __init__(self, backends: Backends, jobs: ArqRedis) -> None:
         self.b = backends
         self.jobs = jobs
@@ -101,7 +101,7 @@ class Fanout:
             return Outcome(event_id, deliveries, todo, repair)
 
         with FANOUT_SECONDS.time():
-            outcome = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+            outcome = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(outcome.event_id, outcome.deliveries)
         if outcome.repair:
             await self.b.counts.publish(outcome.repair)
@@ -127,7 +127,7 @@ class Fanout:
             return None if delivered is None else (tenant_id, *delivered)
 
         with FANOUT_SECONDS.time():
-            result = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+            result = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         if result is None:
             return None
         tenant_id, event_id, deliveries = result
@@ -154,7 +154,7 @@ class Fanout:
             return written, again
 
         with FANOUT_SECONDS.time():
-            deliveries, again = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+            deliveries, again = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(event_id, deliveries)
         if again:
             await self.b.counts.publish(again)
@@ -169,7 +169,7 @@ class Fanout:
 async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:
     """arq job: write one chunk. Unreachable backends are retried with backoff for as long as it
     takes; any other failure is retried until CHUNK_ATTEMPTS, then the event is dead-lettered."""
-    worker: Fanout = ctx["fanout"]
+    worker: Delivery = ctx["fanout"]
     tries: int = ctx.get("job_try", 1)
     try:
         return await worker.run_chunk(event_id, lo, hi)
@@ -197,5 +197,5 @@ async def _stored_event(b: Backends, event_id: int) -> bytes:
     async def read(conn: asyncpg.Connection) -> dict[str, Any] | None:
         return await events.stored(conn, event_id)
 
-    found = await db.run(b.pool, read)
+    found = await postgres.run(b.pool, read)
     return msgspec.json.encode(found if found is not None else {"herald_event_id": event_id})

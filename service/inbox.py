@@ -1,7 +1,7 @@
 """What a reader can do with their notifications, whatever API profile they call it through.
 
 Each operation is one atomic statement in `service/store/inbox.py` followed, when something
-changed, by copying the new counts to Redis and the user's streams (`service/cache.py`). If Redis
+changed, by copying the new counts to Redis and the user's streams (`service/counts/__init__.py`). If Redis
 is unreachable at that moment the change still stands: the copy is dropped, the cached counts
 expire, and readers fall back to PostgreSQL meanwhile.
 """
@@ -20,11 +20,11 @@ import asyncpg
 import msgspec
 import redis.exceptions
 
-from service import db, replica
-from service.backends import Backends
+from service.backends import postgres, replica
 from service.errors import NotFound, Unavailable
 from service.metrics import COUNT_READS
 from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal, Snoozed
+from service.process import Backends
 from service.store import inbox
 
 log = logging.getLogger("herald.notifications")
@@ -39,7 +39,7 @@ UNCOPIED_MAX = 100_000
 async def publish(
     b: Backends, changes: Sequence[Counts], arrivals: Sequence[tuple[int, int]] | None = None, *, again: bool = False
 ) -> None:
-    """Copy counts to Redis and the users' streams (see CountCache.publish); if Redis fails, the
+    """Copy counts to Redis and the users' streams (see CountEngine.publish); if Redis fails, the
     counts are remembered and copied again once it is back (the arrivals' pushes are lost)."""
     try:
         await b.counts.publish(changes, arrivals, again=again)
@@ -70,7 +70,7 @@ async def keep_copies(b: Backends, every: float = 1.0) -> None:
                 async def read(conn: asyncpg.Connection, batch: list[int] = batch) -> list[Counts]:
                     return await inbox.counts_of(conn, batch)
 
-                await b.counts.publish(await db.run(b.pool, read, timeout=b.settings.backend_timeout))
+                await b.counts.publish(await postgres.run(b.pool, read, timeout=b.settings.backend_timeout))
                 b.uncopied.difference_update(batch)
             if users:
                 log.warning("copied the counts of %d users again after Redis came back", len(users))
@@ -140,7 +140,7 @@ async def _from_database(b: Backends, user_id: int) -> Counts:
     async def read(conn: asyncpg.Connection) -> Counts:
         return await inbox.counts(conn, user_id)
 
-    return await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+    return await postgres.run(b.pool, read, timeout=b.settings.backend_timeout)
 
 
 async def page(
@@ -214,7 +214,7 @@ async def _write(
         lsn = await replica.position(conn) if new is not None and b.replica is not None else None
         return result, new, lsn
 
-    result, new, lsn = await db.run(b.pool, write, timeout=b.settings.backend_timeout)
+    result, new, lsn = await postgres.run(b.pool, write, timeout=b.settings.backend_timeout)
     if lsn is not None:
         await b.reads.wrote(who.user_id, lsn)
     if new is not None:
@@ -298,7 +298,7 @@ async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 1
     async def read(conn: asyncpg.Connection) -> list[InboxItem]:
         return await inbox.arrived_after(conn, who, row_id, limit)
 
-    return await db.run(b.pool, read, timeout=b.settings.backend_timeout)
+    return await postgres.run(b.pool, read, timeout=b.settings.backend_timeout)
 
 
 # Events as rows, by (tenant, event): every connected recipient of an arrival in this process is
@@ -330,7 +330,7 @@ async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> In
             async def read(conn: asyncpg.Connection) -> InboxItem | None:
                 return await inbox.event_as_item(conn, who, event_id)
 
-            task = asyncio.create_task(db.run(b.pool, read, timeout=b.settings.backend_timeout))
+            task = asyncio.create_task(postgres.run(b.pool, read, timeout=b.settings.backend_timeout))
             reading = _reading[key] = (task, asyncio.Event())
             task.add_done_callback(functools.partial(_read_done, key, reading[1]))
         task, done = reading

@@ -21,7 +21,8 @@ import redis.exceptions
 from redis.asyncio.client import PubSub
 
 from service.auth import Authenticator
-from service.cache import AUTH_CHANNEL, Change, decode_change, user_channel
+from service.counts import Change, decode_change
+from service.keys import AUTH_CHANNEL, user_channel
 
 log = logging.getLogger("herald.hub")
 
