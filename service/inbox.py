@@ -9,7 +9,6 @@ expire, and readers fall back to PostgreSQL meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,129 +17,14 @@ from typing import TypeVar
 
 import asyncpg
 import msgspec
-import redis.exceptions
 
 from service.backends import postgres, replica
-from service.errors import NotFound, Unavailable
-from service.metrics import COUNT_READS
+from service.errors import NotFound
 from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal, Snoozed
 from service.process import Backends
 from service.store import inbox
 
 log = logging.getLogger("herald.notifications")
-
-# How long a finished rebuild still answers polls that missed Redis while it ran.
-REBUILD_KEPT = 1.0
-
-
-UNCOPIED_MAX = 100_000
-
-
-async def publish(
-    b: Backends, changes: Sequence[Counts], arrivals: Sequence[tuple[int, int]] | None = None, *, again: bool = False
-) -> None:
-    """Copy counts to Redis and the users' streams (see CountEngine.publish); if Redis fails, the
-    counts are remembered and copied again once it is back (the arrivals' pushes are lost)."""
-    try:
-        await b.counts.publish(changes, arrivals, again=again)
-    except redis.exceptions.RedisError as exc:
-        log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
-        b.uncopied.update(c.user_id for c in changes)
-        if len(b.uncopied) > UNCOPIED_MAX:
-            b.uncopied.clear()
-            b.lost_track = True
-
-
-async def keep_copies(b: Backends, every: float = 1.0) -> None:
-    """Copy again, once Redis answers, the counts whose copy failed while it did not (runs for the
-    life of an API process). A Redis that kept its data would otherwise serve the older copy until
-    it expires; one that lost it rebuilds on demand anyway."""
-    while True:
-        await asyncio.sleep(every)
-        if not b.uncopied and not b.lost_track:
-            continue
-        try:
-            if b.lost_track:
-                await b.counts.drop_all()  # too many to name: every copy is rebuilt on demand
-                b.lost_track = False
-            users = list(b.uncopied)
-            for start in range(0, len(users), 1000):
-                batch = users[start : start + 1000]
-
-                async def read(conn: asyncpg.Connection, batch: list[int] = batch) -> list[Counts]:
-                    return await inbox.counts_of(conn, batch)
-
-                await b.counts.publish(await postgres.run(b.pool, read, timeout=b.settings.backend_timeout))
-                b.uncopied.difference_update(batch)
-            if users:
-                log.warning("copied the counts of %d users again after Redis came back", len(users))
-        except (redis.exceptions.RedisError, Unavailable):
-            continue
-
-
-class Rebuild:
-    """A count read from PostgreSQL for polls that found Redis cold.
-
-    Once its copy is in Redis, its result may still answer a poll whose Redis read began before
-    that moment (such a poll could not have seen the copy), but not a later one: a later miss
-    means the copy was lost again, and the count may have changed since.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.result: asyncio.Future[Counts] = loop.create_future()
-        self.filled_at: int | None = None  # the poll ticket current when the copy landed
-
-
-async def counts(b: Backends, user_id: int) -> Counts:
-    """The user's counts: from Redis when cached, else rebuilt once from PostgreSQL.
-
-    If Redis is unreachable, PostgreSQL answers directly: the badge degrades to one primary-key
-    read instead of failing.
-    """
-    b.poll_ticket += 1
-    ticket = b.poll_ticket
-    try:
-        cached = await b.counts.get(user_id)
-    except redis.exceptions.RedisError:
-        COUNT_READS.labels("fallback").inc()
-        return await _from_database(b, user_id)
-    if cached is not None:
-        COUNT_READS.labels("hit").inc()
-        return cached
-    running = b.rebuilding.get(user_id)
-    if running is not None and (running.filled_at is None or ticket <= running.filled_at):
-        COUNT_READS.labels("coalesced").inc()
-        return await asyncio.shield(running.result)
-    COUNT_READS.labels("rebuild").inc()
-    loop = asyncio.get_running_loop()
-    rebuild = b.rebuilding[user_id] = Rebuild(loop)
-    try:
-        fresh = await _from_database(b, user_id)
-        with contextlib.suppress(redis.exceptions.RedisError):
-            await b.counts.fill(fresh)
-        rebuild.filled_at = b.poll_ticket
-        rebuild.result.set_result(fresh)
-        # Polls that missed Redis just before the copy landed may still be on their way here.
-        loop.call_later(REBUILD_KEPT, _forget_rebuild, b.rebuilding, user_id, rebuild)
-        return fresh
-    except BaseException as exc:
-        if b.rebuilding.get(user_id) is rebuild:
-            del b.rebuilding[user_id]
-        rebuild.result.set_exception(exc)
-        rebuild.result.exception()  # retrieved here, so a rebuild nobody else awaited is not logged as lost
-        raise
-
-
-def _forget_rebuild(rebuilding: dict[int, Rebuild], user_id: int, rebuild: Rebuild) -> None:
-    if rebuilding.get(user_id) is rebuild:
-        del rebuilding[user_id]
-
-
-async def _from_database(b: Backends, user_id: int) -> Counts:
-    async def read(conn: asyncpg.Connection) -> Counts:
-        return await inbox.counts(conn, user_id)
-
-    return await postgres.run(b.pool, read, timeout=b.settings.backend_timeout)
 
 
 async def page(
@@ -163,7 +47,7 @@ async def page(
     try:
         async with asyncio.TaskGroup() as group:
             reading = group.create_task(b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout))
-            counting = group.create_task(counts(b, who.user_id))
+            counting = group.create_task(b.counts.read(who.user_id))
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # callers map single errors (Unavailable, ...)
     (rows, matching), overall = reading.result(), counting.result()
@@ -219,7 +103,7 @@ async def _write(
         await b.reads.wrote(who.user_id, lsn)
     if new is not None:
         back = arrival(result)
-        await publish(b, [new], None if back is None else [back], again=back is not None)
+        await b.counts.copy([new], None if back is None else [back], again=back is not None)
     return result
 
 
@@ -233,7 +117,7 @@ async def seen(b: Backends, who: Principal) -> Counts:
 
     changed = await _write(b, who, work)
     # Nothing was unseen: the counts did not change, and the cache answers as usual.
-    return changed if changed is not None else await counts(b, who.user_id)
+    return changed if changed is not None else await b.counts.read(who.user_id)
 
 
 async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:

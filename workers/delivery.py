@@ -104,7 +104,7 @@ class Delivery:
             outcome = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(outcome.event_id, outcome.deliveries)
         if outcome.repair:
-            await self.b.counts.publish(outcome.repair)
+            await self.b.counts.copy(outcome.repair)
         for lo, hi in outcome.queued:
             await self.jobs.enqueue_job(CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo))
         return outcome
@@ -157,13 +157,13 @@ class Delivery:
             deliveries, again = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(event_id, deliveries)
         if again:
-            await self.b.counts.publish(again)
+            await self.b.counts.copy(again)
         return len(deliveries)
 
     async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
         if deliveries:
             FANOUT_ROWS.inc(len(deliveries))
-            await self.b.counts.publish(deliveries, [(d.inbox_id, event_id) for d in deliveries])
+            await self.b.counts.copy(deliveries, [(d.inbox_id, event_id) for d in deliveries])
 
 
 async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:

@@ -28,7 +28,6 @@ import asyncpg
 import redis.exceptions
 from prometheus_client import Counter
 
-from service import inbox
 from service.backends import postgres
 from service.keys import GROUP, RECONCILE_CURSOR, STREAM
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
@@ -70,7 +69,7 @@ async def remove_rows(
     while go_on(deadline, stopping):
         gone, changed = await postgres.run(b.pool, batch, timeout=b.settings.backend_timeout)
         if changed:
-            await inbox.publish(b, changed)
+            await b.counts.copy(changed)
         total += gone
         removed.inc(gone)
         if gone < size:
@@ -139,7 +138,7 @@ async def reconcile(
             if fixed:
                 COUNT_DRIFT.inc(len(fixed))
                 log.warning("repaired the counts of %d users: %s", len(fixed), [c.user_id for c in fixed][:20])
-                await inbox.publish(b, fixed)
+                await b.counts.copy(fixed)
                 repaired += fixed
         if last is None:
             after = 0  # the end of the table: the next run starts again from the beginning

@@ -19,7 +19,6 @@ import redis.exceptions
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from service import inbox
 from service.keys import QUEUE
 from service.process import Backends, Watch
 from service.settings import Settings
@@ -68,9 +67,6 @@ async def startup(ctx: dict[str, Any]) -> None:
         consumer=consumer,
         consumer_task=asyncio.create_task(consumer.run()),
         sweep_task=asyncio.create_task(sweep.run(backends, stopping), name="herald-sweep"),
-        # The sweep and maintenance jobs copy counts too: what Redis missed is copied again here,
-        # as in the API, rather than left stale until its copy expires.
-        copier_task=asyncio.create_task(inbox.keep_copies(backends), name="herald-keep-copies"),
         stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
@@ -91,13 +87,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             task.cancel()
         if late:  # let them unwind, so that their connections are back in the pool before it closes
             await asyncio.wait(late, timeout=2)
-    copier: asyncio.Task[None] | None = ctx.get("copier_task")
-    if copier is not None:
-        copier.cancel()
-        await asyncio.wait([copier], timeout=2)  # bounded: a stop must not wait on a dead backend
     backends: Backends | None = ctx.get("backends")
     if backends is not None:
-        await backends.close()  # its probes too
+        await backends.close()  # its probes and its loop copying counts again too
     elif "watch" in ctx:  # stopped while still waiting for Redis at start
         await ctx["watch"].stop()
 

@@ -17,7 +17,6 @@ import time
 import asyncpg
 import redis.exceptions
 
-from service import inbox
 from service.backends import postgres
 from service.errors import Unavailable
 from service.metrics import SWEPT
@@ -49,7 +48,7 @@ async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | N
 
         rows = await postgres.run(b.pool, back, timeout=b.settings.backend_timeout)
         if rows:
-            await inbox.publish(b, [r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True)
+            await b.counts.copy([r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True)
         woke += len(rows)
         SWEPT.labels("snooze").inc(len(rows))
         if len(rows) < WAKE_BATCH:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 import asyncpg
 import msgspec
@@ -19,6 +19,7 @@ from service.errors import Unavailable
 log = logging.getLogger("herald.db")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 # Any constant works; it only has to be the same in every `herald migrate`.
 _MIGRATE_LOCK = 0x4E52_414C_4401
@@ -175,8 +176,10 @@ async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[
         raise Unavailable("the database schema is not applied yet") from exc
 
 
-async def run(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout: float = 5.0) -> T:
-    """Run `work` on one connection, again if PostgreSQL chose it as a deadlock victim.
+async def run(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection, *Ts], Awaitable[T]], *args: *Ts, timeout: float = 5.0
+) -> T:
+    """Run `work(conn, *args)` on one connection, again if PostgreSQL chose it as a deadlock victim.
 
     Every statement Herald runs in `work` is atomic on its own or wrapped by `work` in a
     transaction, so running it again after such an abort is safe.
@@ -184,7 +187,7 @@ async def run(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable
     for attempt in range(4):
         try:
             async with connection(pool, timeout) as conn:
-                return await work(conn)
+                return await work(conn, *args)
         except _RETRYABLE:
             if attempt == 3:
                 raise

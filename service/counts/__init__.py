@@ -1,4 +1,4 @@
-"""The count engine: how unread counts are cached in Redis and pushed to users' streams.
+"""The count engine: unread counts read, cached in Redis, pushed to users' streams, and copied again.
 
 The count protocol (why the badge never drifts)
     PostgreSQL holds the exact counts (`inbox_counts`), changed in the same transaction as the rows
@@ -12,183 +12,183 @@ The count protocol (why the badge never drifts)
       most COUNT_TTL seconds (less if the user changes anything meanwhile); it is then rebuilt from
       PostgreSQL by one primary-key read, never by counting rows. A fan-out chunk that is run
       again after its worker died copies its recipients' counts again for the same reason.
+
+Who does what
+    `CountEngine` (one per process, `Backends.counts`) is the only way in: `read` answers a badge
+    (cache, else one rebuild shared by concurrent polls, else PostgreSQL when Redis is away),
+    `cached` only the cache (the fast path), `copy` sends new counts after a commit. A copy that
+    fails because Redis is away is never raised: the users are recorded and copied again by the
+    loop `Backends.open` starts in every process (API, worker, CLI). The Redis half, its scripts
+    and the message a stream hears are in copies.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
 
-import msgspec
+import asyncpg
 import redis.asyncio as aioredis
+import redis.exceptions
 
+from service.backends import postgres
 from service.backends.breaker import Breaker
-from service.keys import COUNT_PREFIX, USER_CHANNEL, count_key
+from service.counts.copies import COUNT_TTL, Change, Copies, decode_change, decode_counts, encode_counts
+from service.errors import Unavailable
+from service.metrics import COUNT_READS
 from service.model import Counts
+from service.store import inbox
 
-# A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
-# process that died between its commit and its copy can leave a badge behind.
-COUNT_TTL = 60
-# Users per copy script: each call holds Redis for a few milliseconds at most.
-_PUBLISH_BATCH = 2000
+__all__ = ["COUNT_TTL", "Change", "CountEngine", "decode_change", "decode_counts", "encode_counts"]
 
+log = logging.getLogger("herald.counts")
 
-class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a user's stream hears: the new counts, plus the new row when one arrived."""
-
-    v: int
-    unread: int
-    total: int
-    unseen: int = 0
-    item: int | None = None  # inbox row id of a new arrival
-    event: int | None = None  # its event id, so the stream can render it from one cached lookup
-    # The arrival is a row coming back (its snooze ended): announced even to a stream that announced
-    # it once already.
-    again: bool = False
+# How long a finished rebuild still answers polls that missed Redis while it ran.
+REBUILD_KEPT = 1.0
+# Users remembered as not copied; past it, every copy is dropped instead (rebuilt on demand).
+UNCOPIED_MAX = 100_000
+# Users per read of PostgreSQL when copying again.
+_RECOPY_BATCH = 1000
 
 
-decode_change = msgspec.json.Decoder(Change).decode
+class Rebuild:
+    """A count read from PostgreSQL for polls that found Redis cold.
 
-# ARGV[1] the TTL, ARGV[2] 1 when the rows come back rather than arrive (Change.again), ARGV[3]
-# msgpack of a flat array of seven numbers per user: user id, version, unread, total, unseen, and
-# the new row's id and its event's id (0, 0: none). The copy ("version:unread:total:unseen") is kept
-# only when newer; the message is always published and carries its version, so a stream applies it
-# only if it is newer too.
-#
-# Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
-# thousands of arguments, passing them cost more than the work), the keys are built here (so they
-# are not declared; Redis Cluster would need them grouped by slot, see docs/scaling.md), and the
-# usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
-# put back in the rare case that it was the newer one.
-_SET_COUNTS = """
-local ttl, again = ARGV[1], ARGV[2] == '1'
-local v = cmsgpack.unpack(ARGV[3])
-for at = 1, #v, 7 do
-    local user, version, unread, total, unseen = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]
-    local item, event = v[at + 5], v[at + 6]
-    local key = '{COUNT_PREFIX}' .. user
-    local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total .. ':' .. unseen, 'EX', ttl, 'GET')
-    if old and tonumber(string.match(old, '^(%d+)')) > version then
-        redis.call('SET', key, old, 'EX', ttl)
-    end
-    local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total .. ',"unseen":' .. unseen
-    if item ~= 0 then
-        message = message .. ',"item":' .. item .. ',"event":' .. event
-        if again then message = message .. ',"again":true' end
-    end
-    redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
-end
-return #v / 7
-""".replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{USER_CHANNEL}", USER_CHANNEL)
-# Same keep-the-newer rule, without a message: for rebuilding a cold key.
-_FILL_COUNT = """
-local current = redis.call('GET', KEYS[1])
-if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(ARGV[1]) then
-    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-end
-return 1
-"""
+    Once its copy is in Redis, its result may still answer a poll whose Redis read began before
+    that moment (such a poll could not have seen the copy), but not a later one: a later miss
+    means the copy was lost again, and the count may have changed since.
+    """
 
-
-def encode_counts(counts: Counts) -> bytes:
-    return b"%d:%d:%d:%d" % (counts.version, counts.unread, counts.total, counts.unseen)
-
-
-def decode_counts(user_id: int, raw: bytes) -> Counts | None:
-    """A cached copy, or None for one this version cannot read (it is then rebuilt)."""
-    parts = raw.split(b":")
-    if len(parts) != 4:
-        return None
-    version, unread, total, unseen = parts
-    return Counts(user_id=user_id, version=int(version), unread=int(unread), total=int(total), unseen=int(unseen))
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.result: asyncio.Future[Counts] = loop.create_future()
+        self.filled_at: int | None = None  # the poll ticket current when the copy landed
 
 
 class CountEngine:
-    """The Redis half of the count protocol. Scripts are registered once per client."""
+    def __init__(
+        self, client: aioredis.Redis, pool: asyncpg.Pool, timeout: float, database: Breaker | None = None
+    ) -> None:
+        self.copies = Copies(client, database)
+        self._pool = pool
+        self._timeout = timeout
+        # Count rebuilds in this process, and a ticket per count read (see Rebuild).
+        self._rebuilding: dict[int, Rebuild] = {}
+        self._poll_ticket = 0
+        # Users whose new counts could not be copied (Redis was away), to copy once it is back;
+        # `lost_track` when there were too many to remember.
+        self.uncopied: set[int] = set()
+        self.lost_track = False
+        self._recopying: asyncio.Task[None] | None = None
 
-    def __init__(self, client: aioredis.Redis, database: Breaker | None = None) -> None:
-        self.redis = client
-        # While PostgreSQL does not answer, a copy that expired could not be rebuilt: reads then
-        # keep the copies they find alive (GETEX), so a polled badge answers through the outage.
-        self._database = database
-        self._set_counts = client.register_script(_SET_COUNTS)
-        self._fill = client.register_script(_FILL_COUNT)
-        self._waiting: dict[int, list[asyncio.Future[Counts | None]]] = {}
-        self._flush_scheduled = False
-        self._flushes: set[asyncio.Task[None]] = set()
+    # -- reading ------------------------------------------------------------------------------
 
-    async def get(self, user_id: int) -> Counts | None:
-        """The cached counts, or None. Reads asked for in the same turn of the event loop share one
-        MGET: under load (every tab of every user polling) that is one Redis round trip for many
-        polls instead of one each; alone, it is a single-key MGET, as fast as a GET."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Counts | None] = loop.create_future()
-        self._waiting.setdefault(user_id, []).append(future)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        return await future
+    async def cached(self, user_id: int) -> Counts | None:
+        """The cached counts, or None (batched with every read of the same turn of the loop)."""
+        return await self.copies.get(user_id)
 
-    def _flush(self) -> None:
-        waiting, self._waiting, self._flush_scheduled = self._waiting, {}, False
-        task = asyncio.get_running_loop().create_task(self._read(waiting))
-        self._flushes.add(task)  # held until done: the loop keeps only weak references to tasks
-        task.add_done_callback(self._flushes.discard)
+    async def read(self, user_id: int) -> Counts:
+        """The user's counts: from Redis when cached, else rebuilt once from PostgreSQL.
 
-    async def _read(self, waiting: dict[int, list[asyncio.Future[Counts | None]]]) -> None:
-        users = list(waiting)
+        If Redis is unreachable, PostgreSQL answers directly: the badge degrades to one primary-key
+        read instead of failing."""
+        self._poll_ticket += 1
+        ticket = self._poll_ticket
         try:
-            values: list[bytes | None]
-            if self._database is not None and not self._database.up:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for user in users:
-                        pipe.getex(count_key(user), ex=COUNT_TTL)
-                    values = await pipe.execute()
-            else:
-                values = await self.redis.mget([count_key(u) for u in users])
+            cached = await self.copies.get(user_id)
+        except redis.exceptions.RedisError:
+            COUNT_READS.labels("fallback").inc()
+            return await self._from_database(user_id)
+        if cached is not None:
+            COUNT_READS.labels("hit").inc()
+            return cached
+        running = self._rebuilding.get(user_id)
+        if running is not None and (running.filled_at is None or ticket <= running.filled_at):
+            COUNT_READS.labels("coalesced").inc()
+            return await asyncio.shield(running.result)
+        COUNT_READS.labels("rebuild").inc()
+        loop = asyncio.get_running_loop()
+        rebuild = self._rebuilding[user_id] = Rebuild(loop)
+        try:
+            fresh = await self._from_database(user_id)
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self.copies.fill(fresh)
+            rebuild.filled_at = self._poll_ticket
+            rebuild.result.set_result(fresh)
+            # Polls that missed Redis just before the copy landed may still be on their way here.
+            loop.call_later(REBUILD_KEPT, self._forget_rebuild, user_id, rebuild)
+            return fresh
         except BaseException as exc:
-            for futures in waiting.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for user_id, raw in zip(users, values, strict=True):
-            counts = None if raw is None else decode_counts(user_id, raw)
-            for future in waiting[user_id]:
-                if not future.done():
-                    future.set_result(counts)
+            self._forget_rebuild(user_id, rebuild)
+            rebuild.result.set_exception(exc)
+            rebuild.result.exception()  # retrieved here, so a rebuild nobody else awaited is not logged as lost
+            raise
 
-    async def drop_all(self) -> None:
-        """Delete every cached copy (they are rebuilt on demand), a thousand keys at a time."""
-        batch: list[bytes] = []
-        async for key in self.redis.scan_iter(match=COUNT_PREFIX + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await self.redis.delete(*batch)
-                batch = []
-        if batch:
-            await self.redis.delete(*batch)
+    def _forget_rebuild(self, user_id: int, rebuild: Rebuild) -> None:
+        if self._rebuilding.get(user_id) is rebuild:
+            del self._rebuilding[user_id]
+
+    async def _from_database(self, user_id: int) -> Counts:
+        return await postgres.run(self._pool, inbox.counts, user_id, timeout=self._timeout)
+
+    # -- copying ------------------------------------------------------------------------------
+
+    async def copy(
+        self, changes: Sequence[Counts], arrivals: Sequence[tuple[int, int]] | None = None, *, again: bool = False
+    ) -> None:
+        """Copy new counts to Redis and the users' streams (see Copies.copy). If Redis is away the
+        users are recorded and copied again once it is back (the arrivals' pushes are lost): never
+        raised, since the change itself is committed."""
+        try:
+            await self.copies.copy(changes, arrivals, again=again)
+        except redis.exceptions.RedisError as exc:
+            log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
+            self._record(c.user_id for c in changes)
 
     async def fill(self, counts: Counts) -> None:
-        await self._fill(keys=[count_key(counts.user_id)], args=[counts.version, encode_counts(counts), COUNT_TTL])
+        """Cache a rebuilt copy unless a newer one is there (raises if Redis fails)."""
+        await self.copies.fill(counts)
 
-    async def publish(
-        self,
-        changes: Sequence[Counts],
-        arrivals: Sequence[tuple[int, int]] | None = None,
-        *,
-        again: bool = False,
-    ) -> None:
-        """Copy new counts into Redis and tell the users' streams, in batches of one script call.
+    async def drop_all(self) -> None:
+        await self.copies.drop_all()
 
-        `arrivals`, when given, holds for each change the (row id, event id) of the row that arrived
-        with it; `again` says those rows come back rather than arrive for the first time."""
-        for start in range(0, len(changes), _PUBLISH_BATCH):
-            batch = changes[start : start + _PUBLISH_BATCH]
-            rows = arrivals[start : start + _PUBLISH_BATCH] if arrivals is not None else [(0, 0)] * len(batch)
-            flat: list[int] = []
-            for counts, (item, event) in zip(batch, rows, strict=True):
-                flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item, event)
-            await self._set_counts(keys=[], args=[COUNT_TTL, int(again), msgspec.msgpack.encode(flat)])
+    def _record(self, users: Iterable[int]) -> None:
+        self.uncopied.update(users)
+        if len(self.uncopied) > UNCOPIED_MAX:
+            self.uncopied.clear()
+            self.lost_track = True
+
+    async def recopy(self) -> None:
+        """Copy again what could not be copied; raises (keeping the record) if a backend fails."""
+        if self.lost_track:
+            await self.copies.drop_all()  # too many to name: every copy is rebuilt on demand
+            self.lost_track = False
+        users = list(self.uncopied)
+        for start in range(0, len(users), _RECOPY_BATCH):
+            batch = users[start : start + _RECOPY_BATCH]
+            await self.copies.copy(await postgres.run(self._pool, inbox.counts_of, batch, timeout=self._timeout))
+            self.uncopied.difference_update(batch)
+        if users:
+            log.warning("copied the counts of %d users again after Redis came back", len(users))
+
+    async def _keep_copies(self, every: float) -> None:
+        """Copy again, once Redis answers, the counts whose copy failed while it did not. A Redis
+        that kept its data would otherwise serve the older copy until it expires; one that lost it
+        rebuilds on demand anyway."""
+        while True:
+            await asyncio.sleep(every)
+            if self.uncopied or self.lost_track:
+                with contextlib.suppress(redis.exceptions.RedisError, Unavailable):
+                    await self.recopy()
+
+    def start(self, every: float = 1.0) -> None:
+        """Start the loop that copies again (once per process: Backends.open)."""
+        if self._recopying is None:
+            self._recopying = asyncio.get_running_loop().create_task(self._keep_copies(every), name="herald-recopy")
+
+    async def stop(self) -> None:
+        task, self._recopying = self._recopying, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=2)  # bounded: a stop must not wait on a dead backend

@@ -14,7 +14,6 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from service import inbox
 from service.http import demo, native, preferences
 from service.http.edge import Edge
 from service.http.empty_ids import EmptyIds
@@ -78,13 +77,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.backends = backends
         app.state.hub = hub
         restore = _end_streams_on_sigterm(hub)
-        copier = asyncio.create_task(inbox.keep_copies(backends), name="herald-keep-copies")
         try:
             yield
         finally:
             restore()
-            copier.cancel()
-            await asyncio.wait([copier], timeout=2)  # bounded: a stop must not wait on a dead backend
             await hub.stop()
             await backends.close()
 

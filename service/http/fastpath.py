@@ -70,7 +70,7 @@ class FastPath:
         if b.limits.reads.take(key):
             return False  # the route answers 429 in its own envelope
         try:
-            counts = await b.counts.get(who.user_id)
+            counts = await b.counts.cached(who.user_id)
         except redis.exceptions.RedisError:
             return False
         if counts is None:

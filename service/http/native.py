@@ -99,7 +99,7 @@ async def unread_count(
 ) -> Response[Any]:
     # Most polls never get here: the fast path answers them when the token and the count are
     # cached. This is the general path (cold caches, Redis down, errors), with the same answers.
-    counts = await inbox.counts(b, who.user_id)
+    counts = await b.counts.read(who.user_id)
     etag = etag_of(counts)
     headers = badge_headers(etag, b.settings.poll_interval)
     if matches(request.headers.get("if-none-match"), etag):

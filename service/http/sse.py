@@ -88,7 +88,7 @@ class _Stream:
         try:
             # Listen first, then read: a change between the two is then seen twice, never missed.
             async with self.hub.listen(self.who.user_id) as queue:
-                counts = await inbox.counts(self.b, self.who.user_id)
+                counts = await self.b.counts.read(self.who.user_id)
                 first = []
                 if self.replay_from is not None:
                     for item in await inbox.arrived_after(self.b, self.who, self.replay_from, REPLAY_MAX):
@@ -113,7 +113,7 @@ class _Stream:
 
     async def _apply(self, change: Change) -> bytes:
         if change is RESYNC:
-            counts = await inbox.counts(self.b, self.who.user_id)
+            counts = await self.b.counts.read(self.who.user_id)
             return self._unread(counts) if counts.version != self.version else b""
         out = b""
         # A row already sent is skipped (a replay and the live feed overlap), unless it comes back.

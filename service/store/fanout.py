@@ -13,6 +13,7 @@ import asyncpg
 
 from service.model import Counts, Event
 from service.store import events
+from service.store.counts import as_counts
 from service.store.events import INSERT_EVENT
 
 MAX_USER_ID = (1 << 63) - 1
@@ -227,7 +228,7 @@ async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) 
 
 async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:
     rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, timeout=120)
-    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
+    return [as_counts(r) for r in rows]
 
 
 async def finish(conn: asyncpg.Connection, event_id: int) -> bool:

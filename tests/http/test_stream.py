@@ -130,6 +130,6 @@ async def test_arrivals_out_of_id_order_all_get_through(
         await stream.next_event()  # B's count
         event_id, deliveries = held_outcome[0]
         assert deliveries[0].inbox_id < b.deliveries[0].inbox_id  # A is older than what was sent
-        await backends.counts.publish(deliveries, [(d.inbox_id, event_id) for d in deliveries])
+        await backends.counts.copy(deliveries, [(d.inbox_id, event_id) for d in deliveries])
         late = await stream.next_event()
         assert late.event == "notification" and late.json()["message"] == "A, pushed late"

@@ -47,7 +47,7 @@ async def test_retention_removes_old_rows_and_events_with_exact_counts(
     assert {r[0] for r in left} == {o.event_id for o in new}
     assert {r[0] for r in await rows(backends, "SELECT id FROM events")} == {o.event_id for o in new}
     await counts_agree(backends)  # PostgreSQL and the Redis copies
-    counts = await inbox.counts(backends, alice.user_id)
+    counts = await backends.counts.read(alice.user_id)
     assert (counts.unread, counts.total) == (3, 3)
     assert await housekeeping.apply_retention(backends, 30) == (0, 0)
 
