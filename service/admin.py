@@ -6,10 +6,9 @@ import contextlib
 
 import asyncpg
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from service.auth.tokens import new_token, token_hash
-from service.errors import NotFound
+from service.errors import NotFound, Unavailable
 from service.keys import AUTH_CHANNEL
 from service.model import Principal
 from service.store import users
@@ -69,5 +68,5 @@ async def _forget_credentials(client: aioredis.Redis | None, user_id: int) -> No
     """Every API process drops its cached credentials of this user (see service/http/hub.py)."""
     if client is not None:
         # If Redis is down, the API processes' cache TTL still bounds how long the old state lasts.
-        with contextlib.suppress(redis.exceptions.RedisError):
+        with contextlib.suppress(Unavailable):
             await client.publish(AUTH_CHANNEL, str(user_id))

@@ -103,7 +103,9 @@ async def test_a_partitioned_redis_fails_fast(servers: Servers, breaker_on) -> N
             proxy.blackhole()
             await until(lambda: not breaker.up, 3, "the probes to notice")
             took, error = await timed(client.ping)
-            assert isinstance(error, redis.exceptions.ConnectionError) and took < 0.05, (took, error)
+            # Translated once, at the client (service/backends/redis.py), keeping redis-py's error as its cause.
+            assert isinstance(error, Unavailable) and took < 0.05, (took, error)
+            assert isinstance(error.__cause__, redis.exceptions.ConnectionError)
             proxy.heal()
             await until(lambda: breaker.up, 3, "the probes to see it back")
             assert await client.ping()
@@ -120,14 +122,33 @@ async def test_an_error_answer_is_not_an_outage(servers: Servers, breaker_on) ->
     assert breaker.up
 
 
+async def test_an_error_answer_of_redis_is_not_an_outage(servers: Servers) -> None:
+    # A bug (here a Lua error) is raised as Redis said it, never as Unavailable, in a call, a
+    # pipeline and a script alike.
+    client = connect(servers.redis_url, 5.0)
+    try:
+        with pytest.raises(redis.exceptions.ResponseError) as raised:
+            await client.eval("return redis.error_reply('a bug')", 0)
+        assert not isinstance(raised.value, Unavailable)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.eval("return redis.error_reply('a bug')", 0)
+            with pytest.raises(redis.exceptions.ResponseError):
+                await pipe.execute()
+        with pytest.raises(redis.exceptions.ResponseError):
+            await client.register_script("return redis.error_reply('a bug')")()
+    finally:
+        await client.aclose()
+
+
 async def test_every_kind_of_redis_url_goes_through_the_breaker() -> None:
     breaker = Breaker("redis", lambda within: asyncio.sleep(0))
     tls = connect("rediss://127.0.0.1:1/0", 1.0, breaker=breaker)
     made = tls.connection_pool.make_connection()
     assert isinstance(made, _Guarded) and isinstance(made, SSLConnection)
     local = connect("unix:///nonexistent/redis.sock", 1.0, breaker=breaker)
-    with pytest.raises(redis.exceptions.ConnectionError):  # not a TypeError from an unknown argument
+    with pytest.raises(Unavailable) as raised:  # not a TypeError from an unknown argument
         await local.ping()
+    assert isinstance(raised.value.__cause__, redis.exceptions.ConnectionError)
     for client in (tls, local):
         await client.aclose()
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from arq import ArqRedis, Retry
 
 from service.backends import postgres
+from service.backends.redis import translated
 from service.errors import Unavailable
 from service.intake import count_attempt, dead_letter, forget_attempts
 from service.metrics import FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
@@ -106,7 +106,10 @@ class Delivery:
         if outcome.repair:
             await self.b.counts.copy(outcome.repair)
         for lo, hi in outcome.queued:
-            await self.jobs.enqueue_job(CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo))
+            with translated():  # arq's client keeps redis-py's errors (service/backends/redis.py)
+                await self.jobs.enqueue_job(
+                    CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo)
+                )
         return outcome
 
     async def _deliver_named(self, event: Event) -> Outcome | None:
@@ -173,7 +176,7 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
     tries: int = ctx.get("job_try", 1)
     try:
         return await worker.run_chunk(event_id, lo, hi)
-    except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except Unavailable as exc:
         JOB_RETRIES.labels("chunk").inc()
         log.warning("chunk %s of event %s waits for a backend: %s", lo, event_id, exc)
         raise Retry(defer=backoff(tries)) from exc

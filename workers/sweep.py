@@ -15,7 +15,6 @@ import logging
 import time
 
 import asyncpg
-import redis.exceptions
 
 from service.backends import postgres
 from service.errors import Unavailable
@@ -67,7 +66,7 @@ async def run(b: Backends, stopping: asyncio.Event, every: float = EVERY) -> Non
     while not stopping.is_set():
         try:
             await sweep(b, stopping=stopping)
-        except (Unavailable, redis.exceptions.RedisError) as exc:
+        except Unavailable as exc:
             log.warning("sweep waits for a backend: %s", exc)
         except Exception:
             log.exception("sweep failed; trying again")

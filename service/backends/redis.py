@@ -1,9 +1,19 @@
 """Herald's Redis clients: every one is made by `connect` (the API, the worker's stream consumer
 and its arq queue, the pub/sub hub, the CLI), each call bounded by a timeout and, with a breaker,
-refused at once while Redis is known to be down (service/backends/breaker.py)."""
+refused at once while Redis is known to be down (service/backends/breaker.py).
+
+The boundary of Redis's errors: on Herald's own clients (`Client`, its pipelines and its pub/sub)
+a lost connection or a timeout is raised as `service.errors.Unavailable`, here and only here, so a
+caller that degrades catches that alone. Any other Redis error (a Lua `ResponseError`, a wrong
+type) means a bug and goes through untouched, never mistaken for an outage. arq's own client
+(`redis_class=ArqRedis`) keeps redis-py's exceptions, which arq's loop expects; Herald's calls on it
+go through `translated()`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, TypeVar, overload
 
 import redis.asyncio as aioredis
@@ -14,9 +24,54 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from service.backends.breaker import Breaker
+from service.errors import Unavailable
 from service.settings import SENTINEL_SCHEME, parse_sentinel_url
 
 RedisT = TypeVar("RedisT", bound=aioredis.Redis)
+
+# What an unreachable Redis raises: redis-py wraps most socket errors, not all of them.
+# READONLY is an outage too: the primary named a moment ago is a replica now (a failover is under way).
+OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError, OSError)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Redis unreachable (connection lost or refused, timeout) -> Unavailable; nothing else."""
+    try:
+        yield
+    except OUTAGE as exc:
+        raise Unavailable(f"Redis is unavailable: {exc}") from exc
+
+
+class _Pipeline(aioredis.client.Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with translated():
+            return await super().execute(raise_on_error)
+
+
+class _PubSub(aioredis.client.PubSub):
+    async def execute_command(self, *args: Any) -> Any:
+        with translated():
+            return await super().execute_command(*args)
+
+    async def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
+        with translated():
+            return await super().parse_response(block, timeout)
+
+
+class Client(aioredis.Redis):
+    """Herald's Redis client: redis-py's, with its outages raised as Unavailable (see above).
+    redis-py's own retry of a lost connection happens first, inside `execute_command`."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        with translated():
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> aioredis.client.Pipeline:
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+    def pubsub(self, **kwargs: Any) -> aioredis.client.PubSub:
+        return _PubSub(self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs)
 
 
 class _SentinelPool(SentinelConnectionPool):
@@ -96,8 +151,7 @@ def breaker(url: str, name: str = "redis", **timing: float) -> Breaker:
         while held:
             await held.pop().aclose()
 
-    unreachable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-    return Breaker(name, probe, close=close, unreachable=unreachable, **timing)
+    return Breaker(name, probe, close=close, unreachable=(*OUTAGE, Unavailable), **timing)
 
 
 # The probe's client gives up sooner than the breaker's bound on a probe, so its socket is closed
@@ -115,7 +169,7 @@ def connect(
     url: str,
     timeout: float = 5.0,
     *,
-    redis_class: type[aioredis.Redis] = aioredis.Redis,
+    redis_class: type[aioredis.Redis] = Client,
     breaker: Breaker | None = None,
     retry: bool = True,
 ) -> aioredis.Redis:

@@ -31,7 +31,6 @@ from typing import TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
-import redis.exceptions
 from prometheus_client import Counter
 
 from service.backends import postgres
@@ -130,7 +129,7 @@ class Reads:
         self._wrote[user_id] = (max(lsn, known[0] if known else 0), now + WROTE_TTL)
         try:
             await self._keep(keys=[wrote_key(user_id)], args=[f"{lsn:016X}", WROTE_TTL])
-        except redis.exceptions.RedisError as exc:
+        except Unavailable as exc:
             # This process still knows; another one reads this user from the primary while Redis is down.
             log.warning("could not record a write position in Redis (%s)", exc)
 
@@ -145,7 +144,7 @@ class Reads:
                 del self._wrote[user_id]
         try:
             raw: bytes | None = await self.redis.get(wrote_key(user_id))
-        except redis.exceptions.RedisError:
+        except Unavailable:
             return None
         return max(needed, int(raw, 16)) if raw else needed
 

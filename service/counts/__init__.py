@@ -31,7 +31,6 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from service.backends import postgres
 from service.backends.breaker import Breaker
@@ -97,7 +96,7 @@ class CountEngine:
         ticket = self._poll_ticket
         try:
             cached = await self.copies.get(user_id)
-        except redis.exceptions.RedisError:
+        except Unavailable:
             COUNT_READS.labels("fallback").inc()
             return await self._from_database(user_id)
         if cached is not None:
@@ -112,7 +111,7 @@ class CountEngine:
         rebuild = self._rebuilding[user_id] = Rebuild(loop)
         try:
             fresh = await self._from_database(user_id)
-            with contextlib.suppress(redis.exceptions.RedisError):
+            with contextlib.suppress(Unavailable):
                 await self.copies.fill(fresh)
             rebuild.filled_at = self._poll_ticket
             rebuild.result.set_result(fresh)
@@ -142,7 +141,7 @@ class CountEngine:
         raised, since the change itself is committed."""
         try:
             await self.copies.copy(changes, arrivals, again=again)
-        except redis.exceptions.RedisError as exc:
+        except Unavailable as exc:
             log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
             self._record(c.user_id for c in changes)
 
@@ -179,7 +178,7 @@ class CountEngine:
         while True:
             await asyncio.sleep(every)
             if self.uncopied or self.lost_track:
-                with contextlib.suppress(redis.exceptions.RedisError, Unavailable):
+                with contextlib.suppress(Unavailable):
                     await self.recopy()
 
     def start(self, every: float = 1.0) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import redis.exceptions
 from litestar import Litestar
 
 from service.auth.tokens import token_hash
+from service.errors import Unavailable
 from service.http.native import badge_headers, etag_of, matches
 from service.metrics import COUNT_READS
 from service.process import Backends
@@ -71,7 +71,7 @@ class FastPath:
             return False  # the route answers 429 in its own envelope
         try:
             counts = await b.counts.cached(who.user_id)
-        except redis.exceptions.RedisError:
+        except Unavailable:
             return False
         if counts is None:
             return False
