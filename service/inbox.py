@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import asyncpg
 import msgspec
@@ -60,16 +60,12 @@ async def page(
     return Page(items=rows[:limit], total=total, counts=overall, more=len(rows) > limit)
 
 
-async def get(b: Backends, who: Principal, row_id: int | None) -> InboxItem:
-    if row_id is None:
-        raise NotFound("Notification not found")
-
-    async def read(conn: asyncpg.Connection) -> InboxItem | None:
-        return await inbox.get(conn, who, row_id)
-
+async def get(b: Backends, who: Principal, row_id: int) -> InboxItem:
     # Not found on the replica may be a row it has not received yet (one just announced on a
     # stream): the primary has the last word.
-    found = await b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout, again_on_primary=_missing)
+    found = await b.reads.run(
+        who.user_id, inbox.get, who, row_id, timeout=b.settings.backend_timeout, again_on_primary=_missing
+    )
     if found is None:
         raise NotFound("Notification not found")
     return found
@@ -80,12 +76,14 @@ def _missing(found: InboxItem | None) -> bool:
 
 
 R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
 
 
 async def _write(
     b: Backends,
     who: Principal,
-    work: Callable[[asyncpg.Connection], Awaitable[tuple[R, Counts | None]]],
+    work: Callable[[asyncpg.Connection, *Ts], Awaitable[tuple[R, Counts | None]]],
+    *args: *Ts,
     arrival: Callable[[R], tuple[int, int] | None] = lambda _: None,
 ) -> R:
     """Run a change of the user's inbox; when it changed something, copy the new counts to Redis
@@ -93,7 +91,7 @@ async def _write(
     names the row that the change brought back, if any, to announce it on the user's streams."""
 
     async def write(conn: asyncpg.Connection) -> tuple[R, Counts | None, int | None]:
-        result, new = await work(conn)
+        result, new = await work(conn, *args)
         # After the statement's commit: the position is at or past its commit record.
         lsn = await replica.position(conn) if new is not None and b.replica is not None else None
         return result, new, lsn
@@ -123,54 +121,35 @@ async def seen(b: Backends, who: Principal) -> Counts:
 async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:
     """Mark rows read or unread; returns the ids whose state changed."""
 
-    async def write(conn: asyncpg.Connection) -> tuple[list[int], Counts | None]:
-        return await inbox.set_read(conn, who.user_id, row_ids, read)
-
-    return await _write(b, who, write)
+    return await _write(b, who, inbox.set_read, who.user_id, row_ids, read)
 
 
-async def set_read_one(b: Backends, who: Principal, row_id: int | None, read: bool) -> InboxItem:
+async def set_read_one(b: Backends, who: Principal, row_id: int, read: bool) -> InboxItem:
     """Mark one row; NotFound unless it is the caller's. Returns the row as it now is."""
-    if row_id is None:
-        raise NotFound("Notification not found")
     await set_read(b, who, [row_id], read)
     return await get(b, who, row_id)
 
 
 async def read_all(b: Backends, who: Principal) -> int:
-    async def write(conn: asyncpg.Connection) -> tuple[int, Counts | None]:
-        return await inbox.read_all(conn, who.user_id)
-
-    return await _write(b, who, write)
+    return await _write(b, who, inbox.read_all, who.user_id)
 
 
 async def delete(b: Backends, who: Principal, row_ids: Sequence[int]) -> list[int]:
-    async def write(conn: asyncpg.Connection) -> tuple[list[int], Counts | None]:
-        return await inbox.delete(conn, who.user_id, row_ids)
-
-    return await _write(b, who, write)
+    return await _write(b, who, inbox.delete, who.user_id, row_ids)
 
 
 async def delete_all(b: Backends, who: Principal) -> int:
-    async def write(conn: asyncpg.Connection) -> tuple[int, Counts | None]:
-        return await inbox.delete_all(conn, who.user_id)
-
-    return await _write(b, who, write)
+    return await _write(b, who, inbox.delete_all, who.user_id)
 
 
-async def snooze(b: Backends, who: Principal, row_id: int | None, until: datetime) -> Snoozed:
+async def snooze(b: Backends, who: Principal, row_id: int, until: datetime) -> Snoozed:
     """Hide the row until `until`, or end its snooze when `until` has passed; NotFound unless the
     row is the caller's. A row brought back is announced on the user's streams as an arrival."""
-    if row_id is None:
-        raise NotFound("Notification not found")
-
-    async def work(conn: asyncpg.Connection) -> tuple[Snoozed | None, Counts | None]:
-        return await inbox.snooze(conn, who.user_id, row_id, until)
 
     def back(done: Snoozed | None) -> tuple[int, int] | None:
         return (row_id, done.event_id) if done is not None and done.woke else None
 
-    done = await _write(b, who, work, back)
+    done = await _write(b, who, inbox.snooze, who.user_id, row_id, until, arrival=back)
     if done is None:
         raise NotFound("Notification not found")
     return done
@@ -178,11 +157,7 @@ async def snooze(b: Backends, who: Principal, row_id: int | None, until: datetim
 
 async def arrived_after(b: Backends, who: Principal, row_id: int, limit: int = 100) -> list[InboxItem]:
     """Unread rows that arrived after `row_id`, oldest first (for a stream that reconnects)."""
-
-    async def read(conn: asyncpg.Connection) -> list[InboxItem]:
-        return await inbox.arrived_after(conn, who, row_id, limit)
-
-    return await postgres.run(b.pool, read, timeout=b.settings.backend_timeout)
+    return await postgres.run(b.pool, inbox.arrived_after, who, row_id, limit, timeout=b.settings.backend_timeout)
 
 
 # Events as rows, by (tenant, event): every connected recipient of an arrival in this process is
@@ -210,11 +185,8 @@ async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> In
     if template is None:
         reading = _reading.get(key)
         if reading is None:
-
-            async def read(conn: asyncpg.Connection) -> InboxItem | None:
-                return await inbox.event_as_item(conn, who, event_id)
-
-            task = asyncio.create_task(postgres.run(b.pool, read, timeout=b.settings.backend_timeout))
+            read = postgres.run(b.pool, inbox.event_as_item, who, event_id, timeout=b.settings.backend_timeout)
+            task = asyncio.create_task(read)
             reading = _reading[key] = (task, asyncio.Event())
             task.add_done_callback(functools.partial(_read_done, key, reading[1]))
         task, done = reading

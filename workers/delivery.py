@@ -23,7 +23,7 @@ from service.backends.redis import translated
 from service.errors import Unavailable
 from service.intake import count_attempt, dead_letter, forget_attempts
 from service.metrics import FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
-from service.model import Counts, Event
+from service.model import Audience, Counts, Event
 from service.process import Backends
 from service.store import events, fanout, users
 
@@ -42,6 +42,16 @@ def backoff(attempt: int) -> float:
 
 def chunk_job_id(event_id: int, lo: int) -> str:
     return f"fanout:{event_id}:{lo}"
+
+
+def _named_only(audience: Audience) -> bool:
+    """An audience of named users only: its size is known before it is resolved."""
+    return not audience.topics and not audience.all
+
+
+def _one_chunk(audience: Audience, chunk: int) -> bool:
+    """The rule for an event written in the transaction that records it (nearly all of them)."""
+    return _named_only(audience) and len(audience.users) <= chunk
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -67,7 +77,7 @@ class Delivery:
         recipients' counts are copied again. (A fresh duplicate publish does not need that.)"""
         chunk = self.b.settings.fanout_chunk
         audience = event.audience
-        if not retry and not audience.topics and not audience.all and len(audience.users) <= chunk:
+        if not retry and _one_chunk(audience, chunk):
             delivered = await self._deliver_named(event)
             if delivered is not None:
                 return delivered
@@ -85,12 +95,11 @@ class Delivery:
                     assert found is not None
                     event_id, done = found
                     todo = [] if done else await fanout.pending(conn, event_id)
-                    if done and retry and len(event.audience.users) <= chunk and not event.audience.topics:
+                    if done and retry and _one_chunk(event.audience, chunk):
                         repair = await fanout.chunk_counts(conn, event_id, 1, fanout.MAX_USER_ID)
                 else:
-                    audience = event.audience
-                    named_only = not audience.topics and not audience.all
-                    todo = await fanout.plan(conn, event_id, chunk, at_most=len(audience.users) if named_only else None)
+                    at_most = len(event.audience.users) if _named_only(event.audience) else None
+                    todo = await fanout.plan(conn, event_id, chunk, at_most=at_most)
                 deliveries: list[fanout.Delivery] = []
                 if len(todo) == 1:
                     deliveries = await fanout.run_chunk(conn, event_id, *todo[0])
@@ -197,8 +206,5 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
 async def _stored_event(b: Backends, event_id: int) -> bytes:
     """The event as Herald stored it, for a dead letter written after its stream entry was acked."""
 
-    async def read(conn: asyncpg.Connection) -> dict[str, Any] | None:
-        return await events.stored(conn, event_id)
-
-    found = await postgres.run(b.pool, read)
+    found = await postgres.run(b.pool, events.stored, event_id)
     return msgspec.json.encode(found if found is not None else {"herald_event_id": event_id})

@@ -98,11 +98,7 @@ async def apply_retention(
     if not done:
         return rows, events  # out of time: the next run goes on with the rows, then the events
     while go_on(deadline, stopping):
-
-        async def old_events(conn: asyncpg.Connection) -> int:
-            return await maintenance.expire_events(conn, cutoff, BATCH)
-
-        gone = await postgres.run(b.pool, old_events, timeout=b.settings.backend_timeout)
+        gone = await postgres.run(b.pool, maintenance.expire_events, cutoff, BATCH, timeout=b.settings.backend_timeout)
         events += gone
         RETENTION_DELETED.labels("events").inc(gone)
         if gone < BATCH:
@@ -124,17 +120,10 @@ async def reconcile(
     repaired: list[Counts] = []
     seen = 0
     while seen < users and go_on(deadline, stopping):
-
-        async def scan(conn: asyncpg.Connection, after: int = after) -> tuple[int | None, list[int]]:
-            return await maintenance.drift_scan(conn, after, RECONCILE_BATCH)
-
-        last, drifted = await postgres.run(b.pool, scan, timeout=max(b.settings.backend_timeout, 30))
+        scan_for = max(b.settings.backend_timeout, 30)
+        last, drifted = await postgres.run(b.pool, maintenance.drift_scan, after, RECONCILE_BATCH, timeout=scan_for)
         if drifted:
-
-            async def fix(conn: asyncpg.Connection, drifted: list[int] = drifted) -> list[Counts]:
-                return await maintenance.repair(conn, drifted)
-
-            fixed = await postgres.run(b.pool, fix, timeout=b.settings.backend_timeout)
+            fixed = await postgres.run(b.pool, maintenance.repair, drifted, timeout=b.settings.backend_timeout)
             if fixed:
                 COUNT_DRIFT.inc(len(fixed))
                 log.warning("repaired the counts of %d users: %s", len(fixed), [c.user_id for c in fixed][:20])

@@ -4,7 +4,7 @@ whose event expired, with their counts, and push the change to the users' stream
 It runs in every worker process, beside the stream consumer, rather than as an arq cron job: a
 snooze should end within about a second of its time, and a cron job runs one worker at a time and
 is taken over only when a dead worker's mark expires. Several sweeps at once share the due rows
-(store/timed.py takes them with SKIP LOCKED), so more workers only make it sturdier.
+(store/due.py takes them with SKIP LOCKED), so more workers only make it sturdier.
 """
 
 from __future__ import annotations
@@ -41,11 +41,7 @@ async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | N
     deadline = time.monotonic() + budget
     woke = 0
     while go_on(deadline, stopping):
-
-        async def back(conn: asyncpg.Connection) -> list[due.Woke]:
-            return await due.wake(conn, WAKE_BATCH)
-
-        rows = await postgres.run(b.pool, back, timeout=b.settings.backend_timeout)
+        rows = await postgres.run(b.pool, due.wake, WAKE_BATCH, timeout=b.settings.backend_timeout)
         if rows:
             await b.counts.copy([r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True)
         woke += len(rows)

@@ -80,10 +80,7 @@ class Authenticator:
             return await self._signed_principal(token, digest, now)
         _MISS.inc()
 
-        async def lookup(conn: asyncpg.Connection) -> Principal | None:
-            return await users.principal_by_token(conn, digest)
-
-        found = await postgres.run(self._pool, lookup, timeout=self._timeout)
+        found = await postgres.run(self._pool, users.principal_by_token, digest, timeout=self._timeout)
         if found is None:
             raise Unauthorized("Invalid token")
         _remember(self._cache, digest, now + CACHE_TTL, found)

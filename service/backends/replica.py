@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -41,6 +41,7 @@ from service.metrics import REGISTRY
 log = logging.getLogger("herald.replica")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 # How long a user's write sends their reads to the primary unless the replica has replayed it:
 # a replica further behind than this serves a user's own older state again.
@@ -184,8 +185,8 @@ class Reads:
     async def run(
         self,
         user_id: int,
-        work: Callable[[asyncpg.Connection], Awaitable[T]],
-        *,
+        work: Callable[[asyncpg.Connection, *Ts], Awaitable[T]],
+        *args: *Ts,
         timeout: float,
         again_on_primary: Callable[[T], bool] | None = None,
     ) -> T:
@@ -193,7 +194,7 @@ class Reads:
         `again_on_primary`: a replica's result that must be checked on the primary (not found)."""
         if self.replica is not None and await self._replica_for(user_id):
             try:
-                result = await postgres.run(self.replica, work, timeout=min(timeout, self.timeout))
+                result = await postgres.run(self.replica, work, *args, timeout=min(timeout, self.timeout))
             except Unavailable as exc:
                 self._down(exc)
             except asyncpg.SerializationError:  # cancelled: a conflict with recovery
@@ -203,7 +204,7 @@ class Reads:
                     DB_READS.labels("replica").inc()
                     return result
         DB_READS.labels("primary").inc()
-        return await postgres.run(self.primary, work, timeout=timeout)
+        return await postgres.run(self.primary, work, *args, timeout=timeout)
 
 
 async def _replay_position(conn: asyncpg.Connection) -> int | None:

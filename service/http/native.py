@@ -16,7 +16,7 @@ from litestar.params import JSONBody
 
 from service import admin, inbox, intake
 from service.auth.limits import retry_after
-from service.backends import postgres as db
+from service.backends import postgres
 from service.errors import Forbidden, InvalidEvent, TooManyRequests
 from service.http.envelopes import Problem, documented, handlers
 from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard, token_key
@@ -153,10 +153,9 @@ async def publish_events(
 async def create_user(
     b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[NewUser]
 ) -> CreatedUser:
-    async def work(conn: Any) -> admin.Created:
-        return await admin.create_user(conn, who.tenant, data.user, data.role)
-
-    made = await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    made = await postgres.run(
+        b.pool, admin.create_user, who.tenant, data.user, data.role, timeout=b.settings.backend_timeout
+    )
     return CreatedUser(user=made.user, role=made.role, token=made.token)
 
 
@@ -164,10 +163,7 @@ async def create_user(
 async def create_subscription(
     b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[NewSubscription]
 ) -> Subscription:
-    async def work(conn: Any) -> None:
-        await admin.subscribe(conn, who.tenant, data.user, data.topic)
-
-    await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    await postgres.run(b.pool, admin.subscribe, who.tenant, data.user, data.topic, timeout=b.settings.backend_timeout)
     return Subscription(user=data.user, topic=data.topic)
 
 
@@ -181,16 +177,16 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
     b: Backends = request.app.state.backends
     timeout = min(b.settings.backend_timeout, 2.0)
 
-    async def postgres() -> str:
-        await asyncio.wait_for(db.run(b.pool, db.ping, timeout=timeout), timeout)
+    async def database() -> str:
+        await asyncio.wait_for(postgres.run(b.pool, postgres.ping, timeout=timeout), timeout)
         return "ok"
 
-    async def redis() -> str:
+    async def cache() -> str:
         await asyncio.wait_for(b.redis.ping(), timeout)
         return "ok"
 
     # A backend the process's probe finds down is not asked again (service/backends/breaker.py).
-    results = await asyncio.gather(postgres(), redis(), return_exceptions=True)
+    results = await asyncio.gather(database(), cache(), return_exceptions=True)
     pg, rd = (r if isinstance(r, str) else f"unavailable: {type(r).__name__}" for r in results)
     ready = pg == "ok" and rd == "ok"
     return Response(

@@ -60,10 +60,6 @@ audience AS (
 )
 """
 
-# Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
-# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
-# and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
-# is written.
 # Each new row's +1 on its recipient's counts (a new row is unread and unseen), for the statements
 # that write rows (`ins` returns their user ids). `= ANY (ARRAY(...))` makes PostgreSQL visit the
 # counts rows in user-id order, so concurrent fan-outs lock them in the same order and cannot
@@ -78,10 +74,14 @@ cnt AS (
 """.strip()
 
 # An event that has expired by the time it is fanned out (a backlog, or an `expires_at` already past)
-# is delivered to nobody: its rows would only be removed by the next sweep (store/timed.py). Rows
+# is delivered to nobody: its rows would only be removed by the next sweep (store/due.py). Rows
 # already written when it expires are removed by that sweep.
 _LIVE = "(ev.expires_at IS NULL OR ev.expires_at > now())"
 
+# Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
+# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
+# and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
+# is written.
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (

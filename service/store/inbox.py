@@ -8,7 +8,7 @@ and changes nothing).
 
 A snoozed row is out of the inbox until its time (schema.sql, "Shown rows"): every statement here
 but `snooze` sees only shown rows (`snoozed_until IS NULL`), so a snoozed row is not found, not
-listed and not counted, and nothing but `snooze` and the sweep (store/timed.py) can change it.
+listed and not counted, and nothing but `snooze` and the sweep (store/due.py) can change it.
 """
 
 from __future__ import annotations
