@@ -33,7 +33,7 @@
 --
 -- Counts: `inbox_counts` holds each user's exact unread and total numbers (of shown rows), changed
 -- in the same transaction as the rows they count, with a version that grows on every change. Redis caches
--- them (see service/cache.py); because the database copy is exact and versioned, the cache can
+-- them (see service/counts/__init__.py); because the database copy is exact and versioned, the cache can
 -- always be rebuilt or repaired by copying, never by recounting. fillfactor 50 keeps those
 -- updates HOT (no index writes).
 

@@ -1,7 +1,7 @@
 """Raw limits served like `herald api`: bare Litestar routes doing only their I/O.
 
 Same framework, same server (granian, ASGI, same worker count, no access log), same Redis client
-settings (service.cache.connect) and same event loop as Herald's API. `/count` is the badge's
+settings (service.counts.connect) and same event loop as Herald's API. `/count` is the badge's
 limit: one HTTP request plus one Redis `GET`. `/page/{user}` is the list's: the same first-page
 query through Herald's query layer (`service/store/inbox.py`), its rows written as JSON, with no
 authentication, no counts and no profile around it. `/nothing` answers without any I/O.
@@ -19,7 +19,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, get
 
-from service import cache, db
+from service.backends import postgres
+from service.backends.redis import connect
 from service.model import InboxItem, InboxQuery, Principal
 from service.store import inbox
 
@@ -32,9 +33,9 @@ def create_app() -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        client = cache.connect(url)
+        client = connect(url)
         app.state.redis = client
-        app.state.pool = await db.create_pool(database_url, size=10)
+        app.state.pool = await postgres.create_pool(database_url, size=10)
         try:
             yield
         finally:

@@ -12,7 +12,7 @@ import msgspec
 
 from bench.base import Bench
 from bench.seed import TENANT
-from service.cache import COUNT_PREFIX, STREAM
+from service.keys import COUNT_PREFIX, STREAM
 
 # How many recipients in lo..hi do not yet show a cached count of at least the wanted version
 # (users up to `split` want version ARGV[4], the others ARGV[5]; of the users up to `split`, every

@@ -24,7 +24,7 @@ from bench.fan import Want, fan_event
 from bench.report import Row, ratio_row
 from bench.seed import NEWEST, TENANT, say
 from service import ids
-from service.cache import STREAM
+from service.keys import STREAM
 from service.model import Position
 
 DJANGO_LIST_RPS = 230.0  # django-notifications-hq's unread list, measured in the reference; not run here

@@ -27,7 +27,7 @@ from bench.base import Bench, k
 from bench.env import API_WORKERS, JWT_SECRET, tree_memory_mb
 from bench.report import Row
 from bench.seed import TENANT, say
-from service.cache import STREAM, user_channel
+from service.keys import STREAM, user_channel
 
 TOPIC = "st-all"
 OPEN_AT_ONCE = 256  # streams being opened at any moment (the rest wait their turn)

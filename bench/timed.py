@@ -17,7 +17,7 @@ from bench.env import WORKERS
 from bench.fan import Want, fan_event
 from bench.report import Row
 from bench.seed import say
-from service.cache import COUNT_PREFIX
+from service.keys import COUNT_PREFIX
 from workers import sweep
 
 POLL = 0.02  # seconds between two looks at the counts: the resolution of the expiry figure

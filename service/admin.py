@@ -6,13 +6,12 @@ import contextlib
 
 import asyncpg
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from service import cache
-from service.errors import NotFound
+from service.auth.tokens import new_token, token_hash
+from service.errors import NotFound, Unavailable
+from service.keys import AUTH_CHANNEL
 from service.model import Principal
 from service.store import users
-from service.tokens import new_token, token_hash
 
 ROLES = ("member", "manager", "admin")
 
@@ -66,8 +65,8 @@ async def revoke_token(conn: asyncpg.Connection, client: aioredis.Redis | None, 
 
 
 async def _forget_credentials(client: aioredis.Redis | None, user_id: int) -> None:
-    """Every API process drops its cached credentials of this user (see service/hub.py)."""
+    """Every API process drops its cached credentials of this user (see service/http/hub.py)."""
     if client is not None:
         # If Redis is down, the API processes' cache TTL still bounds how long the old state lasts.
-        with contextlib.suppress(redis.exceptions.RedisError):
-            await client.publish(cache.AUTH_CHANNEL, str(user_id))
+        with contextlib.suppress(Unavailable):
+            await client.publish(AUTH_CHANNEL, str(user_id))

@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from service import admin, cache, db, logs, stream
+from service import admin, intake, logs
+from service.auth.tokens import KINDS
+from service.backends import postgres
+from service.backends.redis import connect
 from service.errors import HeraldError, InvalidEvent, SettingsError
 from service.model import decode_events
 from service.settings import Settings, load_settings
-from service.tokens import KINDS
 
 T = TypeVar("T")
 
@@ -59,7 +61,7 @@ def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awai
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     database_url, _ = settings.require_backends()
-    asyncio.run(db.migrate(database_url))
+    asyncio.run(postgres.migrate(database_url))
     _print_json({"migrated": True})
 
 
@@ -121,7 +123,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     settings.require_backends()
-    from service.backends import Watch
+    from service.process import Watch
     from workers import health
     from workers.main import build_worker
 
@@ -164,7 +166,7 @@ def cmd_deactivate(settings: Settings, args: argparse.Namespace) -> None:
     _, redis_url = settings.require_backends()
 
     async def work(conn: asyncpg.Connection) -> None:
-        client = cache.connect(redis_url, settings.backend_timeout)
+        client = connect(redis_url, settings.backend_timeout)
         try:
             await admin.deactivate(conn, client, args.tenant, args.user)
         finally:
@@ -178,7 +180,7 @@ def cmd_revoke_token(settings: Settings, args: argparse.Namespace) -> None:
     _, redis_url = settings.require_backends()
 
     async def work(conn: asyncpg.Connection) -> None:
-        client = cache.connect(redis_url, settings.backend_timeout)
+        client = connect(redis_url, settings.backend_timeout)
         try:
             await admin.revoke_token(conn, client, args.token)
         finally:
@@ -192,12 +194,12 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> None:
     _, redis_url = settings.require_backends()
 
     async def run() -> None:
-        client = cache.connect(redis_url, settings.backend_timeout)
+        client = connect(redis_url, settings.backend_timeout)
         try:
             if args.requeue:
-                _print_json({"requeued": args.requeue, "entry": await stream.requeue(client, args.requeue)})
+                _print_json({"requeued": args.requeue, "entry": await intake.requeue(client, args.requeue)})
                 return
-            for letter in await stream.dead_letters(client, args.limit):
+            for letter in await intake.dead_letters(client, args.limit):
                 _print_json(letter)
         finally:
             await client.aclose()
@@ -217,9 +219,9 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> None:
         _fail("no event to publish")
 
     async def run() -> int:
-        client = cache.connect(redis_url, settings.backend_timeout)
+        client = connect(redis_url, settings.backend_timeout)
         try:
-            return await stream.enqueue(
+            return await intake.enqueue(
                 client, batch, replicas=settings.publish_replicas, timeout=settings.backend_timeout
             )
         finally:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
-from service import signed
+from service.auth import signed
 from service.errors import SettingsError
 
 PROFILE_NAMES = ("qualytics", "scalebox", "aptly")
@@ -26,7 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # None means "not configured": `herald dev` then starts embedded servers; `api`/`worker` refuse.
     database_url: str | None = None
     redis_url: str | None = None
-    # A streaming replica of database_url for list and get reads (see service/replica.py); None: none.
+    # A streaming replica of database_url for list and get reads (see service/backends/replica.py); None: none.
     database_replica_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -56,7 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Server-Sent Event streams one API process (one granian worker) holds at most; past it a new
     # stream is refused at once with 503 and Retry-After (the client polls instead).
     stream_limit: int = 10_000
-    # Rate limits per API process (see service/limits.py); 0 turns one off.
+    # Rate limits per API process (see service/auth/limits.py); 0 turns one off.
     rate_limit_reads: float = 1000.0  # requests per second per reader token
     rate_limit_publishes: float = 10_000.0  # events per second per producer token
     rate_limit_auth_failures: float = 10.0  # unknown tokens per second per client address
@@ -64,7 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     # Peers whose X-Forwarded-For is believed (a reverse proxy or ingress), as networks.
     trusted_proxies: tuple[str, ...] = ()
-    # Signed user tokens (service/signed.py): the HS256 secret, and the PEM text of the RS256/ES256
+    # Signed user tokens (service/auth/signed.py): the HS256 secret, and the PEM text of the RS256/ES256
     # public key (read from HERALD_JWT_PUBLIC_KEY_FILE); either, both or neither.
     jwt_secret: str | None = None
     jwt_public_key: str | None = None

@@ -20,15 +20,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from service import admin
-from service.backends import Backends
 from service.local.embedded import free_port
 from service.local.harness import Servers, herald_command, start, wait_ready
 from service.model import Event
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import TABLES, Deliver, JobRecorder, MakeUser, User, make_event
 from tests.support.http import serving
 from tests.support.processes import stop
-from workers.fanout import Fanout, Outcome
+from workers.delivery import Delivery, Outcome
 
 # Property-based tests (hypothesis, schemathesis) draw the same examples on every `make test`, so
 # CI is repeatable; `make soak` runs them deeper with fresh random examples (HYPOTHESIS_PROFILE=random).
@@ -136,12 +136,12 @@ def jobs() -> JobRecorder:
 
 
 @pytest.fixture
-def fan(backends: Backends, jobs: JobRecorder) -> Fanout:
-    return Fanout(backends, jobs)  # type: ignore[arg-type]
+def fan(backends: Backends, jobs: JobRecorder) -> Delivery:
+    return Delivery(backends, jobs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def deliver(fan: Fanout, jobs: JobRecorder) -> Deliver:
+def deliver(fan: Delivery, jobs: JobRecorder) -> Deliver:
     """Ingest an event the way the worker does, running any split chunks at once."""
 
     async def run(event: Event | None = None, **fields: Any) -> Outcome:

@@ -1,4 +1,4 @@
-"""The breaker (service/breaker.py) against real servers behind a partition: a backend that stops
+"""The breaker (service/backends/breaker.py) against real servers behind a partition: a backend that stops
 answering is known by the probes alone, calls then fail at once (and PostgreSQL calls in flight
 end), an error answer is not an outage, and through a long PostgreSQL outage the badge keeps
 answering from what the process and Redis already hold."""
@@ -15,9 +15,11 @@ import pytest
 import redis.exceptions
 from redis.asyncio.connection import SSLConnection
 
-from service import auth, cache, db
-from service.breaker import Breaker
-from service.cache import _Guarded
+from service import auth, counts
+from service.backends import postgres
+from service.backends.breaker import Breaker
+from service.backends.redis import _Guarded, connect
+from service.backends.redis import breaker as redis_breaker
 from service.errors import Unavailable
 from service.local.harness import Servers
 from service.settings import Settings
@@ -69,24 +71,24 @@ async def test_a_partitioned_database_fails_fast_and_ends_calls_in_flight(server
     assert port is not None
     with partition(port) as proxy:
         url = through(servers.database_url, proxy)
-        breaker = breaker_on(db.breaker(url, **FAST))
-        pool = await db.create_pool(url, size=2, timeout=5.0, breaker=breaker)
+        breaker = breaker_on(postgres.breaker(url, **FAST))
+        pool = await postgres.create_pool(url, size=2, timeout=5.0, breaker=breaker)
         try:
-            assert await db.run(pool, lambda conn: conn.fetchval("SELECT 1")) == 1
+            assert await postgres.run(pool, lambda conn: conn.fetchval("SELECT 1")) == 1
             await until(lambda: breaker.known, 2, "a first probe")
 
             proxy.blackhole()
-            in_flight = asyncio.create_task(timed(lambda: db.run(pool, lambda conn: conn.fetchval("SELECT 2"))))
+            in_flight = asyncio.create_task(timed(lambda: postgres.run(pool, lambda conn: conn.fetchval("SELECT 2"))))
             tripped = await until(lambda: not breaker.up, 3, "the probes to notice")
             took, error = await in_flight
             # Ended when the backend was marked down, not at its 30 s statement timeout.
             assert isinstance(error, Unavailable) and took < tripped + 1.0, (took, tripped, error)
-            took, error = await timed(lambda: db.run(pool, lambda conn: conn.fetchval("SELECT 3")))
+            took, error = await timed(lambda: postgres.run(pool, lambda conn: conn.fetchval("SELECT 3")))
             assert isinstance(error, Unavailable) and took < 0.05, (took, error)
 
             proxy.heal()
             await until(lambda: breaker.up, 3, "the probes to see it back")
-            assert await db.run(pool, lambda conn: conn.fetchval("SELECT 4")) == 4
+            assert await postgres.run(pool, lambda conn: conn.fetchval("SELECT 4")) == 4
         finally:
             pool.terminate()
 
@@ -96,14 +98,16 @@ async def test_a_partitioned_redis_fails_fast(servers: Servers, breaker_on) -> N
     assert port is not None
     with partition(port) as proxy:
         url = through(servers.redis_url, proxy)
-        breaker = breaker_on(cache.breaker(url, **FAST))
-        client = cache.connect(url, 5.0, breaker=breaker)
+        breaker = breaker_on(redis_breaker(url, **FAST))
+        client = connect(url, 5.0, breaker=breaker)
         try:
             assert await client.ping()
             proxy.blackhole()
             await until(lambda: not breaker.up, 3, "the probes to notice")
             took, error = await timed(client.ping)
-            assert isinstance(error, redis.exceptions.ConnectionError) and took < 0.05, (took, error)
+            # Translated once, at the client (service/backends/redis.py), keeping redis-py's error as its cause.
+            assert isinstance(error, Unavailable) and took < 0.05, (took, error)
+            assert isinstance(error.__cause__, redis.exceptions.ConnectionError)
             proxy.heal()
             await until(lambda: breaker.up, 3, "the probes to see it back")
             assert await client.ping()
@@ -114,20 +118,39 @@ async def test_a_partitioned_redis_fails_fast(servers: Servers, breaker_on) -> N
 async def test_an_error_answer_is_not_an_outage(servers: Servers, breaker_on) -> None:  # type: ignore[no-untyped-def]
     # The server answers, with an error (no such database): reachable, so never failed fast.
     missing = urlunsplit(urlsplit(servers.database_url)._replace(path="/no_such_database"))
-    breaker = breaker_on(db.breaker(missing, **FAST))
+    breaker = breaker_on(postgres.breaker(missing, **FAST))
     await until(lambda: breaker.known, 3, "a probe's answer")
     await asyncio.sleep(1)
     assert breaker.up
 
 
+async def test_an_error_answer_of_redis_is_not_an_outage(servers: Servers) -> None:
+    # A bug (here a Lua error) is raised as Redis said it, never as Unavailable, in a call, a
+    # pipeline and a script alike.
+    client = connect(servers.redis_url, 5.0)
+    try:
+        with pytest.raises(redis.exceptions.ResponseError) as raised:
+            await client.eval("return redis.error_reply('a bug')", 0)
+        assert not isinstance(raised.value, Unavailable)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.eval("return redis.error_reply('a bug')", 0)
+            with pytest.raises(redis.exceptions.ResponseError):
+                await pipe.execute()
+        with pytest.raises(redis.exceptions.ResponseError):
+            await client.register_script("return redis.error_reply('a bug')")()
+    finally:
+        await client.aclose()
+
+
 async def test_every_kind_of_redis_url_goes_through_the_breaker() -> None:
     breaker = Breaker("redis", lambda within: asyncio.sleep(0))
-    tls = cache.connect("rediss://127.0.0.1:1/0", 1.0, breaker=breaker)
+    tls = connect("rediss://127.0.0.1:1/0", 1.0, breaker=breaker)
     made = tls.connection_pool.make_connection()
     assert isinstance(made, _Guarded) and isinstance(made, SSLConnection)
-    local = cache.connect("unix:///nonexistent/redis.sock", 1.0, breaker=breaker)
-    with pytest.raises(redis.exceptions.ConnectionError):  # not a TypeError from an unknown argument
+    local = connect("unix:///nonexistent/redis.sock", 1.0, breaker=breaker)
+    with pytest.raises(Unavailable) as raised:  # not a TypeError from an unknown argument
         await local.ping()
+    assert isinstance(raised.value.__cause__, redis.exceptions.ConnectionError)
     for client in (tls, local):
         await client.aclose()
 
@@ -138,7 +161,7 @@ async def test_the_badge_outlives_its_caches_ttl_while_postgres_is_away(
     """Past the credential cache's and the count copy's lifetimes, a polled badge still answers
     200 while PostgreSQL does not answer: neither can be rebuilt meanwhile, so both are kept."""
     monkeypatch.setattr(auth, "CACHE_TTL", 0.5)
-    monkeypatch.setattr(cache, "COUNT_TTL", 10)
+    monkeypatch.setattr(counts, "COUNT_TTL", 10)
     alice = await make_user(user="alice")
     port = urlsplit(servers.database_url).port
     assert port is not None

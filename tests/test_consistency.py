@@ -25,15 +25,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from service import admin, ids
-from service.backends import Backends
 from service.local.harness import Servers
 from service.local.invariants import check_counts
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import JobRecorder, at, make_event
 from tests.support.http import listening, serving
 from tests.support.sse import Reader, open_stream
 from workers import sweep as worker_sweep
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 USERS = [f"u{i}" for i in range(6)]
 TOPIC_MEMBERS = USERS[::2]
@@ -46,7 +46,7 @@ class Harness:
         self.b = b
         self.http = http
         self.jobs = JobRecorder()
-        self.fan = Fanout(b, self.jobs)  # type: ignore[arg-type]
+        self.fan = Delivery(b, self.jobs)  # type: ignore[arg-type]
         self.tokens: dict[str, str] = {}
         self.published: list[Any] = []
 
@@ -74,7 +74,7 @@ class Harness:
         await self.b.redis.flushdb()
         self.published.clear()
         self.jobs = JobRecorder()
-        self.fan = Fanout(self.b, self.jobs)  # type: ignore[arg-type]  # its tenant cache outlived the truncation
+        self.fan = Delivery(self.b, self.jobs)  # type: ignore[arg-type]  # its tenant cache outlived the truncation
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}

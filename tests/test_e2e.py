@@ -11,7 +11,7 @@ import msgspec
 import pytest
 import redis
 
-from service.cache import STREAM
+from service.keys import STREAM
 from service.local.embedded import free_port
 from tests.support.processes import herald, json_line, stop, wait_ready
 from tests.support.sse import open_stream

@@ -8,7 +8,7 @@ import httpx
 import msgspec
 import redis
 
-from service.cache import STREAM
+from service.keys import STREAM
 from service.local.embedded import free_port
 from tests.support.factories import MakeUser
 from tests.support.processes import herald, json_line, start_herald, stop

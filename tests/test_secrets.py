@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import redis
 
-from service.cache import STREAM
-from service.tokens import new_token
+from service.auth.tokens import new_token
+from service.keys import STREAM
 from tests.support.processes import herald, json_line, start_herald, stop
 
 

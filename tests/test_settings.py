@@ -6,9 +6,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from service.auth.signed import Verifier
 from service.errors import SettingsError
 from service.settings import Settings, load_settings
-from service.signed import Verifier
 
 
 def test_defaults_match_the_contract() -> None:

@@ -25,13 +25,13 @@ import uuid
 
 import redis.exceptions
 
-from service.cache import GROUP, STREAM
 from service.errors import InvalidEvent, Unavailable
+from service.intake import acknowledge, count_attempt, dead_letter
+from service.keys import GROUP, STREAM
 from service.logs import request_id
 from service.metrics import EVENTS_INGESTED, JOB_RETRIES
 from service.model import decode_event
-from service.stream import acknowledge, count_attempt, dead_letter
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 log = logging.getLogger("herald.consumer")
 
@@ -44,7 +44,7 @@ MAX_ATTEMPTS = 5
 class Consumer:
     def __init__(
         self,
-        fan: Fanout,
+        fan: Delivery,
         *,
         batch: int = 100,
         block: float = 1.0,
@@ -81,7 +81,11 @@ class Consumer:
                     log.warning("event stream reachable again")
                     outage = 0
                 await self._loop()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except (Unavailable, redis.exceptions.ResponseError) as exc:
+                # NOGROUP: Redis came back without the stream (it lost its data); the group is made
+                # again above. Any other error answer is a bug, not an outage.
+                if not isinstance(exc, Unavailable) and "NOGROUP" not in str(exc):
+                    raise
                 if not outage:
                     log.warning("event stream unreachable (%s); retrying until it answers", exc)
                 outage += 1
@@ -184,7 +188,7 @@ class Consumer:
                 return "dead"
             try:
                 await self.fan.ingest(event, retry=retry)
-            except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except Unavailable as exc:
                 log.warning("entry %s waits for a backend: %s", entry_id, exc)
                 return "retry"
             except Exception as exc:

@@ -3,7 +3,7 @@ API answers them, for a supervisor's probes.
 
 A thread of its own, so it answers whatever the worker's event loop is doing: `/healthz` is 200
 while the process runs, `/readyz` 200 only while the process's probes find PostgreSQL and Redis
-answering (service/breaker.py), and a worker waiting for a backend at start is alive but not ready.
+answering (service/backends/breaker.py), and a worker waiting for a backend at start is alive but not ready.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import msgspec
 
-from service.backends import Watch
 from service.metrics import render as render_metrics
+from service.process import Watch
 
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

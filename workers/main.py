@@ -19,14 +19,13 @@ import redis.exceptions
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from service import notifications
-from service.backends import Backends, Watch
-from service.cache import QUEUE
+from service.keys import QUEUE
+from service.process import Backends, Watch
 from service.settings import Settings
 from workers import sweep
 from workers.consumer import Consumer
-from workers.fanout import CHUNK_JOB, Fanout, fanout_chunk
-from workers.maintenance import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
+from workers.delivery import CHUNK_JOB, Delivery, fanout_chunk
+from workers.housekeeping import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
 from workers.queue import queue_pool
 
 log = logging.getLogger("herald.worker")
@@ -59,7 +58,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     with contextlib.suppress(redis.exceptions.RedisError):  # only a warning: not worth failing a start
         await warn_without_persistence(ctx["redis"])
     backends = await Backends.open(settings, "herald-worker", ctx["watch"])
-    fan = Fanout(backends, ctx["redis"])
+    fan = Delivery(backends, ctx["redis"])
     consumer = Consumer(fan)
     stopping = asyncio.Event()
     ctx.update(
@@ -68,9 +67,6 @@ async def startup(ctx: dict[str, Any]) -> None:
         consumer=consumer,
         consumer_task=asyncio.create_task(consumer.run()),
         sweep_task=asyncio.create_task(sweep.run(backends, stopping), name="herald-sweep"),
-        # The sweep and maintenance jobs copy counts too: what Redis missed is copied again here,
-        # as in the API, rather than left stale until its copy expires.
-        copier_task=asyncio.create_task(notifications.keep_copies(backends), name="herald-keep-copies"),
         stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
@@ -91,13 +87,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             task.cancel()
         if late:  # let them unwind, so that their connections are back in the pool before it closes
             await asyncio.wait(late, timeout=2)
-    copier: asyncio.Task[None] | None = ctx.get("copier_task")
-    if copier is not None:
-        copier.cancel()
-        await asyncio.wait([copier], timeout=2)  # bounded: a stop must not wait on a dead backend
     backends: Backends | None = ctx.get("backends")
     if backends is not None:
-        await backends.close()  # its probes too
+        await backends.close()  # its probes and its loop copying counts again too
     elif "watch" in ctx:  # stopped while still waiting for Redis at start
         await ctx["watch"].stop()
 

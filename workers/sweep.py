@@ -4,7 +4,7 @@ whose event expired, with their counts, and push the change to the users' stream
 It runs in every worker process, beside the stream consumer, rather than as an arq cron job: a
 snooze should end within about a second of its time, and a cron job runs one worker at a time and
 is taken over only when a dead worker's mark expires. Several sweeps at once share the due rows
-(store/timed.py takes them with SKIP LOCKED), so more workers only make it sturdier.
+(store/due.py takes them with SKIP LOCKED), so more workers only make it sturdier.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ import logging
 import time
 
 import asyncpg
-import redis.exceptions
 
-from service import db, notifications
-from service.backends import Backends
+from service.backends import postgres
 from service.errors import Unavailable
 from service.metrics import SWEPT
 from service.model import Counts
-from service.store import timed
-from workers.maintenance import go_on, remove_rows
+from service.process import Backends
+from service.store import due
+from workers.housekeeping import go_on, remove_rows
 
 log = logging.getLogger("herald.sweep")
 
@@ -42,22 +41,16 @@ async def sweep(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | N
     deadline = time.monotonic() + budget
     woke = 0
     while go_on(deadline, stopping):
-
-        async def back(conn: asyncpg.Connection) -> list[timed.Woke]:
-            return await timed.wake(conn, WAKE_BATCH)
-
-        rows = await db.run(b.pool, back, timeout=b.settings.backend_timeout)
+        rows = await postgres.run(b.pool, due.wake, WAKE_BATCH, timeout=b.settings.backend_timeout)
         if rows:
-            await notifications.publish(
-                b, [r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True
-            )
+            await b.counts.copy([r.counts for r in rows], [(r.inbox_id, r.event_id) for r in rows], again=True)
         woke += len(rows)
         SWEPT.labels("snooze").inc(len(rows))
         if len(rows) < WAKE_BATCH:
             break
 
     async def expired(conn: asyncpg.Connection) -> tuple[int, list[Counts]]:
-        return await timed.expire(conn, EXPIRE_BATCH)
+        return await due.expire(conn, EXPIRE_BATCH)
 
     removed, _ = await remove_rows(b, expired, EXPIRE_BATCH, deadline, stopping, SWEPT.labels("expiry"))
     return woke, removed
@@ -69,7 +62,7 @@ async def run(b: Backends, stopping: asyncio.Event, every: float = EVERY) -> Non
     while not stopping.is_set():
         try:
             await sweep(b, stopping=stopping)
-        except (Unavailable, redis.exceptions.RedisError) as exc:
+        except Unavailable as exc:
             log.warning("sweep waits for a backend: %s", exc)
         except Exception:
             log.exception("sweep failed; trying again")

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from bench.soak.load import Ledger
 from bench.soak.seed import Tenant
 from bench.soak.servers import Herald, cpu_seconds, database_name, machine_busy, redis_db, rss_bytes, tree
-from service import cache
+from service.keys import DEAD, GROUP, QUEUE, STREAM
 from service.local.harness import Servers
 from service.local.invariants import check_counts
 
@@ -88,17 +88,17 @@ class Observer:
 
 async def stream_state(rd: aioredis.Redis) -> dict[str, int | None]:
     """Entries written, not yet delivered (lag), delivered but not acknowledged, dead, queued jobs."""
-    state: dict[str, int | None] = {"length": await rd.xlen(cache.STREAM), "lag": None, "pending": None}
+    state: dict[str, int | None] = {"length": await rd.xlen(STREAM), "lag": None, "pending": None}
     try:
-        groups = await rd.xinfo_groups(cache.STREAM)
+        groups = await rd.xinfo_groups(STREAM)
     except Exception:  # no group yet: no worker has read the stream
         groups = []
     for g in groups:
-        if g["name"] in (cache.GROUP, cache.GROUP.encode()):
+        if g["name"] in (GROUP, GROUP.encode()):
             state["lag"] = g.get("lag")
             state["pending"] = g.get("pending")
-    state["dead"] = await rd.xlen(cache.DEAD)
-    state["queued_jobs"] = await rd.zcard(cache.QUEUE)
+    state["dead"] = await rd.xlen(DEAD)
+    state["queued_jobs"] = await rd.zcard(QUEUE)
     return state
 
 

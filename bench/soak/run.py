@@ -34,7 +34,7 @@ MiB = 1024 * 1024
 RSS_GROWTH_BYTES = 16 * MiB
 RSS_GROWTH_FRACTION = 0.15
 # Herald's redis-py pools keep every connection they open, up to max_connections=200 per process
-# (service/cache.py): their size is the highest concurrency seen so far, so it may rise while the
+# (service/counts/__init__.py): their size is the highest concurrency seen so far, so it may rise while the
 # load's latency does and then stays. A leak keeps rising: the soak fails when the last window's
 # count exceeds the count at half time by more than this many and this fraction, or any sample
 # exceeds the bound.

@@ -14,16 +14,15 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from service import notifications
-from service.backends import Backends
 from service.http import demo, native, preferences
 from service.http.edge import Edge
 from service.http.empty_ids import EmptyIds
-from service.http.errors import Envelopes, Renderer, fallback
+from service.http.envelopes import Envelopes, Renderer, fallback
 from service.http.fastpath import FastPath
 from service.http.gate import StreamGate
+from service.http.hub import Hub
 from service.http.profiles import aptly, qualytics, scalebox
-from service.hub import Hub
+from service.process import Backends
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("herald.api")
@@ -78,13 +77,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.backends = backends
         app.state.hub = hub
         restore = _end_streams_on_sigterm(hub)
-        copier = asyncio.create_task(notifications.keep_copies(backends), name="herald-keep-copies")
         try:
             yield
         finally:
             restore()
-            copier.cancel()
-            await asyncio.wait([copier], timeout=2)  # bounded: a stop must not wait on a dead backend
             await hub.stop()
             await backends.close()
 

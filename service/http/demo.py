@@ -12,12 +12,12 @@ import msgspec
 from litestar import Response, Router, get, post
 from litestar.di import NamedDependency
 
-from service import stream
-from service.backends import Backends
-from service.http.errors import handlers
+from service import intake
+from service.http.envelopes import handlers
 from service.http.guard import dependencies, reader_guard
 from service.http.native import Accepted, render
 from service.model import Principal, decode_event
+from service.process import Backends
 
 _PAGE = resources.files("service.http").joinpath("static/demo.html")
 
@@ -40,7 +40,7 @@ async def publish(b: NamedDependency[Backends], who: NamedDependency[Principal])
         "category": "Demo",
     }
     raw = msgspec.json.encode(event)
-    return Accepted(await stream.enqueue(b.redis, [(decode_event(raw), raw)]))
+    return Accepted(await intake.enqueue(b.redis, [(decode_event(raw), raw)]))
 
 
 def router() -> Router:

@@ -11,7 +11,7 @@ everything but the content policy that would stop their scripts.
 
 Every request gets an id: the caller's `X-Request-ID` when it is a sane token, else a new one. It
 is sent back in `X-Request-ID`, put on every log line written while the request runs, and handed
-with a published event to the worker (see service/stream.py), whose lines about that event carry
+with a published event to the worker (see service/intake.py), whose lines about that event carry
 it too.
 
 CORS (`HERALD_CORS_ORIGINS`, default none): a browser bell on another origin calls Herald with a

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.http.errors import Envelopes, Problem
+from service.http.envelopes import Envelopes, Problem
 
 MESSAGE = "Not Found: the path ends in '/' or holds '//' (an empty id)"
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import redis.exceptions
 from litestar import Litestar
 
-from service.backends import Backends
+from service.auth.tokens import token_hash
+from service.errors import Unavailable
 from service.http.native import badge_headers, etag_of, matches
 from service.metrics import COUNT_READS
-from service.tokens import token_hash
+from service.process import Backends
 
 PATH = "/v1/unread-count"
 _encode = msgspec.json.Encoder().encode
@@ -70,8 +70,8 @@ class FastPath:
         if b.limits.reads.take(key):
             return False  # the route answers 429 in its own envelope
         try:
-            counts = await b.counts.get(who.user_id)
-        except redis.exceptions.RedisError:
+            counts = await b.counts.cached(who.user_id)
+        except Unavailable:
             return False
         if counts is None:
             return False

@@ -1,7 +1,7 @@
 """Authentication as Litestar guards, so credentials are checked before a body is even parsed.
 
 Every reader endpoint of every profile takes the token as `Authorization: Bearer <token>` or as
-`X-API-Key: <token>`. The guard resolves it (cached, see service/auth.py), applies the rule of
+`X-API-Key: <token>`. The guard resolves it (cached, see service/auth/__init__.py), applies the rule of
 the route (reader, producer or admin) and leaves the principal in the request scope, where the
 `who` dependency picks it up.
 """
@@ -18,11 +18,11 @@ from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
 
 from service import auth
-from service.backends import Backends
+from service.auth.limits import retry_after
+from service.auth.tokens import token_hash
 from service.errors import TooManyRequests, Unauthorized
-from service.limits import retry_after
 from service.model import Principal
-from service.tokens import token_hash
+from service.process import Backends
 
 _SCOPE_KEY = "herald.principal"
 _LIMIT_KEY = "herald.limit-key"

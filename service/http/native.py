@@ -14,15 +14,16 @@ from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
-from service import admin, db, notifications, stream
-from service.backends import Backends
+from service import admin, inbox, intake
+from service.auth.limits import retry_after
+from service.backends import postgres
 from service.errors import Forbidden, InvalidEvent, TooManyRequests
-from service.http.errors import Problem, documented, handlers
+from service.http.envelopes import Problem, documented, handlers
 from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard, token_key
-from service.http.stream import live
-from service.limits import retry_after
+from service.http.sse import live
 from service.metrics import render as render_metrics
 from service.model import Counts, Event, Input, Name, Principal, decode_events
+from service.process import Backends
 
 MAX_BATCH = 1000
 MAX_EVENTS_BODY = 16 * 1024 * 1024
@@ -98,7 +99,7 @@ async def unread_count(
 ) -> Response[Any]:
     # Most polls never get here: the fast path answers them when the token and the count are
     # cached. This is the general path (cold caches, Redis down, errors), with the same answers.
-    counts = await notifications.counts(b, who.user_id)
+    counts = await b.counts.read(who.user_id)
     etag = etag_of(counts)
     headers = badge_headers(etag, b.settings.poll_interval)
     if matches(request.headers.get("if-none-match"), etag):
@@ -108,7 +109,7 @@ async def unread_count(
 
 @post("/v1/seen", guards=[reader_guard], status_code=200, summary="The user opened the bell: unread becomes seen")
 async def seen(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> UnreadCount:
-    counts = await notifications.seen(b, who)
+    counts = await inbox.seen(b, who)
     return UnreadCount(counts.unread, counts.unseen)
 
 
@@ -144,7 +145,7 @@ async def publish_events(
             member = f"event {index}" if len(batch) > 1 else "the event"
             raise Forbidden(f"this producer token publishes to tenant {who.tenant!r}; {member} is for {event.tenant!r}")
     return Accepted(
-        await stream.enqueue(b.redis, batch, replicas=b.settings.publish_replicas, timeout=b.settings.backend_timeout)
+        await intake.enqueue(b.redis, batch, replicas=b.settings.publish_replicas, timeout=b.settings.backend_timeout)
     )
 
 
@@ -152,10 +153,9 @@ async def publish_events(
 async def create_user(
     b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[NewUser]
 ) -> CreatedUser:
-    async def work(conn: Any) -> admin.Created:
-        return await admin.create_user(conn, who.tenant, data.user, data.role)
-
-    made = await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    made = await postgres.run(
+        b.pool, admin.create_user, who.tenant, data.user, data.role, timeout=b.settings.backend_timeout
+    )
     return CreatedUser(user=made.user, role=made.role, token=made.token)
 
 
@@ -163,10 +163,7 @@ async def create_user(
 async def create_subscription(
     b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[NewSubscription]
 ) -> Subscription:
-    async def work(conn: Any) -> None:
-        await admin.subscribe(conn, who.tenant, data.user, data.topic)
-
-    await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    await postgres.run(b.pool, admin.subscribe, who.tenant, data.user, data.topic, timeout=b.settings.backend_timeout)
     return Subscription(user=data.user, topic=data.topic)
 
 
@@ -180,16 +177,16 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
     b: Backends = request.app.state.backends
     timeout = min(b.settings.backend_timeout, 2.0)
 
-    async def postgres() -> str:
-        await asyncio.wait_for(db.run(b.pool, db.ping, timeout=timeout), timeout)
+    async def database() -> str:
+        await asyncio.wait_for(postgres.run(b.pool, postgres.ping, timeout=timeout), timeout)
         return "ok"
 
-    async def redis() -> str:
+    async def cache() -> str:
         await asyncio.wait_for(b.redis.ping(), timeout)
         return "ok"
 
-    # A backend the process's probe finds down is not asked again (service/breaker.py).
-    results = await asyncio.gather(postgres(), redis(), return_exceptions=True)
+    # A backend the process's probe finds down is not asked again (service/backends/breaker.py).
+    results = await asyncio.gather(database(), cache(), return_exceptions=True)
     pg, rd = (r if isinstance(r, str) else f"unavailable: {type(r).__name__}" for r in results)
     ready = pg == "ok" and rd == "ok"
     return Response(
@@ -199,7 +196,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
 
 @get("/metrics", summary="Prometheus metrics of this process", media_type="text/plain; version=0.0.4")
 async def metrics(b: NamedDependency[Backends]) -> bytes:
-    await stream.observe(b.redis)
+    await intake.observe(b.redis)
     return render_metrics()
 
 

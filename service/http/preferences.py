@@ -8,20 +8,20 @@ Herald's own envelope, like the other native endpoints.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Router, get, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from service import db
-from service.backends import Backends
+from service.backends import postgres
 from service.errors import BadRequest
-from service.http.errors import documented, handlers
+from service.http.envelopes import documented, handlers
 from service.http.guard import dependencies, reader_guard
 from service.http.native import ErrorBody, render
 from service.model import Input, Name, Principal
+from service.process import Backends
 from service.store import preferences as store
 
 MAX_MUTES = 100  # entries in each list
@@ -59,10 +59,7 @@ def _checked(values: list[str], field: str) -> tuple[str, ...]:
 
 @get("/v1/preferences", guards=[reader_guard], summary="What the caller muted")
 async def get_preferences(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> Preferences:
-    async def work(conn: Any) -> store.Mutes:
-        return await store.get(conn, who.user_id)
-
-    return _shape(await db.run(b.pool, work, timeout=b.settings.backend_timeout))
+    return _shape(await postgres.run(b.pool, store.get, who.user_id, timeout=b.settings.backend_timeout))
 
 
 @put("/v1/preferences", guards=[reader_guard], summary="Replace what the caller muted")
@@ -76,10 +73,7 @@ async def put_preferences(
         topics=_checked(muted.topics, "topics"),
     )
 
-    async def work(conn: Any) -> None:
-        await store.replace(conn, who.user_id, mutes)
-
-    await db.run(b.pool, work, timeout=b.settings.backend_timeout)
+    await postgres.run(b.pool, store.replace, who.user_id, mutes, timeout=b.settings.backend_timeout)
     return _shape(mutes)
 
 

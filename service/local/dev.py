@@ -18,7 +18,9 @@ from pathlib import Path
 
 import asyncpg
 
-from service import admin, cache, db, stream
+from service import admin, intake
+from service.backends import postgres
+from service.backends.redis import connect
 from service.local.embedded import EmbeddedServerError
 from service.local.harness import Child, NotReady, Servers, herald_command, start, stop, wait_ready
 from service.model import decode_events
@@ -28,7 +30,7 @@ TENANT = "demo"
 
 
 async def _prepare(database_url: str, redis_url: str) -> tuple[str, str]:
-    await db.migrate(database_url)
+    await postgres.migrate(database_url)
     conn = await asyncpg.connect(database_url)
     try:
         made = await admin.create_user(conn, TENANT, "admin", "admin")
@@ -40,9 +42,9 @@ async def _prepare(database_url: str, redis_url: str) -> tuple[str, str]:
         b' "title": "Welcome to Herald", "message": "Your inbox works: this notification came through the stream.",'
         b' "category": "Getting started", "action_url": "/demo"}' % int(time.time())
     )
-    client = cache.connect(redis_url)
+    client = connect(redis_url)
     try:
-        await stream.enqueue(client, decode_events(welcome))
+        await intake.enqueue(client, decode_events(welcome))
     finally:
         await client.aclose()
     return made.token, producer

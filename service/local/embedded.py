@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from service import db
+from service.backends import postgres as db
 
 
 def free_port() -> int:

@@ -9,7 +9,8 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from service.cache import count_key, decode_counts, encode_counts
+from service.counts import decode_counts, encode_counts
+from service.keys import count_key
 from service.model import Counts
 
 # Every user's counts beside what the shown rows say; $1 limits it to one tenant (NULL: all).

@@ -57,7 +57,13 @@ class Tally:
         await conn.execute(_LOCK, users)
         columns = ([self._by_user[u][i] for u in users] for i in range(3))
         rows = await conn.fetch(_ADD, users, *columns)
-        return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
+        return [as_counts(r) for r in rows]
+
+
+def as_counts(row: asyncpg.Record, at: int = 0) -> Counts:
+    """The one place a row becomes Counts: its columns from `at` are user_id, unread, total,
+    version, unseen (the order of every statement that returns counts)."""
+    return Counts(user_id=row[at], unread=row[at + 1], total=row[at + 2], version=row[at + 3], unseen=row[at + 4])
 
 
 async def remove(conn: asyncpg.Connection, statement: str, *args: object) -> tuple[int, list[Counts]]:

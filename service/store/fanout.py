@@ -13,6 +13,7 @@ import asyncpg
 
 from service.model import Counts, Event
 from service.store import events
+from service.store.counts import as_counts
 from service.store.events import INSERT_EVENT
 
 MAX_USER_ID = (1 << 63) - 1
@@ -59,10 +60,6 @@ audience AS (
 )
 """
 
-# Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
-# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
-# and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
-# is written.
 # Each new row's +1 on its recipient's counts (a new row is unread and unseen), for the statements
 # that write rows (`ins` returns their user ids). `= ANY (ARRAY(...))` makes PostgreSQL visit the
 # counts rows in user-id order, so concurrent fan-outs lock them in the same order and cannot
@@ -77,10 +74,14 @@ cnt AS (
 """.strip()
 
 # An event that has expired by the time it is fanned out (a backlog, or an `expires_at` already past)
-# is delivered to nobody: its rows would only be removed by the next sweep (store/timed.py). Rows
+# is delivered to nobody: its rows would only be removed by the next sweep (store/due.py). Rows
 # already written when it expires are removed by that sweep.
 _LIVE = "(ev.expires_at IS NULL OR ev.expires_at > now())"
 
+# Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
+# (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
+# and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
+# is written.
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
@@ -227,7 +228,7 @@ async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) 
 
 async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:
     rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, timeout=120)
-    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
+    return [as_counts(r) for r in rows]
 
 
 async def finish(conn: asyncpg.Connection, event_id: int) -> bool:

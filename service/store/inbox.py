@@ -8,7 +8,7 @@ and changes nothing).
 
 A snoozed row is out of the inbox until its time (schema.sql, "Shown rows"): every statement here
 but `snooze` sees only shown rows (`snoozed_until IS NULL`), so a snoozed row is not found, not
-listed and not counted, and nothing but `snooze` and the sweep (store/timed.py) can change it.
+listed and not counted, and nothing but `snooze` and the sweep (store/due.py) can change it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from service.model import Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
+from service.store.counts import as_counts
 
 _COLUMNS = """
 SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
@@ -254,13 +255,7 @@ def _item(row: asyncpg.Record, who: Principal) -> InboxItem:
 def _counts(row: asyncpg.Record, offset: int) -> Counts | None:
     if row[offset] is None:
         return None
-    return Counts(
-        user_id=row[offset],
-        unread=row[offset + 1],
-        total=row[offset + 2],
-        version=row[offset + 3],
-        unseen=row[offset + 4],
-    )
+    return as_counts(row, offset)
 
 
 async def items(
@@ -310,12 +305,12 @@ async def counts(conn: asyncpg.Connection, user_id: int) -> Counts:
     row = await conn.fetchrow(_COUNTS, user_id)
     if row is None:  # a user made before their counts row existed cannot happen, but never fail a read
         return Counts(user_id=user_id, unread=0, total=0, version=0)
-    return Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3], unseen=row[4])
+    return as_counts(row)
 
 
 async def counts_of(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[Counts]:
     rows = await conn.fetch(_COUNTS_OF, list(user_ids))
-    return [Counts(user_id=r[0], unread=r[1], total=r[2], version=r[3], unseen=r[4]) for r in rows]
+    return [as_counts(r) for r in rows]
 
 
 async def set_read(

@@ -14,7 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from service.model import Counts
-from service.store.counts import AS_COUNTED, remove
+from service.store.counts import AS_COUNTED, as_counts, remove
 
 # Oldest rows first. The BRIN index on inbox.created_at finds them without a full scan: rows are
 # written in roughly the order of their time, which is what BRIN needs.
@@ -86,5 +86,5 @@ async def repair(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[Coun
             await conn.execute(_LOCK_ONE, user_id)
             row = await conn.fetchrow(_REPAIR, user_id)
         if row is not None:
-            fixed.append(Counts(user_id=row[0], unread=row[1], total=row[2], version=row[3], unseen=row[4]))
+            fixed.append(as_counts(row))
     return fixed

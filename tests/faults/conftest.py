@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service import db
+from service.backends import postgres
 from service.local.embedded import EmbeddedPostgres, create_database
 from tests.support.servers import Breakable
 
@@ -32,6 +32,6 @@ def private_redis(scratch: Path) -> Iterator[Breakable]:
 def private_postgres(scratch: Path) -> Iterator[tuple[EmbeddedPostgres, str]]:
     server = EmbeddedPostgres(scratch / "postgres")
     url = asyncio.run(create_database(server.start(), "herald", fresh=True))
-    asyncio.run(db.migrate(url))
+    asyncio.run(postgres.migrate(url))
     yield server, url
     server.stop()

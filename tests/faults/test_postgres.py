@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from service.cache import GROUP, STREAM
+from service.keys import GROUP, STREAM
 from service.local.embedded import EmbeddedPostgres
 from tests.support.factories import publish
 from tests.support.processes import fault_env, herald, json_line, start_herald, stop

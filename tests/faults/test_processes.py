@@ -12,7 +12,8 @@ import msgspec
 import pytest
 import redis
 
-from service.cache import STREAM, count_key, decode_counts
+from service.counts import decode_counts
+from service.keys import STREAM, count_key
 from service.local.harness import Servers
 from tests.support.factories import seed_topic
 from tests.support.processes import fault_env, herald, json_line, start_herald, stop

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from service import db
+from service.backends import postgres
 from service.local.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, free_port
 from tests.support.processes import fault_env, herald, json_line, stop
 from tests.support.servers import Breakable
@@ -61,7 +61,7 @@ def test_start_before_postgres(private_redis: Breakable, scratch: Path) -> None:
     try:
         alive_not_ready(api, worker, procs)
         asyncio.run(create_database(server.start(), "herald"))
-        asyncio.run(db.migrate(database_url))
+        asyncio.run(postgres.migrate(database_url))
         serve_an_event(env, api, worker)
     finally:
         stop(procs)

@@ -7,9 +7,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from service import ids
-from service.backends import Backends
-from service.cache import count_key, decode_counts
+from service.counts import decode_counts
+from service.keys import count_key
 from service.metrics import AUTH_LOOKUPS, COUNT_READS
+from service.process import Backends
 from tests.support.factories import Deliver, MakeUser, User
 
 BADGE = "/v1/unread-count"
@@ -140,10 +141,10 @@ async def test_an_older_copy_never_replaces_a_newer_one(backends: Backends, alic
 
     newer = Counts(user_id=alice.user_id, unread=1, total=5, version=10)
     older = Counts(user_id=alice.user_id, unread=7, total=7, version=9)
-    await backends.counts.publish([newer])
-    await backends.counts.publish([older])
+    await backends.counts.copy([newer])
+    await backends.counts.copy([older])
     await backends.counts.fill(older)
-    assert await backends.counts.get(alice.user_id) == newer
+    assert await backends.counts.cached(alice.user_id) == newer
 
 
 async def test_the_poll_interval_comes_from_the_settings(alice: User, settings: object, clean: None) -> None:

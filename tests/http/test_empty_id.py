@@ -13,9 +13,9 @@ import msgspec
 import pytest
 
 from service import ids
-from service.backends import Backends
-from service.cache import STREAM
 from service.http.app import create_app
+from service.keys import STREAM
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import TABLES, Deliver, MakeUser, User
 from tests.support.http import listening

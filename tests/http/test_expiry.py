@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from service import ids
-from service.backends import Backends
+from service.process import Backends
 from tests.support.factories import Deliver, JobRecorder, MakeUser, at, make_event
 from tests.support.invariants import counts_agree
 from tests.support.profiles import everything, snooze_path
 from workers import sweep
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 BADGE = "/v1/unread-count"
 
@@ -70,7 +70,7 @@ async def test_an_event_that_has_expired_reaches_nobody(
 
 
 async def test_a_split_fan_out_that_expires_halfway_leaves_nothing_behind(
-    backends: Backends, fan: Fanout, jobs: JobRecorder, make_user: MakeUser
+    backends: Backends, fan: Delivery, jobs: JobRecorder, make_user: MakeUser
 ) -> None:
     """Chunks written before the expiry are removed by the sweep; chunks run after it write nothing."""
     users = [f"u{n}" for n in range(2500)]

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from service import ids
-from service.backends import Backends
+from service.process import Backends
 from tests.support.factories import Deliver, MakeUser, User
 
 SECRET = "quarterly-numbers-7f3a"

@@ -26,14 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service import admin, auth
 from service.auth import Authenticator
-from service.backends import Backends
+from service.auth.signed import Verifier
+from service.auth.tokens import token_hash
 from service.errors import Unauthorized
 from service.http import fastpath
 from service.metrics import AUTH_LOOKUPS
+from service.process import Backends
 from service.settings import Settings
-from service.signed import Verifier
 from service.store import users
-from service.tokens import token_hash
 from tests.support.factories import Deliver, MakeUser
 from tests.support.http import serving
 
@@ -321,7 +321,7 @@ async def test_a_known_user_costs_no_database_round_trip(
     hs256: httpx.AsyncClient, signers: dict[str, Signer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = 0
-    run = auth.db.run
+    run = auth.postgres.run
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal trips
@@ -329,7 +329,7 @@ async def test_a_known_user_costs_no_database_round_trip(
         return await run(*args, **kwargs)
 
     # Only the authenticator's database calls are counted (the badge route may read counts too).
-    monkeypatch.setattr(auth, "db", SimpleNamespace(run=counting))
+    monkeypatch.setattr(auth, "postgres", SimpleNamespace(run=counting))
     misses = AUTH_LOOKUPS.labels("miss")._value.get()
     hs = signers["HS256"]
     first = hs.headers()

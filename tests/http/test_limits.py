@@ -6,7 +6,7 @@ import httpx
 import msgspec
 import pytest
 
-from service.limits import Limiter
+from service.auth.limits import Limiter
 from service.settings import Settings
 from tests.support.factories import MakeUser
 from tests.support.http import serving

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from service.cache import STREAM
+from service.keys import STREAM
 from tests.support.factories import Deliver, MakeUser, User
 
 Client = httpx.AsyncClient

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from service import admin
-from service.backends import Backends
+from service.process import Backends
 from tests.support.factories import Deliver, MakeUser
 
 Client = httpx.AsyncClient

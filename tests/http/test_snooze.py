@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from service import ids
-from service.backends import Backends
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import Deliver, MakeUser, User, at
 from tests.support.http import listening

@@ -8,12 +8,12 @@ import msgspec
 import pytest
 
 from service import ids
-from service.backends import Backends
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import Deliver, JobRecorder, MakeUser, User, make_event
 from tests.support.http import listening
 from tests.support.sse import open_stream
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ async def test_arrivals_out_of_id_order_all_get_through(
     async with open_stream(base, alice.headers) as stream:
         await stream.next_event()
         # Row A is written first (lower id) but its push is held back, as by a slower worker...
-        held = Fanout(backends, jobs)
+        held = Delivery(backends, jobs)
         held_outcome: list[Any] = []
 
         async def no_push(event_id: int, deliveries: list[Any]) -> None:
@@ -131,6 +131,6 @@ async def test_arrivals_out_of_id_order_all_get_through(
         await stream.next_event()  # B's count
         event_id, deliveries = held_outcome[0]
         assert deliveries[0].inbox_id < b.deliveries[0].inbox_id  # A is older than what was sent
-        await backends.counts.publish(deliveries, [(d.inbox_id, event_id) for d in deliveries])
+        await backends.counts.copy(deliveries, [(d.inbox_id, event_id) for d in deliveries])
         late = await stream.next_event()
         assert late.event == "notification" and late.json()["message"] == "A, pushed late"

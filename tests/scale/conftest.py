@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service import db
+from service.backends import postgres
 from service.local.embedded import EmbeddedPostgres, create_database
 from tests.support.replication import Replicated, Sentinels, Standby, redis_binary
 
@@ -31,7 +31,7 @@ async def replicated() -> AsyncIterator[Replicated]:
         try:
             await asyncio.to_thread(primary.start)
             url = await create_database(primary.url, "herald", fresh=True)
-            await db.migrate(url)
+            await postgres.migrate(url)
             await asyncio.to_thread(standby.start)
             servers = Replicated(primary, standby, "herald")
             await servers.caught_up()

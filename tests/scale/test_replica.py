@@ -8,15 +8,15 @@ import time
 import httpx
 
 from service import admin, ids
-from service.backends import Backends
+from service.backends.replica import REPLAY_FRESH
 from service.local.harness import Servers
 from service.metrics import REGISTRY
-from service.replica import REPLAY_FRESH
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import JobRecorder, make_event
 from tests.support.http import serving
 from tests.support.replication import Replicated
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 BASE = "/v1/notifications"
 
@@ -47,7 +47,7 @@ async def test_lists_read_the_replica_and_a_users_own_writes_are_seen_at_once(
         async with writer.pool.acquire() as conn:
             alice = (await admin.create_user(conn, "acme", "alice")).token
             bob = (await admin.create_user(conn, "acme", "bob")).token
-        fan = Fanout(writer, JobRecorder())  # type: ignore[arg-type]
+        fan = Delivery(writer, JobRecorder())  # type: ignore[arg-type]
         for n in range(3):
             await fan.ingest(make_event(id=f"before-{n}", users=["alice", "bob"]))
         await replicated.caught_up()

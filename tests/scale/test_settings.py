@@ -4,8 +4,8 @@ HERALD_PUBLISH_REPLICAS against a Redis that has no replica."""
 import msgspec
 import pytest
 
-from service.cache import STREAM
 from service.errors import SettingsError
+from service.keys import STREAM
 from service.settings import Settings, load_settings, parse_sentinel_url
 from tests.support.factories import MakeUser
 from tests.support.http import serving

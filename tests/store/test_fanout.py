@@ -3,13 +3,14 @@
 import asyncio
 import itertools
 
-from service.backends import Backends
-from service.cache import count_key, decode_counts
+from service.counts import decode_counts
+from service.keys import count_key
+from service.process import Backends
 from service.store import fanout
 from tests.support.factories import Deliver, JobRecorder, MakeUser, make_event
 from tests.support.invariants import counts_agree
 from tests.support.queries import inbox_of, rows, subscribe
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 
 async def test_named_users_are_created_as_members_and_each_gets_one_row(backends: Backends, deliver: Deliver) -> None:
@@ -65,7 +66,7 @@ async def test_republishing_the_same_tenant_and_id_adds_nothing(backends: Backen
     await counts_agree(backends)
 
 
-async def test_a_large_audience_is_split_into_chunk_jobs(backends: Backends, fan: Fanout, jobs: JobRecorder) -> None:
+async def test_a_large_audience_is_split_into_chunk_jobs(backends: Backends, fan: Delivery, jobs: JobRecorder) -> None:
     users = [f"u{i:05d}" for i in range(3500)]  # settings.fanout_chunk is 1000 in tests
     outcome = await fan.ingest(make_event(users=users[:3500][:10_000]))
     assert outcome.deliveries == []  # nothing written inline
@@ -81,7 +82,7 @@ async def test_a_large_audience_is_split_into_chunk_jobs(backends: Backends, fan
 
 
 async def test_a_retried_or_duplicated_chunk_writes_nothing_twice(
-    backends: Backends, fan: Fanout, jobs: JobRecorder
+    backends: Backends, fan: Delivery, jobs: JobRecorder
 ) -> None:
     await fan.ingest(make_event(users=[f"u{i}" for i in range(2500)]))
     first = jobs.jobs[0][1]
@@ -97,7 +98,7 @@ async def test_a_retried_or_duplicated_chunk_writes_nothing_twice(
 
 
 async def test_a_redelivered_entry_resumes_an_unfinished_fan_out(
-    backends: Backends, fan: Fanout, jobs: JobRecorder
+    backends: Backends, fan: Delivery, jobs: JobRecorder
 ) -> None:
     event = make_event(users=[f"u{i}" for i in range(2500)])
     await fan.ingest(event)
@@ -142,7 +143,7 @@ async def test_counts_are_copied_to_redis_with_the_new_rows(backends: Backends, 
 async def test_a_new_user_named_by_two_events_at_once_gets_both(backends: Backends) -> None:
     """Two workers create the same new user at the same moment: each event must still reach them."""
     for round_ in range(20):
-        a, b = Fanout(backends, JobRecorder()), Fanout(backends, JobRecorder())  # type: ignore[arg-type]
+        a, b = Delivery(backends, JobRecorder()), Delivery(backends, JobRecorder())  # type: ignore[arg-type]
         name = f"newbie-{round_}"
         await asyncio.gather(a.ingest(make_event(users=[name])), b.ingest(make_event(users=[name, "other"])))
         assert (await inbox_of(backends))[name] == 2

@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service import notifications
-from service.backends import Backends
-from service.cache import GROUP, STREAM, count_key
+from service import inbox, keys
+from service.keys import GROUP, STREAM, count_key
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import Deliver, MakeUser
 from tests.support.invariants import counts_agree
 from tests.support.queries import rows
-from workers import maintenance
+from workers import housekeeping
 from workers.main import build_worker
 
 OLD = (datetime.now(UTC) - timedelta(days=100)).isoformat()
@@ -24,7 +24,7 @@ RECENT = (datetime.now(UTC) - timedelta(days=1)).isoformat()
 async def test_retention_removes_old_rows_and_events_with_exact_counts(
     backends: Backends, make_user: MakeUser, deliver: Deliver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(maintenance, "BATCH", 7)  # several batches
+    monkeypatch.setattr(housekeeping, "BATCH", 7)  # several batches
     alice = await make_user(user="alice")
     await make_user(user="bob")
     old = [await deliver(users=["alice", "bob"], occurred_at=OLD) for _ in range(10)]
@@ -41,23 +41,23 @@ async def test_retention_removes_old_rows_and_events_with_exact_counts(
                      FROM inbox GROUP BY user_id) x WHERE x.user_id = c.user_id"""
         )
     before = RETENTION_DELETED.labels("inbox")._value.get()
-    removed = await maintenance.apply_retention(backends, 30)
+    removed = await housekeeping.apply_retention(backends, 30)
     assert removed == (20, 10)
     assert RETENTION_DELETED.labels("inbox")._value.get() - before == 20
     left = await rows(backends, "SELECT event_id FROM inbox")
     assert {r[0] for r in left} == {o.event_id for o in new}
     assert {r[0] for r in await rows(backends, "SELECT id FROM events")} == {o.event_id for o in new}
     await counts_agree(backends)  # PostgreSQL and the Redis copies
-    counts = await notifications.counts(backends, alice.user_id)
+    counts = await backends.counts.read(alice.user_id)
     assert (counts.unread, counts.total) == (3, 3)
-    assert await maintenance.apply_retention(backends, 30) == (0, 0)
+    assert await housekeeping.apply_retention(backends, 30) == (0, 0)
 
 
 async def test_retention_beside_live_traffic_keeps_counts_exact(
     backends: Backends, make_user: MakeUser, deliver: Deliver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(maintenance, "BATCH", 50)
-    monkeypatch.setattr(maintenance, "PAUSE", 0)
+    monkeypatch.setattr(housekeeping, "BATCH", 50)
+    monkeypatch.setattr(housekeeping, "PAUSE", 0)
     users = [await make_user(user=f"u{n}") for n in range(20)]
     names = [u.user for u in users]
     for _ in range(30):
@@ -70,10 +70,10 @@ async def test_retention_beside_live_traffic_keeps_counts_exact(
             async with backends.pool.acquire() as conn:
                 ids = [r[0] for r in await conn.fetch("SELECT id FROM inbox WHERE user_id = $1 LIMIT 5", who.user_id)]
             principal = await backends.auth.principal(who.token)
-            await notifications.set_read(backends, principal, ids, read=n % 3 != 0)
+            await inbox.set_read(backends, principal, ids, read=n % 3 != 0)
 
     await asyncio.gather(
-        traffic(), maintenance.apply_retention(backends, 30), maintenance.apply_retention(backends, 30)
+        traffic(), housekeeping.apply_retention(backends, 30), housekeeping.apply_retention(backends, 30)
     )
     await counts_agree(backends)
 
@@ -81,11 +81,11 @@ async def test_retention_beside_live_traffic_keeps_counts_exact(
 async def test_reconciliation_finds_repairs_and_reports_drift(
     backends: Backends, make_user: MakeUser, deliver: Deliver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(maintenance, "RECONCILE_BATCH", 3)
+    monkeypatch.setattr(housekeeping, "RECONCILE_BATCH", 3)
     users = [await make_user(user=f"u{n}") for n in range(8)]
     for _ in range(4):
         await deliver(users=[u.user for u in users])
-    assert await maintenance.reconcile(backends) == [], "nothing to find in honest counts"
+    assert await housekeeping.reconcile(backends) == [], "nothing to find in honest counts"
     victims = [users[1], users[6]]
     async with backends.pool.acquire() as conn:
         await conn.execute(
@@ -94,29 +94,29 @@ async def test_reconciliation_finds_repairs_and_reports_drift(
         )
     await backends.redis.delete(*[count_key(v.user_id) for v in victims])
     before = COUNT_DRIFT._value.get()
-    repaired = await maintenance.reconcile(backends)
+    repaired = await housekeeping.reconcile(backends)
     assert sorted(c.user_id for c in repaired) == sorted(v.user_id for v in victims)
     assert all((c.unread, c.total) == (4, 4) for c in repaired)
     assert COUNT_DRIFT._value.get() - before == 2
     await counts_agree(backends)
     # A run covers a slice of the users and the next run goes on from there.
-    await maintenance.reconcile(backends, users=3)
-    assert int(await backends.redis.get(maintenance.CURSOR_KEY) or 0) > 0
+    await housekeeping.reconcile(backends, users=3)
+    assert int(await backends.redis.get(keys.RECONCILE_CURSOR) or 0) > 0
 
 
 async def test_the_stream_is_trimmed_of_what_every_worker_is_done_with(backends: Backends) -> None:
     r = backends.redis
-    assert await maintenance.trim_stream(backends) == 0  # no group yet: nothing is known to be done
+    assert await housekeeping.trim_stream(backends) == 0  # no group yet: nothing is known to be done
     ids = [await r.xadd(STREAM, {"event": b"{}"}) for _ in range(10)]
     await r.xgroup_create(STREAM, GROUP, id="0")
     read = await r.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=6)  # 6 handed out, 4 never read
     handed = [entry_id for entry_id, _ in read[0][1]]
     await r.xack(STREAM, GROUP, *handed[:2], *handed[3:])  # the third is still pending
-    assert await maintenance.trim_stream(backends) == 2
+    assert await housekeeping.trim_stream(backends) == 2
     left = [entry_id for entry_id, _ in await r.xrange(STREAM)]
     assert left == ids[2:]  # from the pending one on, including everything not yet read
     await r.xack(STREAM, GROUP, handed[2])
-    assert await maintenance.trim_stream(backends) == 4
+    assert await housekeeping.trim_stream(backends) == 4
     assert [entry_id for entry_id, _ in await r.xrange(STREAM)] == ids[6:]
 
 
@@ -136,7 +136,7 @@ async def test_periodic_jobs_end_early_when_the_worker_stops(
     await deliver(users=["alice"], occurred_at=OLD)
     stopping = asyncio.Event()
     stopping.set()
-    assert await maintenance.apply_retention(backends, 30, stopping=stopping) == (0, 0)
-    assert await maintenance.reconcile(backends, stopping=stopping) == []
-    assert await backends.redis.get(maintenance.CURSOR_KEY) in (None, b"0")
-    assert await maintenance.apply_retention(backends, 30) == (1, 1)
+    assert await housekeeping.apply_retention(backends, 30, stopping=stopping) == (0, 0)
+    assert await housekeeping.reconcile(backends, stopping=stopping) == []
+    assert await backends.redis.get(keys.RECONCILE_CURSOR) in (None, b"0")
+    assert await housekeeping.apply_retention(backends, 30) == (1, 1)

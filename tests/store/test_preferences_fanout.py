@@ -4,12 +4,12 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from service.backends import Backends
+from service.process import Backends
 from service.store import preferences
 from tests.support.factories import Deliver, JobRecorder, MakeUser, make_event, seed_topic
 from tests.support.invariants import counts_agree
 from tests.support.queries import inbox_of, rows, subscribe
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 
 async def mute(
@@ -29,7 +29,7 @@ async def totals(b: Backends) -> dict[str, tuple[int, int]]:
 
 
 async def test_a_muted_type_category_and_topic_each_keep_one_user_out_of_10000(
-    backends: Backends, fan: Fanout, jobs: JobRecorder, deliver: Deliver
+    backends: Backends, fan: Delivery, jobs: JobRecorder, deliver: Deliver
 ) -> None:
     async with backends.pool.acquire() as conn:
         await seed_topic(conn, "datastore:101", 10_000)
@@ -137,7 +137,7 @@ async def test_muting_changes_future_deliveries_only(backends: Backends, deliver
     await counts_agree(backends)
 
 
-async def test_a_chunk_copied_again_copies_only_its_recipients(backends: Backends, fan: Fanout) -> None:
+async def test_a_chunk_copied_again_copies_only_its_recipients(backends: Backends, fan: Delivery) -> None:
     """A retried single-chunk event re-copies counts of the audience it was delivered to."""
     await subscribe(backends, "t", ["in", "out"])
     await mute(backends, "out", topics=["t"])

@@ -12,9 +12,9 @@ import asyncpg
 import msgspec
 import redis
 
-from service.cache import STREAM
+from service.keys import STREAM
 from service.model import Event, decode_event
-from workers.fanout import Outcome
+from workers.delivery import Outcome
 
 TABLES = "inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, preferences, users, tenants"
 

@@ -3,8 +3,8 @@ runs the same one)."""
 
 from __future__ import annotations
 
-from service.backends import Backends
 from service.local.invariants import check_counts
+from service.process import Backends
 
 
 async def counts_agree(b: Backends) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from service import admin
-from service.backends import Backends
+from service.process import Backends
 
 
 async def rows(b: Backends, sql: str, *args: object) -> list[asyncpg.Record]:

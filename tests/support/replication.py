@@ -15,8 +15,8 @@ from pathlib import Path
 
 import asyncpg
 
+from service.backends.replica import position
 from service.local.embedded import EmbeddedPostgres, free_port
-from service.replica import position
 
 
 class Standby(EmbeddedPostgres):

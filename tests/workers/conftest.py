@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 from arq.connections import ArqRedis
 
-from service.backends import Backends
+from service.process import Backends
 from service.settings import Settings
 from workers.queue import queue_pool
 

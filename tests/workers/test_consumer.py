@@ -9,15 +9,15 @@ import msgspec
 import pytest
 from arq.connections import ArqRedis
 
-from service.backends import Backends
-from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
+from service.keys import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.model import decode_event
+from service.process import Backends
 from service.settings import Settings
 from tests.support.factories import event
 from tests.support.queries import inbox_size
 from tests.support.waits import eventually
 from workers.consumer import Consumer
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 from workers.main import build_worker
 
 Running = Callable[..., Awaitable[Consumer]]
@@ -28,7 +28,7 @@ async def running(backends: Backends, arq_pool: ArqRedis) -> AsyncIterator[Runni
     tasks: list[tuple[Consumer, asyncio.Task[None]]] = []
 
     async def start(**options: Any) -> Consumer:
-        consumer = Consumer(Fanout(backends, arq_pool), block=0.05, **options)
+        consumer = Consumer(Delivery(backends, arq_pool), block=0.05, **options)
         tasks.append((consumer, asyncio.create_task(consumer.run())))
         return consumer
 
@@ -106,7 +106,7 @@ async def test_publishing_the_same_event_repeatedly_gives_one_row(backends: Back
 
 async def test_a_split_fan_out_runs_as_arq_jobs(settings: Settings, backends: Backends, arq_pool: ArqRedis) -> None:
     users = [f"u{i}" for i in range(2500)]  # 3 chunks of at most 1000
-    fan = Fanout(backends, arq_pool)
+    fan = Delivery(backends, arq_pool)
     outcome = await fan.ingest(decode_event(event(audience={"users": users})))
     assert len(outcome.queued) == 3
     assert await arq_pool.zcard(QUEUE) == 3
@@ -135,6 +135,6 @@ async def test_a_database_without_the_schema_is_waited_for_not_blamed_on_the_eve
     early = await Backends.open(bare, "herald-test-early")
     try:
         with pytest.raises(Unavailable):
-            await Fanout(early, None).ingest(decode_event(event()))  # type: ignore[arg-type]
+            await Delivery(early, None).ingest(decode_event(event()))  # type: ignore[arg-type]
     finally:
         await early.close()

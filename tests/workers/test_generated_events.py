@@ -11,13 +11,13 @@ from arq.connections import ArqRedis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.backends import Backends
-from service.cache import DEAD, GROUP, STREAM
 from service.errors import InvalidEvent
+from service.keys import DEAD, GROUP, STREAM
 from service.model import decode_event
+from service.process import Backends
 from tests.support.factories import MakeUser
 from workers.consumer import Consumer
-from workers.fanout import Fanout
+from workers.delivery import Delivery
 
 _ids = itertools.count()
 
@@ -125,7 +125,7 @@ async def _delivered(b: Backends) -> set[str]:
 async def test_every_generated_event_is_delivered_or_refused_with_a_reason(
     batch: list[bytes], backends: Backends, arq_pool: ArqRedis, client: httpx.AsyncClient, make_user: MakeUser
 ) -> None:
-    consumer = Consumer(Fanout(backends, arq_pool), block=0.05)
+    consumer = Consumer(Delivery(backends, arq_pool), block=0.05)
     task = asyncio.create_task(consumer.run())
     producer = await make_user(user=f"svc{next(_ids)}", kind="producer")
     dead_before = await backends.redis.xlen(DEAD)

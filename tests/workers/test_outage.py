@@ -3,7 +3,7 @@
 import pytest
 import redis.exceptions
 
-from service.backends import Watch
+from service.process import Watch
 from service.settings import Settings
 from workers.main import build_worker
 

@@ -7,15 +7,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from service import stream
-from service.backends import Backends
-from service.cache import ATTEMPTS, DEAD, GROUP, STREAM
+from service import intake
+from service.keys import ATTEMPTS, DEAD, GROUP, STREAM
 from service.model import decode_event
+from service.process import Backends
 from tests.support.factories import JobRecorder, event
 from tests.support.queries import inbox_size
 from tests.support.waits import eventually
 from workers.consumer import MAX_ATTEMPTS, Consumer
-from workers.fanout import CHUNK_ATTEMPTS, Fanout, fanout_chunk
+from workers.delivery import CHUNK_ATTEMPTS, Delivery, fanout_chunk
 
 # A real failure, inside PostgreSQL: any event of type "poison" cannot be recorded.
 POISON = """
@@ -40,7 +40,7 @@ async def poisoned(backends: Backends) -> AsyncIterator[None]:
 
 
 async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backends: Backends, poisoned: None) -> None:
-    consumer = Consumer(Fanout(backends, JobRecorder()), block=0.05, retry_base=0.01)  # type: ignore[arg-type]
+    consumer = Consumer(Delivery(backends, JobRecorder()), block=0.05, retry_base=0.01)  # type: ignore[arg-type]
     task = asyncio.create_task(consumer.run())
     try:
         await backends.redis.xadd(STREAM, {"event": event(id="bad", type="poison")})
@@ -56,7 +56,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
             return int(await backends.redis.xlen(DEAD)) == 1
 
         await eventually(dead_lettered, timeout=10.0)
-        [letter] = await stream.dead_letters(backends.redis)
+        [letter] = await intake.dead_letters(backends.redis)
         assert f"fan-out failed {MAX_ATTEMPTS} times" in letter.reason and "poisoned event bad" in letter.reason
         assert msgspec.json.decode(letter.event)["id"] == "bad"  # the event as it was received
         assert int((await backends.redis.xpending(STREAM, GROUP))["pending"]) == 0
@@ -65,7 +65,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
         # Once the cause is fixed, requeueing delivers it, exactly once.
         async with backends.pool.acquire() as conn:
             await conn.execute(CURE)
-        await stream.requeue(backends.redis, letter.id)
+        await intake.requeue(backends.redis, letter.id)
         assert await backends.redis.xlen(DEAD) == 0
 
         async def delivered() -> bool:
@@ -80,7 +80,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
 async def test_a_chunk_that_keeps_failing_dead_letters_its_event(backends: Backends) -> None:
     """A split fan-out whose chunk fails every time: arq retries it, then Herald dead-letters it."""
     jobs = JobRecorder()
-    fan = Fanout(backends, jobs)  # type: ignore[arg-type]
+    fan = Delivery(backends, jobs)  # type: ignore[arg-type]
     await fan.ingest(decode_event(event(id="split", audience={"users": [f"u{i}" for i in range(1500)]})))
     _, (event_id, lo, hi), _ = jobs.jobs[0]
     async with backends.pool.acquire() as conn:  # a real failure in the chunk's statement
@@ -104,11 +104,11 @@ async def test_a_chunk_that_keeps_failing_dead_letters_its_event(backends: Backe
     finally:
         async with backends.pool.acquire() as conn:
             await conn.execute("DROP TRIGGER IF EXISTS herald_test_block ON inbox")
-    [letter] = await stream.dead_letters(backends.redis)
+    [letter] = await intake.dead_letters(backends.redis)
     assert f"fan-out failed {CHUNK_ATTEMPTS} times" in letter.reason and "disk is full" in letter.reason
     assert msgspec.json.decode(letter.event)["id"] == "split"
     # Requeued after the fix: the stored plan resumes, and every recipient gets one row.
-    await stream.requeue(backends.redis, letter.id)
+    await intake.requeue(backends.redis, letter.id)
     raw = (await backends.redis.xrange(STREAM))[-1][1][b"event"]
     jobs.jobs.clear()
     await fan.ingest(decode_event(raw))

@@ -15,13 +15,13 @@ from litestar import Response, Router, delete, get, patch
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from service import ids, notifications
-from service.backends import Backends
+from service import ids, inbox
 from service.errors import Forbidden, NotFound
-from service.http.errors import Problem, documented, handlers
+from service.http.envelopes import Problem, documented, handlers
 from service.http.formats import PathId, months_before, now_iso_ms, relative_time
 from service.http.guard import dependencies, reader_guard
 from service.model import InboxItem, InboxQuery, Principal
+from service.process import Backends
 
 PERIODS = {"1m": 1, "3m": 3, "6m": 6}
 _REASONS = {
@@ -163,13 +163,13 @@ async def list_notifications(
         entity_types=(entity_type,) if entity_type else (),
         since=months_before(now, PERIODS[time_period]) if time_period in PERIODS else None,
     )
-    found = await notifications.page(b, who, query, limit=limit, offset=(page - 1) * limit)
+    found = await inbox.page(b, who, query, limit=limit, offset=(page - 1) * limit)
     data = ItemPage(page=page, limit=limit, total=found.total, data=[present(n, now) for n in found.items])
     return PageEnvelope(statusCode=200, timestamp=now_iso_ms(), message="Success", data=data)
 
 
 async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -> ItemEnvelope:
-    found = await notifications.set_read_one(b, who, _row_id(notification_id), read)
+    found = await inbox.set_read_one(b, who, _row_id(notification_id), read)
     return ItemEnvelope(
         statusCode=200,
         timestamp=now_iso_ms(),
@@ -194,7 +194,7 @@ async def mark_unread(
 
 @patch("/notifications/read-all", summary="Mark all notifications as read")
 async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> MarkedAllEnvelope:
-    marked = await notifications.read_all(b, who)
+    marked = await inbox.read_all(b, who)
     return MarkedAllEnvelope(
         statusCode=200,
         timestamp=now_iso_ms(),
@@ -207,7 +207,7 @@ async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]
 async def delete_one(
     b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> DeletedEnvelope:
-    if not await notifications.delete(b, who, [_row_id(notification_id)]):
+    if not await inbox.delete(b, who, [_row_id(notification_id)]):
         raise NotFound("Notification not found")
     return DeletedEnvelope(
         statusCode=200,

@@ -19,13 +19,13 @@ from litestar import Response, Router, get, patch, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
-from service import ids, notifications
-from service.backends import Backends
+from service import ids, inbox
 from service.errors import BadRequest
-from service.http.errors import Problem, documented, handlers
+from service.http.envelopes import Problem, documented, handlers
 from service.http.formats import PathId, pages
 from service.http.guard import dependencies, reader_guard
 from service.model import MAX_NAME, TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
+from service.process import Backends
 
 LISTING_MAX = 1000
 ACK_MAX = 1000
@@ -170,7 +170,7 @@ async def list_notifications(
     size: PageSize = 12,
 ) -> UserNotificationPage:
     query = _query(include_acknowledged, trigger_type, tag, sort_created == "asc")
-    found = await notifications.page(b, who, query, limit=size, offset=(page - 1) * size)
+    found = await inbox.page(b, who, query, limit=size, offset=(page - 1) * size)
     return UserNotificationPage(
         items=[present(n, b.settings.public_url) for n in found.items],
         total=found.total,
@@ -190,7 +190,7 @@ async def listing(
     sort_created: SortCreated = "desc",
 ) -> list[UserNotification]:
     query = _query(include_acknowledged, trigger_type, tag, sort_created == "asc")
-    found = await notifications.page(b, who, query, limit=LISTING_MAX, offset=0)
+    found = await inbox.page(b, who, query, limit=LISTING_MAX, offset=0)
     return [present(n, b.settings.public_url) for n in found.items]
 
 
@@ -198,7 +198,7 @@ async def listing(
 async def get_notification(
     b: NamedDependency[Backends], who: NamedDependency[Principal], id: PathId
 ) -> UserNotification:
-    found = await notifications.get(b, who, _row_id(id))
+    found = await inbox.get(b, who, _row_id(id))
     return present(found, b.settings.public_url)
 
 
@@ -209,16 +209,16 @@ async def acknowledge(
     if len(data) > ACK_MAX:
         raise BadRequest(f"at most {ACK_MAX} ids per request", "", "body")
     if not data:
-        marked = await notifications.read_all(b, who)
+        marked = await inbox.read_all(b, who)
         return AcknowledgeResult(acknowledged_count=marked, requested_count=marked)
     wanted = sorted({item.id for item in data})
-    changed = await notifications.set_read(b, who, [i for i in wanted if ids.from_int(i)], True)
+    changed = await inbox.set_read(b, who, [i for i in wanted if ids.from_int(i)], True)
     return AcknowledgeResult(acknowledged_count=len(changed), requested_count=len(wanted))
 
 
 @put("/user-notifications/acknowledge/{id:str}", summary="Mark a single notification as read")
 async def acknowledge_one(b: NamedDependency[Backends], who: NamedDependency[Principal], id: PathId) -> Acknowledged:
-    found = await notifications.set_read_one(b, who, _row_id(id), True)
+    found = await inbox.set_read_one(b, who, _row_id(id), True)
     return Acknowledged(id=found.id, created=found.created_at, acknowledged=True)
 
 

@@ -17,13 +17,13 @@ from litestar import Response, Router, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
-from service import ids, notifications
-from service.backends import Backends
+from service import ids, inbox
 from service.errors import BadRequest, NotFound
-from service.http.errors import Problem, documented, handlers
+from service.http.envelopes import Problem, documented, handlers
 from service.http.formats import PathId, pages
 from service.http.guard import dependencies, reader_guard
 from service.model import AwareTime, InboxItem, InboxQuery, Input, Principal
+from service.process import Backends
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 100
@@ -233,14 +233,14 @@ async def list_notifications(
         after = ids.from_cursor(cursor)
         if after is None:
             raise BadRequest("cursor is not one this API gave out", "cursor", "query")
-        found = await notifications.page(b, who, query, limit=size, after=after)
+        found = await inbox.page(b, who, query, limit=size, after=after)
     else:
         start = offset if offset is not None else skip
         if start is None:
             start = (page - 1) * size
         else:
             page = start // size + 1
-        found = await notifications.page(b, who, query, limit=size, offset=start)
+        found = await inbox.page(b, who, query, limit=size, offset=start)
     end = found.end
     data = ListData(
         notifications=[present(n) for n in found.items],
@@ -260,12 +260,12 @@ async def list_notifications(
 async def get_notification(
     b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ItemEnvelope:
-    found = await notifications.get(b, who, _row_id(notification_id))
+    found = await inbox.get(b, who, _row_id(notification_id))
     return ItemEnvelope(success=True, data=present(found), timestamp=timestamp())
 
 
 async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -> ReadStateEnvelope:
-    await notifications.set_read_one(b, who, _row_id(notification_id), read)
+    await inbox.set_read_one(b, who, _row_id(notification_id), read)
     return ReadStateEnvelope(
         success=True,
         data=ReadState(notification_id=notification_id, is_read=read),
@@ -290,7 +290,7 @@ async def mark_unread(
 
 @patch("/notifications/read-all", summary="Mark all notifications as read")
 async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> MarkedAllEnvelope:
-    marked = await notifications.read_all(b, who)
+    marked = await inbox.read_all(b, who)
     return MarkedAllEnvelope(
         success=True,
         data=MarkedAll(marked_count=marked, is_read=True),
@@ -303,7 +303,7 @@ async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]
 async def delete_one(
     b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> DeletedEnvelope:
-    if not await notifications.delete(b, who, [_row_id(notification_id)]):
+    if not await inbox.delete(b, who, [_row_id(notification_id)]):
         raise NotFound("Notification not found")
     return DeletedEnvelope(
         success=True,
@@ -315,7 +315,7 @@ async def delete_one(
 
 @delete("/notifications", summary="Delete all notifications", status_code=200)
 async def delete_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> DeletedAllEnvelope:
-    gone = await notifications.delete_all(b, who)
+    gone = await inbox.delete_all(b, who)
     return DeletedAllEnvelope(
         success=True, data=DeletedAll(deleted_count=gone), message="All notifications deleted", timestamp=timestamp()
     )
@@ -326,7 +326,7 @@ async def bulk_delete(
     b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[BulkBody]
 ) -> BulkDeletedEnvelope:
     sent, rows = _bulk_ids(data)
-    gone = await notifications.delete(b, who, rows)
+    gone = await inbox.delete(b, who, rows)
     return BulkDeletedEnvelope(
         success=True,
         data=BulkDeleted(notification_ids=sent, deleted_count=len(gone)),
@@ -337,7 +337,7 @@ async def bulk_delete(
 
 async def _bulk_mark(b: Backends, who: Principal, body: BulkBody, read: bool) -> BulkMarkedEnvelope:
     sent, rows = _bulk_ids(body)
-    changed = await notifications.set_read(b, who, rows, read)
+    changed = await inbox.set_read(b, who, rows, read)
     return BulkMarkedEnvelope(
         success=True,
         data=BulkMarked(notification_ids=sent, marked_count=len(changed), is_read=read),
@@ -367,7 +367,7 @@ async def snooze(
     notification_id: PathId,
     data: JSONBody[SnoozeBody],
 ) -> SnoozeEnvelope:
-    done = await notifications.snooze(b, who, _row_id(notification_id), _until(data))
+    done = await inbox.snooze(b, who, _row_id(notification_id), _until(data))
     return SnoozeEnvelope(
         success=True,
         data=SnoozeState(notification_id=notification_id, snoozed_until=done.until),

@@ -3,34 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from service import cache, db
 from service.auth import Authenticator
-from service.breaker import Breaker
-from service.cache import CountCache
-from service.limits import Limits
-from service.replica import Reads
+from service.auth.limits import Limits
+from service.auth.signed import Verifier
+from service.backends import postgres
+from service.backends.breaker import Breaker
+from service.backends.redis import breaker as redis_breaker
+from service.backends.redis import connect
+from service.backends.replica import Reads
+from service.counts import CountEngine
 from service.settings import Settings
-from service.signed import Verifier
-
-if TYPE_CHECKING:
-    from service.notifications import Rebuild
 
 
 class Watch:
-    """The process's breakers, one per backend (service/breaker.py), and their probes. The
+    """The process's breakers, one per backend (service/backends/breaker.py), and their probes. The
     replica's, when there is one, decides only where reads run: it never makes a process unready."""
 
     def __init__(self, settings: Settings) -> None:
         database_url, redis_url = settings.require_backends()
-        self.postgres = db.breaker(database_url)
-        self.redis = cache.breaker(redis_url)
+        self.postgres = postgres.breaker(database_url)
+        self.redis = redis_breaker(redis_url)
         replica = settings.database_replica_url
-        self.replica = db.breaker(replica, "postgres-replica") if replica else None
+        self.replica = postgres.breaker(replica, "postgres-replica") if replica else None
 
     @property
     def breakers(self) -> tuple[Breaker, Breaker]:
@@ -63,9 +61,9 @@ class Backends:
         self.pool = pool
         self.replica = replica
         self.redis = client
-        # Where inbox reads run: the replica when it may, else the primary (service/replica.py).
+        # Where inbox reads run: the replica when it may, else the primary (service/backends/replica.py).
         self.reads = Reads(pool, replica, client, min(settings.backend_timeout, 2.0))
-        self.counts = CountCache(client, None if watch is None else watch.postgres)
+        self.counts = CountEngine(client, pool, settings.backend_timeout, None if watch is None else watch.postgres)
         self.auth = Authenticator(
             pool,
             settings.backend_timeout,
@@ -75,13 +73,6 @@ class Backends:
         self.limits = Limits(
             settings.rate_limit_reads, settings.rate_limit_publishes, settings.rate_limit_auth_failures
         )
-        # Count rebuilds in this process, and a ticket per count read (see service/notifications.py).
-        self.rebuilding: dict[int, Rebuild] = {}
-        self.poll_ticket = 0
-        # Users whose new counts could not be copied to Redis (it was unreachable), to copy once it is
-        # back; `lost_track` when there were too many to remember (see service/notifications.py).
-        self.uncopied: set[int] = set()
-        self.lost_track = False
 
     @classmethod
     async def open(cls, settings: Settings, name: str, watch: Watch | None = None) -> Backends:
@@ -92,18 +83,18 @@ class Backends:
         watch = watch or Watch(settings)
         watch.start()
         try:
-            pool = await db.create_pool(
+            pool = await postgres.create_pool(
                 database_url,
                 size=settings.db_pool_size,
                 timeout=settings.backend_timeout,
                 name=name,
                 breaker=watch.postgres,
             )
-            client = cache.connect(redis_url, settings.backend_timeout, breaker=watch.redis)
+            client = connect(redis_url, settings.backend_timeout, breaker=watch.redis)
             replica = None
             if settings.database_replica_url:
                 # No connection at start (min_size 0): a replica that is down must not stop the process.
-                replica = await db.create_pool(
+                replica = await postgres.create_pool(
                     settings.database_replica_url,
                     size=settings.db_pool_size,
                     timeout=min(settings.backend_timeout, 2.0),
@@ -114,9 +105,12 @@ class Backends:
         except BaseException:
             await watch.stop()
             raise
-        return cls(settings, pool, client, replica, watch)
+        backends = cls(settings, pool, client, replica, watch)
+        backends.counts.start()  # every process copies again what it could not copy
+        return backends
 
     async def close(self) -> None:
+        await self.counts.stop()
         await self.redis.aclose()
         for pool in (self.replica, self.pool):
             if pool is not None:

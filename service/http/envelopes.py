@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -118,8 +117,6 @@ def problem_of(exc: BaseException) -> Problem:
         return Problem(status=400, message=message, issues=(Issue("query", "", message),))
     if isinstance(exc, RecursionError):  # a body nested too deeply for the decoder (see service/model.py)
         return Problem(status=400, message=NESTED_TOO_DEEPLY, issues=(Issue("body", "", NESTED_TOO_DEEPLY),))
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return Problem(status=503, message="Redis is unavailable", headers=_HEADERS[503])
     log.error("unhandled error", exc_info=exc)
     return Problem(status=500, message="Internal server error")
 

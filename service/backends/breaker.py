@@ -3,8 +3,8 @@
 A backend that stops answering (a network partition drops its packets: nothing is refused, every
 call just waits) would cost each call its whole timeout, and a request that makes two calls twice
 that, for as long as the partition lasts. So each process keeps one `Breaker` per backend, and
-every PostgreSQL and Redis call of the process goes through it (`service/db.py` for the pools,
-`service/cache.py` for every Redis client):
+every PostgreSQL and Redis call of the process goes through it (`service/backends/postgres.py` for the pools,
+`service/counts/__init__.py` for every Redis client):
 
 - while the backend is *down*, calls fail at once with `Unavailable` (PostgreSQL) or a
   `redis.exceptions.ConnectionError` (Redis), instead of waiting;

@@ -14,10 +14,9 @@ from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from service.cache import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.errors import NotFound, Unavailable
+from service.keys import ATTEMPTS, DEAD, GROUP, QUEUE, STREAM
 from service.logs import request_id
 from service.metrics import DEAD_LETTERS, EVENTS_DEAD_LETTERED, QUEUED_JOBS, STREAM_LAG, STREAM_LENGTH, STREAM_PENDING
 from service.model import Event
@@ -57,8 +56,8 @@ async def enqueue(
             *_, done, confirmed = await pipe.execute()
         failed = [r for r in done if isinstance(r, Exception)] if isinstance(done, list) else []
         if failed:
-            raise failed[0]
-    except redis.exceptions.RedisError as exc:
+            raise Unavailable(f"the event stream (Redis) refused the events: {failed[0]}") from failed[0]
+    except Unavailable as exc:
         if replicas <= 0:
             raise Unavailable("the event stream (Redis) is unavailable; nothing was queued") from exc
         # The answer was lost, not necessarily the events: the same advice as an unconfirmed WAIT.
@@ -149,7 +148,7 @@ async def observe(client: aioredis.Redis) -> None:
             pipe.zcard(QUEUE)
             pipe.xinfo_groups(STREAM)
             length, dead, queued, groups = await pipe.execute(raise_on_error=False)
-    except redis.exceptions.RedisError:
+    except Unavailable:
         return
     STREAM_LENGTH.set(length if isinstance(length, int) else 0)
     DEAD_LETTERS.set(dead if isinstance(dead, int) else 0)

@@ -1,6 +1,6 @@
 """Turning one accepted event into inbox rows, inline or as arq jobs.
 
-`Fanout.ingest` runs for every valid stream entry. In one transaction it creates the tenant and
+`Delivery.ingest` runs for every valid stream entry. In one transaction it creates the tenant and
 any unknown named users, records the event (once per tenant and id), and cuts its audience into
 chunks. An event whose audience fits in one chunk (nearly all of them) is written in that same
 transaction, which keeps publish-to-visible latency to one round of statements. A larger one is
@@ -16,16 +16,16 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from arq import ArqRedis, Retry
 
-from service import db
-from service.backends import Backends
+from service.backends import postgres
+from service.backends.redis import translated
 from service.errors import Unavailable
+from service.intake import count_attempt, dead_letter, forget_attempts
 from service.metrics import FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
-from service.model import Counts, Event
+from service.model import Audience, Counts, Event
+from service.process import Backends
 from service.store import events, fanout, users
-from service.stream import count_attempt, dead_letter, forget_attempts
 
 log = logging.getLogger("herald.fanout")
 
@@ -44,6 +44,16 @@ def chunk_job_id(event_id: int, lo: int) -> str:
     return f"fanout:{event_id}:{lo}"
 
 
+def _named_only(audience: Audience) -> bool:
+    """An audience of named users only: its size is known before it is resolved."""
+    return not audience.topics and not audience.all
+
+
+def _one_chunk(audience: Audience, chunk: int) -> bool:
+    """The rule for an event written in the transaction that records it (nearly all of them)."""
+    return _named_only(audience) and len(audience.users) <= chunk
+
+
 class Outcome(msgspec.Struct, frozen=True):
     event_id: int
     deliveries: list[fanout.Delivery]
@@ -51,7 +61,7 @@ class Outcome(msgspec.Struct, frozen=True):
     repair: list[Counts] = []  # counts copied again for a retried, already written event
 
 
-class Fanout:
+class Delivery:
     def __init__(self, backends: Backends, jobs: ArqRedis) -> None:
         self.b = backends
         self.jobs = jobs
@@ -67,7 +77,7 @@ class Fanout:
         recipients' counts are copied again. (A fresh duplicate publish does not need that.)"""
         chunk = self.b.settings.fanout_chunk
         audience = event.audience
-        if not retry and not audience.topics and not audience.all and len(audience.users) <= chunk:
+        if not retry and _one_chunk(audience, chunk):
             delivered = await self._deliver_named(event)
             if delivered is not None:
                 return delivered
@@ -85,12 +95,11 @@ class Fanout:
                     assert found is not None
                     event_id, done = found
                     todo = [] if done else await fanout.pending(conn, event_id)
-                    if done and retry and len(event.audience.users) <= chunk and not event.audience.topics:
+                    if done and retry and _one_chunk(event.audience, chunk):
                         repair = await fanout.chunk_counts(conn, event_id, 1, fanout.MAX_USER_ID)
                 else:
-                    audience = event.audience
-                    named_only = not audience.topics and not audience.all
-                    todo = await fanout.plan(conn, event_id, chunk, at_most=len(audience.users) if named_only else None)
+                    at_most = len(event.audience.users) if _named_only(event.audience) else None
+                    todo = await fanout.plan(conn, event_id, chunk, at_most=at_most)
                 deliveries: list[fanout.Delivery] = []
                 if len(todo) == 1:
                     deliveries = await fanout.run_chunk(conn, event_id, *todo[0])
@@ -101,12 +110,15 @@ class Fanout:
             return Outcome(event_id, deliveries, todo, repair)
 
         with FANOUT_SECONDS.time():
-            outcome = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+            outcome = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(outcome.event_id, outcome.deliveries)
         if outcome.repair:
-            await self.b.counts.publish(outcome.repair)
+            await self.b.counts.copy(outcome.repair)
         for lo, hi in outcome.queued:
-            await self.jobs.enqueue_job(CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo))
+            with translated():  # arq's client keeps redis-py's errors (service/backends/redis.py)
+                await self.jobs.enqueue_job(
+                    CHUNK_JOB, outcome.event_id, lo, hi, _job_id=chunk_job_id(outcome.event_id, lo)
+                )
         return outcome
 
     async def _deliver_named(self, event: Event) -> Outcome | None:
@@ -127,7 +139,7 @@ class Fanout:
             return None if delivered is None else (tenant_id, *delivered)
 
         with FANOUT_SECONDS.time():
-            result = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+            result = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         if result is None:
             return None
         tenant_id, event_id, deliveries = result
@@ -154,26 +166,26 @@ class Fanout:
             return written, again
 
         with FANOUT_SECONDS.time():
-            deliveries, again = await db.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+            deliveries, again = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         await self._publish(event_id, deliveries)
         if again:
-            await self.b.counts.publish(again)
+            await self.b.counts.copy(again)
         return len(deliveries)
 
     async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
         if deliveries:
             FANOUT_ROWS.inc(len(deliveries))
-            await self.b.counts.publish(deliveries, [(d.inbox_id, event_id) for d in deliveries])
+            await self.b.counts.copy(deliveries, [(d.inbox_id, event_id) for d in deliveries])
 
 
 async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:
     """arq job: write one chunk. Unreachable backends are retried with backoff for as long as it
     takes; any other failure is retried until CHUNK_ATTEMPTS, then the event is dead-lettered."""
-    worker: Fanout = ctx["fanout"]
+    worker: Delivery = ctx["fanout"]
     tries: int = ctx.get("job_try", 1)
     try:
         return await worker.run_chunk(event_id, lo, hi)
-    except (Unavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except Unavailable as exc:
         JOB_RETRIES.labels("chunk").inc()
         log.warning("chunk %s of event %s waits for a backend: %s", lo, event_id, exc)
         raise Retry(defer=backoff(tries)) from exc
@@ -194,8 +206,5 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
 async def _stored_event(b: Backends, event_id: int) -> bytes:
     """The event as Herald stored it, for a dead letter written after its stream entry was acked."""
 
-    async def read(conn: asyncpg.Connection) -> dict[str, Any] | None:
-        return await events.stored(conn, event_id)
-
-    found = await db.run(b.pool, read)
+    found = await postgres.run(b.pool, events.stored, event_id)
     return msgspec.json.encode(found if found is not None else {"herald_event_id": event_id})

@@ -17,11 +17,12 @@ import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from redis.asyncio.client import PubSub
 
 from service.auth import Authenticator
-from service.cache import AUTH_CHANNEL, Change, decode_change, user_channel
+from service.counts import Change, decode_change
+from service.errors import Unavailable
+from service.keys import AUTH_CHANNEL, user_channel
 
 log = logging.getLogger("herald.hub")
 
@@ -76,7 +77,7 @@ class Hub:
         if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
             try:
                 await self._pubsub.subscribe(user_channel(user_id))
-            except (redis.exceptions.RedisError, OSError):
+            except Unavailable:
                 _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
         try:
             yield queue
@@ -85,7 +86,7 @@ class Hub:
             if not queues:
                 del self._listeners[user_id]
                 if self._pubsub is not None and self.connected.is_set() and not self._stopping:
-                    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    with contextlib.suppress(Unavailable):
                         await self._pubsub.unsubscribe(user_channel(user_id))
 
     @property
@@ -109,14 +110,17 @@ class Hub:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._dispatch(message["channel"], message["data"])
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except Exception as exc:
                 self.connected.clear()
                 reconnecting = True
                 if self._stopping:
                     return
                 # Invalidations may have been missed while the connection was down.
                 self._auth.forget_all()
-                log.warning("pub/sub connection lost (%s); reconnecting", exc)
+                if isinstance(exc, Unavailable):
+                    log.warning("pub/sub connection lost (%s); reconnecting", exc)
+                else:  # a bug, not an outage: say so loudly, but never leave the streams deaf
+                    log.exception("pub/sub failed; reconnecting")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:

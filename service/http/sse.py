@@ -7,7 +7,7 @@
 
 Every event's id is "<counts version>.<newest row id sent>". A client that reconnects with
 `Last-Event-ID` first gets the unread notifications that arrived after that row (up to 100,
-oldest first), then the current count. Changes come from Redis pub/sub (service/hub.py), so a
+oldest first), then the current count. Changes come from Redis pub/sub (service/http/hub.py), so a
 change made through any API process or worker reaches a stream held by any other. When the process
 shuts down, open streams end cleanly (the client's EventSource reconnects elsewhere).
 """
@@ -23,14 +23,14 @@ from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
-from service import notifications
-from service.backends import Backends
-from service.cache import Change
+from service import inbox
+from service.counts import Change
 from service.http.guard import stream_guard
+from service.http.hub import RESYNC, Hub
 from service.http.profiles.scalebox import present
-from service.hub import RESYNC, Hub
 from service.metrics import STREAMS_OPEN
 from service.model import Counts, InboxItem, Principal
+from service.process import Backends
 
 HEARTBEAT = 15.0
 RETRY_MS = 3000
@@ -88,10 +88,10 @@ class _Stream:
         try:
             # Listen first, then read: a change between the two is then seen twice, never missed.
             async with self.hub.listen(self.who.user_id) as queue:
-                counts = await notifications.counts(self.b, self.who.user_id)
+                counts = await self.b.counts.read(self.who.user_id)
                 first = []
                 if self.replay_from is not None:
-                    for item in await notifications.arrived_after(self.b, self.who, self.replay_from, REPLAY_MAX):
+                    for item in await inbox.arrived_after(self.b, self.who, self.replay_from, REPLAY_MAX):
                         first.append(self._notification(item))
                 first.append(self._unread(counts, RETRY_MS))
                 yield b"".join(first)
@@ -113,12 +113,12 @@ class _Stream:
 
     async def _apply(self, change: Change) -> bytes:
         if change is RESYNC:
-            counts = await notifications.counts(self.b, self.who.user_id)
+            counts = await self.b.counts.read(self.who.user_id)
             return self._unread(counts) if counts.version != self.version else b""
         out = b""
         # A row already sent is skipped (a replay and the live feed overlap), unless it comes back.
         if change.item is not None and change.event is not None and (change.again or change.item not in self.sent):
-            item = await notifications.arrival(self.b, self.who, change.item, change.event)
+            item = await inbox.arrival(self.b, self.who, change.item, change.event)
             if item is not None:
                 out = self._notification(item)
         # Copies can arrive out of order; only a newer one changes the badge.

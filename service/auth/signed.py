@@ -3,7 +3,7 @@
 A product's front end may hand its users short-lived tokens without asking Herald: HS256 with the
 shared secret `HERALD_JWT_SECRET`, or RS256/ES256 with the private half of the public key in
 `HERALD_JWT_PUBLIC_KEY_FILE`. This module only says whether a token is genuine and what it
-claims; `service/auth.py` maps the claims to a user and caches the result.
+claims; `service/auth/__init__.py` maps the claims to a user and caches the result.
 
 Which algorithm checks a token is decided here, never by the token: HS256 exists only when a
 secret is configured and is always checked with that secret; RS256 or ES256 (by the key's type)

@@ -28,11 +28,11 @@ import asyncpg
 import redis.exceptions
 from prometheus_client import Counter
 
-from service import db, notifications
-from service.backends import Backends
-from service.cache import GROUP, STREAM
+from service.backends import postgres
+from service.keys import GROUP, RECONCILE_CURSOR, STREAM
 from service.metrics import COUNT_DRIFT, RETENTION_DELETED
 from service.model import Counts
+from service.process import Backends
 from service.store import maintenance
 
 log = logging.getLogger("herald.maintenance")
@@ -46,7 +46,6 @@ BUDGET = 25.0
 JOB_TIMEOUT = 35
 RECONCILE_USERS_PER_RUN = 50_000
 RECONCILE_BATCH = 500
-CURSOR_KEY = "herald:reconcile:cursor"
 
 
 def go_on(deadline: float, stopping: asyncio.Event | None) -> bool:
@@ -68,9 +67,9 @@ async def remove_rows(
     worker stops. Returns the rows removed and whether none are left."""
     total = 0
     while go_on(deadline, stopping):
-        gone, changed = await db.run(b.pool, batch, timeout=b.settings.backend_timeout)
+        gone, changed = await postgres.run(b.pool, batch, timeout=b.settings.backend_timeout)
         if changed:
-            await notifications.publish(b, changed)
+            await b.counts.copy(changed)
         total += gone
         removed.inc(gone)
         if gone < size:
@@ -99,11 +98,7 @@ async def apply_retention(
     if not done:
         return rows, events  # out of time: the next run goes on with the rows, then the events
     while go_on(deadline, stopping):
-
-        async def old_events(conn: asyncpg.Connection) -> int:
-            return await maintenance.expire_events(conn, cutoff, BATCH)
-
-        gone = await db.run(b.pool, old_events, timeout=b.settings.backend_timeout)
+        gone = await postgres.run(b.pool, maintenance.expire_events, cutoff, BATCH, timeout=b.settings.backend_timeout)
         events += gone
         RETENTION_DELETED.labels("events").inc(gone)
         if gone < BATCH:
@@ -120,26 +115,19 @@ async def reconcile(
     """Check the next `users` users' counts against their rows (for at most about `budget`
     seconds, or until `stopping` is set) and repair any drift."""
     deadline = time.monotonic() + budget
-    raw = await b.redis.get(CURSOR_KEY)
+    raw = await b.redis.get(RECONCILE_CURSOR)
     after = int(raw) if raw else 0
     repaired: list[Counts] = []
     seen = 0
     while seen < users and go_on(deadline, stopping):
-
-        async def scan(conn: asyncpg.Connection, after: int = after) -> tuple[int | None, list[int]]:
-            return await maintenance.drift_scan(conn, after, RECONCILE_BATCH)
-
-        last, drifted = await db.run(b.pool, scan, timeout=max(b.settings.backend_timeout, 30))
+        scan_for = max(b.settings.backend_timeout, 30)
+        last, drifted = await postgres.run(b.pool, maintenance.drift_scan, after, RECONCILE_BATCH, timeout=scan_for)
         if drifted:
-
-            async def fix(conn: asyncpg.Connection, drifted: list[int] = drifted) -> list[Counts]:
-                return await maintenance.repair(conn, drifted)
-
-            fixed = await db.run(b.pool, fix, timeout=b.settings.backend_timeout)
+            fixed = await postgres.run(b.pool, maintenance.repair, drifted, timeout=b.settings.backend_timeout)
             if fixed:
                 COUNT_DRIFT.inc(len(fixed))
                 log.warning("repaired the counts of %d users: %s", len(fixed), [c.user_id for c in fixed][:20])
-                await notifications.publish(b, fixed)
+                await b.counts.copy(fixed)
                 repaired += fixed
         if last is None:
             after = 0  # the end of the table: the next run starts again from the beginning
@@ -147,7 +135,7 @@ async def reconcile(
         after = last
         seen += RECONCILE_BATCH
         await asyncio.sleep(PAUSE)
-    await b.redis.set(CURSOR_KEY, after)
+    await b.redis.set(RECONCILE_CURSOR, after)
     return repaired
 
 

@@ -1,6 +1,6 @@
 """Inbox reads from a PostgreSQL streaming replica, with each user's own writes seen at once.
 
-With HERALD_DATABASE_REPLICA_URL set, list and get reads (`service/notifications.py`) may run on
+With HERALD_DATABASE_REPLICA_URL set, list and get reads (`service/inbox.py`) may run on
 the replica; every write, count, stream replay and the worker stay on the primary.
 
 Read-your-writes. After a user's write changed something (read, unread, delete, read-all), the
@@ -27,22 +27,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import asyncpg
 import redis.asyncio as aioredis
-import redis.exceptions
 from prometheus_client import Counter
 
-from service import db
+from service.backends import postgres
 from service.errors import Unavailable
+from service.keys import wrote_key
 from service.metrics import REGISTRY
 
 log = logging.getLogger("herald.replica")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
-WROTE_PREFIX = "herald:wrote:"
 # How long a user's write sends their reads to the primary unless the replica has replayed it:
 # a replica further behind than this serves a user's own older state again.
 WROTE_TTL = 60
@@ -57,10 +57,6 @@ DB_READS = Counter(
     ["target"],
     registry=REGISTRY,
 )
-
-
-def wrote_key(user_id: int) -> str:
-    return f"{WROTE_PREFIX}{user_id}"
 
 
 # Positions travel as 16 hex digits, so Lua compares them as strings.
@@ -134,7 +130,7 @@ class Reads:
         self._wrote[user_id] = (max(lsn, known[0] if known else 0), now + WROTE_TTL)
         try:
             await self._keep(keys=[wrote_key(user_id)], args=[f"{lsn:016X}", WROTE_TTL])
-        except redis.exceptions.RedisError as exc:
+        except Unavailable as exc:
             # This process still knows; another one reads this user from the primary while Redis is down.
             log.warning("could not record a write position in Redis (%s)", exc)
 
@@ -149,7 +145,7 @@ class Reads:
                 del self._wrote[user_id]
         try:
             raw: bytes | None = await self.redis.get(wrote_key(user_id))
-        except redis.exceptions.RedisError:
+        except Unavailable:
             return None
         return max(needed, int(raw, 16)) if raw else needed
 
@@ -170,7 +166,7 @@ class Reads:
     async def _read_replay(self) -> None:
         assert self.replica is not None
         try:
-            replayed = await db.run(self.replica, _replay_position, timeout=self.timeout)
+            replayed = await postgres.run(self.replica, _replay_position, timeout=self.timeout)
             if replayed is None and not self._said_not_standby:
                 self._said_not_standby = True
                 log.warning("the database replica is not a standby (in recovery); recent writers read the primary")
@@ -189,8 +185,8 @@ class Reads:
     async def run(
         self,
         user_id: int,
-        work: Callable[[asyncpg.Connection], Awaitable[T]],
-        *,
+        work: Callable[[asyncpg.Connection, *Ts], Awaitable[T]],
+        *args: *Ts,
         timeout: float,
         again_on_primary: Callable[[T], bool] | None = None,
     ) -> T:
@@ -198,7 +194,7 @@ class Reads:
         `again_on_primary`: a replica's result that must be checked on the primary (not found)."""
         if self.replica is not None and await self._replica_for(user_id):
             try:
-                result = await db.run(self.replica, work, timeout=min(timeout, self.timeout))
+                result = await postgres.run(self.replica, work, *args, timeout=min(timeout, self.timeout))
             except Unavailable as exc:
                 self._down(exc)
             except asyncpg.SerializationError:  # cancelled: a conflict with recovery
@@ -208,7 +204,7 @@ class Reads:
                     DB_READS.labels("replica").inc()
                     return result
         DB_READS.labels("primary").inc()
-        return await db.run(self.primary, work, timeout=timeout)
+        return await postgres.run(self.primary, work, *args, timeout=timeout)
 
 
 async def _replay_position(conn: asyncpg.Connection) -> int | None:

@@ -8,17 +8,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 import asyncpg
 import msgspec
 
-from service.breaker import Breaker
+from service.backends.breaker import Breaker
 from service.errors import Unavailable
 
 log = logging.getLogger("herald.db")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 # Any constant works; it only has to be the same in every `herald migrate`.
 _MIGRATE_LOCK = 0x4E52_414C_4401
@@ -110,7 +111,7 @@ def schema_sql() -> str:
     packaged = resources.files("service").joinpath("schema.sql")
     if packaged.is_file():
         return packaged.read_text()
-    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text()
+    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
 
 
 async def migrate(url: str) -> None:
@@ -150,7 +151,7 @@ _NOT_MIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, a
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; an unreachable database surfaces as `Unavailable` within `timeout`,
-    and at once while the pool's breaker knows it is down (service/breaker.py)."""
+    and at once while the pool's breaker knows it is down (service/backends/breaker.py)."""
     breaker = pool.breaker if isinstance(pool, Pool) else None
     if breaker is not None:
         breaker.check()
@@ -175,8 +176,10 @@ async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[
         raise Unavailable("the database schema is not applied yet") from exc
 
 
-async def run(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout: float = 5.0) -> T:
-    """Run `work` on one connection, again if PostgreSQL chose it as a deadlock victim.
+async def run(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection, *Ts], Awaitable[T]], *args: *Ts, timeout: float = 5.0
+) -> T:
+    """Run `work(conn, *args)` on one connection, again if PostgreSQL chose it as a deadlock victim.
 
     Every statement Herald runs in `work` is atomic on its own or wrapped by `work` in a
     transaction, so running it again after such an abort is safe.
@@ -184,7 +187,7 @@ async def run(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable
     for attempt in range(4):
         try:
             async with connection(pool, timeout) as conn:
-                return await work(conn)
+                return await work(conn, *args)
         except _RETRYABLE:
             if attempt == 3:
                 raise

@@ -3,10 +3,10 @@
 A badge poll must not cost a database round trip, so principals are cached in memory by token
 hash. The cache is correct, not just fast: revoking a token or deactivating a user publishes the
 user id on `herald:auth`, every API process drops that user's entries at once (see
-`service/hub.py`), and if that channel is ever lost the whole cache is dropped. The TTL is only a
+`service/http/hub.py`), and if that channel is ever lost the whole cache is dropped. The TTL is only a
 backstop.
 
-Signed user tokens (JWTs, see service/signed.py) are verified, then mapped to their user through
+Signed user tokens (JWTs, see service/auth/signed.py) are verified, then mapped to their user through
 a second cache keyed by (tenant, user id), so a fresh token of a known user costs a signature check
 but no database round trip. Their token-hash entries expire with the token (`exp`) if that comes
 before the TTL, so the badge's fast path never serves an expired token; both caches hold the user
@@ -22,14 +22,14 @@ from typing import TypeVar
 import asyncpg
 import msgspec
 
-from service import db
-from service.breaker import Breaker
+from service.auth.signed import Claims, Verifier, looks_like_jwt
+from service.auth.tokens import token_hash
+from service.backends import postgres
+from service.backends.breaker import Breaker
 from service.errors import Forbidden, Unauthorized
 from service.metrics import AUTH_LOOKUPS
 from service.model import Principal
-from service.signed import Claims, Verifier, looks_like_jwt
 from service.store import users
-from service.tokens import token_hash
 
 CACHE_TTL = 60.0
 _HIT = AUTH_LOOKUPS.labels("hit")
@@ -80,10 +80,7 @@ class Authenticator:
             return await self._signed_principal(token, digest, now)
         _MISS.inc()
 
-        async def lookup(conn: asyncpg.Connection) -> Principal | None:
-            return await users.principal_by_token(conn, digest)
-
-        found = await db.run(self._pool, lookup, timeout=self._timeout)
+        found = await postgres.run(self._pool, users.principal_by_token, digest, timeout=self._timeout)
         if found is None:
             raise Unauthorized("Invalid token")
         _remember(self._cache, digest, now + CACHE_TTL, found)
@@ -120,7 +117,7 @@ class Authenticator:
                 tenant_id = await users.ensure_tenant(conn, claims.tenant)
                 return await users.upsert_user(conn, tenant_id, claims.user, claims.role)
 
-        found = await db.run(self._pool, lookup, timeout=self._timeout)
+        found = await postgres.run(self._pool, lookup, timeout=self._timeout)
         _remember(self._users, key, now + CACHE_TTL, found)
         return found
 

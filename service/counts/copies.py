@@ -1,0 +1,182 @@
+"""The copies of the counts in Redis (service/counts/__init__.py tells the protocol): the Lua
+scripts that keep the newer copy, the batched reads, and what a user's stream hears."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+
+from service.backends.breaker import Breaker
+from service.keys import COUNT_PREFIX, USER_CHANNEL, count_key
+from service.model import Counts
+
+# A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
+# process that died between its commit and its copy can leave a badge behind.
+COUNT_TTL = 60
+# Users per copy script: each call holds Redis for a few milliseconds at most.
+_PUBLISH_BATCH = 2000
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a user's stream hears: the new counts, plus the new row when one arrived."""
+
+    v: int
+    unread: int
+    total: int
+    unseen: int = 0
+    item: int | None = None  # inbox row id of a new arrival
+    event: int | None = None  # its event id, so the stream can render it from one cached lookup
+    # The arrival is a row coming back (its snooze ended): announced even to a stream that announced
+    # it once already.
+    again: bool = False
+
+
+decode_change = msgspec.json.Decoder(Change).decode
+
+# ARGV[1] the TTL, ARGV[2] 1 when the rows come back rather than arrive (Change.again), ARGV[3]
+# msgpack of a flat array of seven numbers per user: user id, version, unread, total, unseen, and
+# the new row's id and its event's id (0, 0: none). The copy ("version:unread:total:unseen") is kept
+# only when newer; the message is always published and carries its version, so a stream applies it
+# only if it is newer too.
+#
+# Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
+# thousands of arguments, passing them cost more than the work), the keys are built here (so they
+# are not declared; Redis Cluster would need them grouped by slot, see docs/scaling.md), and the
+# usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
+# put back in the rare case that it was the newer one.
+_SET_COUNTS = """
+local ttl, again = ARGV[1], ARGV[2] == '1'
+local v = cmsgpack.unpack(ARGV[3])
+for at = 1, #v, 7 do
+    local user, version, unread, total, unseen = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]
+    local item, event = v[at + 5], v[at + 6]
+    local key = '{COUNT_PREFIX}' .. user
+    local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total .. ':' .. unseen, 'EX', ttl, 'GET')
+    if old and tonumber(string.match(old, '^(%d+)')) > version then
+        redis.call('SET', key, old, 'EX', ttl)
+    end
+    local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total .. ',"unseen":' .. unseen
+    if item ~= 0 then
+        message = message .. ',"item":' .. item .. ',"event":' .. event
+        if again then message = message .. ',"again":true' end
+    end
+    redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
+end
+return #v / 7
+""".replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{USER_CHANNEL}", USER_CHANNEL)
+# Same keep-the-newer rule, without a message: for rebuilding a cold key.
+_FILL_COUNT = """
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 1
+"""
+
+
+def encode_counts(counts: Counts) -> bytes:
+    return b"%d:%d:%d:%d" % (counts.version, counts.unread, counts.total, counts.unseen)
+
+
+def decode_counts(user_id: int, raw: bytes) -> Counts | None:
+    """A cached copy, or None for one this version cannot read (it is then rebuilt)."""
+    parts = raw.split(b":")
+    if len(parts) != 4:
+        return None
+    version, unread, total, unseen = parts
+    return Counts(user_id=user_id, version=int(version), unread=int(unread), total=int(total), unseen=int(unseen))
+
+
+class Copies:
+    """The Redis half of the count protocol: copies and their pushes. Scripts are registered once
+    per client."""
+
+    def __init__(self, client: aioredis.Redis, database: Breaker | None = None) -> None:
+        self.redis = client
+        # While PostgreSQL does not answer, a copy that expired could not be rebuilt: reads then
+        # keep the copies they find alive (GETEX), so a polled badge answers through the outage.
+        self._database = database
+        self._set_counts = client.register_script(_SET_COUNTS)
+        self._fill = client.register_script(_FILL_COUNT)
+        self._waiting: dict[int, list[asyncio.Future[Counts | None]]] = {}
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def get(self, user_id: int) -> Counts | None:
+        """The cached counts, or None. Reads asked for in the same turn of the event loop share one
+        MGET: under load (every tab of every user polling) that is one Redis round trip for many
+        polls instead of one each; alone, it is a single-key MGET, as fast as a GET."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Counts | None] = loop.create_future()
+        self._waiting.setdefault(user_id, []).append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        waiting, self._waiting, self._flush_scheduled = self._waiting, {}, False
+        task = asyncio.get_running_loop().create_task(self._read(waiting))
+        self._flushes.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self._flushes.discard)
+
+    async def _read(self, waiting: dict[int, list[asyncio.Future[Counts | None]]]) -> None:
+        users = list(waiting)
+        try:
+            values: list[bytes | None]
+            if self._database is not None and not self._database.up:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for user in users:
+                        pipe.getex(count_key(user), ex=COUNT_TTL)
+                    values = await pipe.execute()
+            else:
+                values = await self.redis.mget([count_key(u) for u in users])
+        except BaseException as exc:
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for user_id, raw in zip(users, values, strict=True):
+            counts = None if raw is None else decode_counts(user_id, raw)
+            for future in waiting[user_id]:
+                if not future.done():
+                    future.set_result(counts)
+
+    async def drop_all(self) -> None:
+        """Delete every cached copy (they are rebuilt on demand), a thousand keys at a time."""
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(match=COUNT_PREFIX + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self.redis.delete(*batch)
+                batch = []
+        if batch:
+            await self.redis.delete(*batch)
+
+    async def fill(self, counts: Counts) -> None:
+        await self._fill(keys=[count_key(counts.user_id)], args=[counts.version, encode_counts(counts), COUNT_TTL])
+
+    async def copy(
+        self,
+        changes: Sequence[Counts],
+        arrivals: Sequence[tuple[int, int]] | None = None,
+        *,
+        again: bool = False,
+    ) -> None:
+        """Copy new counts into Redis and tell the users' streams, in batches of one script call.
+
+        `arrivals`, when given, holds for each change the (row id, event id) of the row that arrived
+        with it; `again` says those rows come back rather than arrive for the first time."""
+        for start in range(0, len(changes), _PUBLISH_BATCH):
+            batch = changes[start : start + _PUBLISH_BATCH]
+            rows = arrivals[start : start + _PUBLISH_BATCH] if arrivals is not None else [(0, 0)] * len(batch)
+            flat: list[int] = []
+            for counts, (item, event) in zip(batch, rows, strict=True):
+                flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item, event)
+            await self._set_counts(keys=[], args=[COUNT_TTL, int(again), msgspec.msgpack.encode(flat)])

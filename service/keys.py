@@ -1,0 +1,41 @@
+"""Every Redis key, prefix and channel Herald uses, in one place.
+
+Keys and channels
+    herald:events                 stream of published events (field `event`), consumer group `herald`
+    herald:events:dead            dead letters: fields `event` (as received) and `reason`
+    herald:events:attempts        hash: stream entry id -> failed or abandoned attempts so far
+    herald:queue                  arq's job queue (and arq's own `arq:*` keys for job state)
+    herald:count:{user_id}        cached counts, "version:unread:total", expiring after COUNT_TTL
+    herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams
+    herald:auth                   pub/sub: a user id whose cached credentials must be dropped
+    herald:wrote:{user_id}        the primary's WAL position after the user's last write, for
+                                  read-your-writes with a database replica (service/backends/replica.py)
+    herald:reconcile:cursor       the reconcile job's place in its walk over users (workers/housekeeping.py)
+
+The count protocol is described in service/counts/__init__.py.
+"""
+
+from __future__ import annotations
+
+STREAM = "herald:events"
+GROUP = "herald"
+DEAD = "herald:events:dead"
+ATTEMPTS = "herald:events:attempts"
+QUEUE = "herald:queue"
+AUTH_CHANNEL = "herald:auth"
+COUNT_PREFIX = "herald:count:"
+USER_CHANNEL = "herald:user:"
+WROTE_PREFIX = "herald:wrote:"
+RECONCILE_CURSOR = "herald:reconcile:cursor"
+
+
+def count_key(user_id: int) -> str:
+    return f"{COUNT_PREFIX}{user_id}"
+
+
+def user_channel(user_id: int) -> str:
+    return f"{USER_CHANNEL}{user_id}"
+
+
+def wrote_key(user_id: int) -> str:
+    return f"{WROTE_PREFIX}{user_id}"
