@@ -8,7 +8,7 @@ on the list and must be the caller's own tenant (403 otherwise).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Response, Router, delete, get, patch
@@ -16,10 +16,11 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from service import ids, inbox
-from service.errors import Forbidden, NotFound
+from service.errors import Forbidden
 from service.http.envelopes import Problem, documented, handlers
 from service.http.formats import PathId, months_before, now_iso_ms, relative_time
 from service.http.guard import dependencies, reader_guard
+from service.http.profiles import actions
 from service.model import InboxItem, InboxQuery, Principal
 from service.process import Backends
 
@@ -93,6 +94,9 @@ class DeletedEnvelope(Envelope, kw_only=True):
     data: Deleted
 
 
+E = TypeVar("E", bound=Envelope)
+
+
 def present(n: InboxItem, now: datetime) -> Item:
     return Item(
         id=ids.to_uuid(n.id),
@@ -115,17 +119,15 @@ def present(n: InboxItem, now: datetime) -> Item:
 
 
 def render(problem: Problem) -> Response[Any]:
-    status = 400 if problem.status == 422 else problem.status
-    message = problem.message if problem.message else _REASONS.get(status, "Error")
-    body = {"statusCode": status, "timestamp": now_iso_ms(), "message": message, "data": None}
-    return Response(body, status_code=status, headers=problem.headers)
+    def body(status: int) -> dict[str, Any]:
+        message = problem.message if problem.message else _REASONS.get(status, "Error")
+        return {"statusCode": status, "timestamp": now_iso_ms(), "message": message, "data": None}
+
+    return actions.respond(problem, body)
 
 
-def _row_id(text: str) -> int:
-    row_id = ids.from_uuid(text)
-    if row_id is None:
-        raise NotFound("Notification not found")
-    return row_id
+def _ok(envelope: type[E], message: str, data: Any) -> E:
+    return envelope(statusCode=200, timestamp=now_iso_ms(), message=message, data=data)
 
 
 TenantId = Annotated[str, QueryParameter(name="tenantId", min_length=1, max_length=200, description="Your tenant.")]
@@ -165,17 +167,12 @@ async def list_notifications(
     )
     found = await inbox.page(b, who, query, limit=limit, offset=(page - 1) * limit)
     data = ItemPage(page=page, limit=limit, total=found.total, data=[present(n, now) for n in found.items])
-    return PageEnvelope(statusCode=200, timestamp=now_iso_ms(), message="Success", data=data)
+    return _ok(PageEnvelope, "Success", data)
 
 
 async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -> ItemEnvelope:
-    found = await inbox.set_read_one(b, who, _row_id(notification_id), read)
-    return ItemEnvelope(
-        statusCode=200,
-        timestamp=now_iso_ms(),
-        message="Notification marked as read" if read else "Notification marked as unread",
-        data=present(found, datetime.now(UTC)),
-    )
+    found = await actions.mark(b, who, notification_id, ids.from_uuid, read)
+    return _ok(ItemEnvelope, actions.marked(read), present(found, datetime.now(UTC)))
 
 
 @patch("/notifications/{notification_id:str}/read", summary="Mark a notification as read")
@@ -195,26 +192,15 @@ async def mark_unread(
 @patch("/notifications/read-all", summary="Mark all notifications as read")
 async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> MarkedAllEnvelope:
     marked = await inbox.read_all(b, who)
-    return MarkedAllEnvelope(
-        statusCode=200,
-        timestamp=now_iso_ms(),
-        message="All notifications marked as read",
-        data=MarkedAll(markedCount=marked),
-    )
+    return _ok(MarkedAllEnvelope, "All notifications marked as read", MarkedAll(markedCount=marked))
 
 
 @delete("/notifications/{notification_id:str}", summary="Delete a notification", status_code=200)
 async def delete_one(
     b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> DeletedEnvelope:
-    if not await inbox.delete(b, who, [_row_id(notification_id)]):
-        raise NotFound("Notification not found")
-    return DeletedEnvelope(
-        statusCode=200,
-        timestamp=now_iso_ms(),
-        message="Notification deleted",
-        data=Deleted(id=notification_id, deleted=True),
-    )
+    await actions.delete(b, who, notification_id, ids.from_uuid)
+    return _ok(DeletedEnvelope, "Notification deleted", Deleted(id=notification_id, deleted=True))
 
 
 class ErrorBody(msgspec.Struct):

@@ -10,7 +10,7 @@ service/ids.py); one that does not decode is simply not found.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Response, Router, delete, get, patch, post
@@ -18,10 +18,11 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
 from service import ids, inbox
-from service.errors import BadRequest, NotFound
+from service.errors import BadRequest
 from service.http.envelopes import Problem, documented, handlers
 from service.http.formats import PathId, pages
 from service.http.guard import dependencies, reader_guard
+from service.http.profiles import actions
 from service.model import AwareTime, InboxItem, InboxQuery, Input, Principal
 from service.process import Backends
 
@@ -159,6 +160,9 @@ class SnoozeEnvelope(Envelope, kw_only=True):
     data: SnoozeState
 
 
+E = TypeVar("E", bound=Envelope)
+
+
 def present(n: InboxItem) -> Item:
     return Item(
         id=ids.to_scalebox(n.id),
@@ -177,16 +181,11 @@ def present(n: InboxItem) -> Item:
 def render(problem: Problem) -> Response[Any]:
     # The seed's list of errors: 400 for a bad request body or parameter, 404, 500; Herald adds
     # 401/403/413/503 in the same shape.
-    status = 400 if problem.status == 422 else problem.status
-    body = {"success": False, "error": problem.message, "timestamp": timestamp()}
-    return Response(body, status_code=status, headers=problem.headers)
+    return actions.respond(problem, lambda _: {"success": False, "error": problem.message, "timestamp": timestamp()})
 
 
-def _row_id(text: str) -> int:
-    row_id = ids.from_scalebox(text)
-    if row_id is None:
-        raise NotFound("Notification not found")
-    return row_id
+def _ok(envelope: type[E], data: Any, message: str | None = None) -> E:
+    return envelope(success=True, data=data, timestamp=timestamp(), message=message)
 
 
 def _bulk_ids(body: BulkBody) -> tuple[list[str], list[int]]:
@@ -253,25 +252,20 @@ async def list_notifications(
         ),
         unread_count=found.counts.unread,
     )
-    return ListEnvelope(success=True, data=data, timestamp=timestamp())
+    return _ok(ListEnvelope, data)
 
 
 @get("/notifications/{notification_id:str}", summary="Get notification")
 async def get_notification(
     b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> ItemEnvelope:
-    found = await inbox.get(b, who, _row_id(notification_id))
-    return ItemEnvelope(success=True, data=present(found), timestamp=timestamp())
+    found = await actions.get(b, who, notification_id, ids.from_scalebox)
+    return _ok(ItemEnvelope, present(found))
 
 
 async def _mark(b: Backends, who: Principal, notification_id: str, read: bool) -> ReadStateEnvelope:
-    await inbox.set_read_one(b, who, _row_id(notification_id), read)
-    return ReadStateEnvelope(
-        success=True,
-        data=ReadState(notification_id=notification_id, is_read=read),
-        message="Notification marked as read" if read else "Notification marked as unread",
-        timestamp=timestamp(),
-    )
+    await actions.mark(b, who, notification_id, ids.from_scalebox, read)
+    return _ok(ReadStateEnvelope, ReadState(notification_id=notification_id, is_read=read), actions.marked(read))
 
 
 @patch("/notifications/{notification_id:str}/read", summary="Mark notification as read")
@@ -291,34 +285,21 @@ async def mark_unread(
 @patch("/notifications/read-all", summary="Mark all notifications as read")
 async def read_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> MarkedAllEnvelope:
     marked = await inbox.read_all(b, who)
-    return MarkedAllEnvelope(
-        success=True,
-        data=MarkedAll(marked_count=marked, is_read=True),
-        message="All notifications marked as read",
-        timestamp=timestamp(),
-    )
+    return _ok(MarkedAllEnvelope, MarkedAll(marked_count=marked, is_read=True), "All notifications marked as read")
 
 
 @delete("/notifications/{notification_id:str}", summary="Delete notification", status_code=200)
 async def delete_one(
     b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
 ) -> DeletedEnvelope:
-    if not await inbox.delete(b, who, [_row_id(notification_id)]):
-        raise NotFound("Notification not found")
-    return DeletedEnvelope(
-        success=True,
-        data=Deleted(notification_id=notification_id, deleted=True),
-        message="Notification deleted",
-        timestamp=timestamp(),
-    )
+    await actions.delete(b, who, notification_id, ids.from_scalebox)
+    return _ok(DeletedEnvelope, Deleted(notification_id=notification_id, deleted=True), "Notification deleted")
 
 
 @delete("/notifications", summary="Delete all notifications", status_code=200)
 async def delete_all(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> DeletedAllEnvelope:
     gone = await inbox.delete_all(b, who)
-    return DeletedAllEnvelope(
-        success=True, data=DeletedAll(deleted_count=gone), message="All notifications deleted", timestamp=timestamp()
-    )
+    return _ok(DeletedAllEnvelope, DeletedAll(deleted_count=gone), "All notifications deleted")
 
 
 @post("/notifications/bulk-delete", summary="Bulk delete notifications", status_code=200)
@@ -327,23 +308,15 @@ async def bulk_delete(
 ) -> BulkDeletedEnvelope:
     sent, rows = _bulk_ids(data)
     gone = await inbox.delete(b, who, rows)
-    return BulkDeletedEnvelope(
-        success=True,
-        data=BulkDeleted(notification_ids=sent, deleted_count=len(gone)),
-        message="Notifications deleted",
-        timestamp=timestamp(),
-    )
+    result = BulkDeleted(notification_ids=sent, deleted_count=len(gone))
+    return _ok(BulkDeletedEnvelope, result, "Notifications deleted")
 
 
 async def _bulk_mark(b: Backends, who: Principal, body: BulkBody, read: bool) -> BulkMarkedEnvelope:
     sent, rows = _bulk_ids(body)
     changed = await inbox.set_read(b, who, rows, read)
-    return BulkMarkedEnvelope(
-        success=True,
-        data=BulkMarked(notification_ids=sent, marked_count=len(changed), is_read=read),
-        message="Notifications marked as read" if read else "Notifications marked as unread",
-        timestamp=timestamp(),
-    )
+    result = BulkMarked(notification_ids=sent, marked_count=len(changed), is_read=read)
+    return _ok(BulkMarkedEnvelope, result, actions.marked(read, "Notifications"))
 
 
 @patch("/notifications/bulk-read", summary="Bulk mark notifications as read")
@@ -367,12 +340,10 @@ async def snooze(
     notification_id: PathId,
     data: JSONBody[SnoozeBody],
 ) -> SnoozeEnvelope:
-    done = await inbox.snooze(b, who, _row_id(notification_id), _until(data))
-    return SnoozeEnvelope(
-        success=True,
-        data=SnoozeState(notification_id=notification_id, snoozed_until=done.until),
-        message="Notification snoozed" if done.until is not None else "Notification is in the inbox",
-        timestamp=timestamp(),
+    done = await inbox.snooze(b, who, actions.row_id(notification_id, ids.from_scalebox), _until(data))
+    state = SnoozeState(notification_id=notification_id, snoozed_until=done.until)
+    return _ok(
+        SnoozeEnvelope, state, "Notification snoozed" if done.until is not None else "Notification is in the inbox"
     )
 
 
