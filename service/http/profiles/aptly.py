@@ -17,9 +17,9 @@ from litestar.params import QueryParameter
 
 from service import ids, inbox
 from service.errors import Forbidden
-from service.http.envelopes import Problem, documented, handlers
+from service.http import profiles
+from service.http.envelopes import Problem
 from service.http.formats import PathId, months_before, now_iso_ms, relative_time
-from service.http.guard import dependencies, reader_guard
 from service.http.profiles import actions
 from service.model import InboxItem, InboxQuery, Principal
 from service.process import Backends
@@ -211,11 +211,6 @@ class ErrorBody(msgspec.Struct):
 
 
 def router(prefix: str) -> Router:
-    return Router(
-        prefix,
-        route_handlers=documented([list_notifications, mark_read, mark_unread, read_all, delete_one], ErrorBody),
-        guards=[reader_guard],
-        dependencies=dependencies,
-        exception_handlers=handlers(render),
-        tags=["aptly"],
+    return profiles.router(
+        prefix, "aptly", [list_notifications, mark_read, mark_unread, read_all, delete_one], ErrorBody, render
     )

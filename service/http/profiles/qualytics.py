@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Response, Router, get, patch, put
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, QueryParameter
 
 from service import ids, inbox
 from service.errors import BadRequest
-from service.http.envelopes import Problem, documented, handlers
+from service.http import profiles
+from service.http.envelopes import Problem
 from service.http.formats import PathId, pages
-from service.http.guard import dependencies, reader_guard
 from service.model import MAX_NAME, TRIGGER_TYPES, InboxItem, InboxQuery, Principal, TriggerType
 from service.process import Backends
 
@@ -120,19 +120,6 @@ def render(problem: Problem) -> Response[Any]:
 MAX_TAGS = 50
 
 
-def _query(
-    include_acknowledged: bool, trigger_type: list[TriggerType] | None, tag: list[str] | None, asc: bool
-) -> InboxQuery:
-    if any(len(t) > MAX_NAME for t in tag or ()):
-        raise BadRequest(f"a tag has at most {MAX_NAME} characters", "tag", "query")
-    return InboxQuery(
-        read=None if include_acknowledged else False,
-        trigger_types=tuple(trigger_type or ()),
-        tags=tuple(tag or ()),
-        ascending=asc,
-    )
-
-
 IncludeAcknowledged = Annotated[
     bool, QueryParameter(description="Include notifications already marked as read (default false).")
 ]
@@ -151,6 +138,26 @@ PageNumber = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="Page
 PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="Items per page, 1 to 100.")]
 
 
+def _filters(
+    include_acknowledged: IncludeAcknowledged = False,
+    trigger_type: TriggerTypes = None,
+    tag: Tags = None,
+    sort_created: SortCreated = "desc",
+) -> InboxQuery:
+    """The filters both lists take, as one dependency (`filters`)."""
+    if any(len(t) > MAX_NAME for t in tag or ()):
+        raise BadRequest(f"a tag has at most {MAX_NAME} characters", "tag", "query")
+    return InboxQuery(
+        read=None if include_acknowledged else False,
+        trigger_types=tuple(trigger_type or ()),
+        tags=tuple(tag or ()),
+        ascending=sort_created == "asc",
+    )
+
+
+_FILTERS = {"filters": Provide(_filters, sync_to_thread=False)}
+
+
 def _row_id(raw: str) -> int:
     row_id = ids.from_int(raw)
     if row_id is None and not raw.lstrip("-").isdigit():
@@ -158,19 +165,15 @@ def _row_id(raw: str) -> int:
     return row_id or 0  # 0 names no row: answered as not found
 
 
-@get("/user-notifications", summary="List notifications (paginated)")
+@get("/user-notifications", summary="List notifications (paginated)", dependencies=_FILTERS)
 async def list_notifications(
     b: NamedDependency[Backends],
     who: NamedDependency[Principal],
-    include_acknowledged: IncludeAcknowledged = False,
-    trigger_type: TriggerTypes = None,
-    tag: Tags = None,
-    sort_created: SortCreated = "desc",
+    filters: NamedDependency[InboxQuery],
     page: PageNumber = 1,
     size: PageSize = 12,
 ) -> UserNotificationPage:
-    query = _query(include_acknowledged, trigger_type, tag, sort_created == "asc")
-    found = await inbox.page(b, who, query, limit=size, offset=(page - 1) * size)
+    found = await inbox.page(b, who, filters, limit=size, offset=(page - 1) * size)
     return UserNotificationPage(
         items=[present(n, b.settings.public_url) for n in found.items],
         total=found.total,
@@ -180,17 +183,11 @@ async def list_notifications(
     )
 
 
-@get("/user-notifications/listing", summary="List notifications (non-paginated)")
+@get("/user-notifications/listing", summary="List notifications (non-paginated)", dependencies=_FILTERS)
 async def listing(
-    b: NamedDependency[Backends],
-    who: NamedDependency[Principal],
-    include_acknowledged: IncludeAcknowledged = False,
-    trigger_type: TriggerTypes = None,
-    tag: Tags = None,
-    sort_created: SortCreated = "desc",
+    b: NamedDependency[Backends], who: NamedDependency[Principal], filters: NamedDependency[InboxQuery]
 ) -> list[UserNotification]:
-    query = _query(include_acknowledged, trigger_type, tag, sort_created == "asc")
-    found = await inbox.page(b, who, query, limit=LISTING_MAX, offset=0)
+    found = await inbox.page(b, who, filters, limit=LISTING_MAX, offset=0)
     return [present(n, b.settings.public_url) for n in found.items]
 
 
@@ -235,13 +232,10 @@ class ErrorBody(msgspec.Struct):
 
 
 def router(prefix: str) -> Router:
-    return Router(
+    return profiles.router(
         prefix,
-        route_handlers=documented(
-            [list_notifications, listing, get_notification, acknowledge, acknowledge_one], ErrorBody
-        ),
-        guards=[reader_guard],
-        dependencies=dependencies,
-        exception_handlers=handlers(render),
-        tags=["qualytics"],
+        "qualytics",
+        [list_notifications, listing, get_notification, acknowledge, acknowledge_one],
+        ErrorBody,
+        render,
     )

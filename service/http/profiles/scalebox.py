@@ -19,9 +19,9 @@ from litestar.params import JSONBody, QueryParameter
 
 from service import ids, inbox
 from service.errors import BadRequest
-from service.http.envelopes import Problem, documented, handlers
+from service.http import profiles
+from service.http.envelopes import Problem
 from service.http.formats import PathId, pages
-from service.http.guard import dependencies, reader_guard
 from service.http.profiles import actions
 from service.model import AwareTime, InboxItem, InboxQuery, Input, Principal
 from service.process import Backends
@@ -354,26 +354,22 @@ class ErrorBody(msgspec.Struct):
 
 
 def router(prefix: str) -> Router:
-    return Router(
+    return profiles.router(
         prefix,
-        route_handlers=documented(
-            [
-                list_notifications,
-                get_notification,
-                mark_read,
-                mark_unread,
-                read_all,
-                delete_one,
-                delete_all,
-                bulk_delete,
-                bulk_read,
-                bulk_unread,
-                snooze,
-            ],
-            ErrorBody,
-        ),
-        guards=[reader_guard],
-        dependencies=dependencies,
-        exception_handlers=handlers(render),
-        tags=["scalebox"],
+        "scalebox",
+        [
+            list_notifications,
+            get_notification,
+            mark_read,
+            mark_unread,
+            read_all,
+            delete_one,
+            delete_all,
+            bulk_delete,
+            bulk_read,
+            bulk_unread,
+            snooze,
+        ],
+        ErrorBody,
+        render,
     )
