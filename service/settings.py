@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -156,27 +157,17 @@ def _redis_url(env: Mapping[str, str], name: str) -> str | None:
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[N], default: N, lo: N, hi: N) -> N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name}: must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+        raise SettingsError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name}: must be between {lo} and {hi}, got {value}")
     return value
@@ -274,27 +265,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=_redis_url(env, "HERALD_REDIS_URL"),
         database_replica_url=_url(env, "HERALD_DATABASE_REPLICA_URL", ("postgresql", "postgres")),
         host=host,
-        port=_int(env, "HERALD_PORT", 8000, 1, 65535),
+        port=_number(env, "HERALD_PORT", int, 8000, 1, 65535),
         public_url=public_url,
         profiles=parse_profiles(env.get("HERALD_PROFILES", DEFAULT_PROFILES)),
-        poll_interval=_int(env, "HERALD_POLL_INTERVAL", 30, 1, 86_400),
-        fanout_chunk=_int(env, "HERALD_FANOUT_CHUNK", 10_000, 100, 100_000),
-        db_pool_size=_int(env, "HERALD_DB_POOL_SIZE", 10, 2, 200),
-        backend_timeout=_float(env, "HERALD_BACKEND_TIMEOUT", 5.0, 0.1, 9.0),
-        api_workers=_int(env, "HERALD_API_WORKERS", 1, 1, 64),
-        stream_limit=_int(env, "HERALD_STREAM_LIMIT", 10_000, 1, 1_000_000),
+        poll_interval=_number(env, "HERALD_POLL_INTERVAL", int, 30, 1, 86_400),
+        fanout_chunk=_number(env, "HERALD_FANOUT_CHUNK", int, 10_000, 100, 100_000),
+        db_pool_size=_number(env, "HERALD_DB_POOL_SIZE", int, 10, 2, 200),
+        backend_timeout=_number(env, "HERALD_BACKEND_TIMEOUT", float, 5.0, 0.1, 9.0),
+        api_workers=_number(env, "HERALD_API_WORKERS", int, 1, 1, 64),
+        stream_limit=_number(env, "HERALD_STREAM_LIMIT", int, 10_000, 1, 1_000_000),
         demo=env.get("HERALD_DEMO", "") == "1",
         log_format=log_format,
         access_log=_flag(env, "HERALD_ACCESS_LOG", True),
-        metrics_port=_int(env, "HERALD_METRICS_PORT", 0, 0, 65535),
-        retention_days=_int(env, "HERALD_RETENTION_DAYS", 0, 0, 36_500),
-        rate_limit_reads=_float(env, "HERALD_RATE_LIMIT_READS", 1000.0, 0, 1e6),
-        rate_limit_publishes=_float(env, "HERALD_RATE_LIMIT_PUBLISHES", 10_000.0, 0, 1e7),
-        rate_limit_auth_failures=_float(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", 10.0, 0, 1e6),
+        metrics_port=_number(env, "HERALD_METRICS_PORT", int, 0, 0, 65535),
+        retention_days=_number(env, "HERALD_RETENTION_DAYS", int, 0, 0, 36_500),
+        rate_limit_reads=_number(env, "HERALD_RATE_LIMIT_READS", float, 1000.0, 0, 1e6),
+        rate_limit_publishes=_number(env, "HERALD_RATE_LIMIT_PUBLISHES", float, 10_000.0, 0, 1e7),
+        rate_limit_auth_failures=_number(env, "HERALD_RATE_LIMIT_AUTH_FAILURES", float, 10.0, 0, 1e6),
         cors_origins=_origins(env, "HERALD_CORS_ORIGINS"),
         trusted_proxies=_networks(env, "HERALD_TRUSTED_PROXIES"),
         jwt_secret=_jwt_secret(env, "HERALD_JWT_SECRET"),
         jwt_public_key=_jwt_public_key(env, "HERALD_JWT_PUBLIC_KEY_FILE"),
         jwt_audience=env.get("HERALD_JWT_AUDIENCE") or None,
-        publish_replicas=_int(env, "HERALD_PUBLISH_REPLICAS", 0, 0, 16),
+        publish_replicas=_number(env, "HERALD_PUBLISH_REPLICAS", int, 0, 0, 16),
     )

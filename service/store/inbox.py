@@ -80,6 +80,26 @@ _PAGE = " LIMIT ${} OFFSET ${}"
 _COUNTS = "SELECT user_id, unread, total, version, unseen FROM inbox_counts WHERE user_id = $1"
 _COUNTS_OF = "SELECT user_id, unread, total, version, unseen FROM inbox_counts WHERE user_id = ANY ($1::bigint[])"
 
+# How each change of read state or membership ends: `cnt` applies to the user's counts row what the
+# statement's first CTE (`{rows}`) changed, in the same statement, and only when it changed
+# something; the one result row is `{result}` and the new counts, or NULLs when nothing changed (then
+# the counts row was not touched). Filled in below, at import: the statements stay constants.
+_NEW_COUNTS = """\
+    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM {rows})
+    RETURNING user_id, unread, total, version, unseen
+)
+SELECT {result}, cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
+FROM (VALUES (1)) one LEFT JOIN cnt ON true
+"""
+# Rows deleted (`gone`): off the counts as they stood.
+_GONE_COUNTS = """cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
+        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM gone)::int,
+        total = total - (SELECT count(*) FROM gone)::int,
+        version = version + 1
+""" + _NEW_COUNTS.replace("{rows}", "gone")  # noqa: S608
+
 # $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched.
 _SET_READ = """
 WITH changed AS (
@@ -92,12 +112,7 @@ cnt AS (
     SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
         unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
         version = version + 1
-    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
-    RETURNING user_id, unread, total, version, unseen
-)
-SELECT ARRAY(SELECT id FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM (VALUES (1)) one LEFT JOIN cnt ON true
-"""
+""" + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
 # Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
 # snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
 _READ_ALL = """
@@ -111,12 +126,7 @@ cnt AS (
     SET unread = unread - (SELECT count(*) FROM changed)::int,
         unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
         version = version + 1
-    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
-    RETURNING user_id, unread, total, version, unseen
-)
-SELECT (SELECT count(*) FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM (VALUES (1)) one LEFT JOIN cnt ON true
-"""
+""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
 # The user opened the bell: every unread row not yet seen is seen now. Subtracts what it changed, as
 # _READ_ALL does, so an arrival committed after this statement's snapshot stays unseen.
 _SEEN = """
@@ -128,46 +138,19 @@ WITH changed AS (
 cnt AS (
     UPDATE inbox_counts
     SET unseen = unseen - (SELECT count(*) FROM changed)::int, version = version + 1
-    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM changed)
-    RETURNING user_id, unread, total, version, unseen
-)
-SELECT (SELECT count(*) FROM changed), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM (VALUES (1)) one LEFT JOIN cnt ON true
-"""
+""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
 _DELETE = """
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND snoozed_until IS NULL
     RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
-cnt AS (
-    UPDATE inbox_counts
-    SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
-        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM gone)::int,
-        total = total - (SELECT count(*) FROM gone)::int,
-        version = version + 1
-    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM gone)
-    RETURNING user_id, unread, total, version, unseen
-)
-SELECT ARRAY(SELECT id FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM (VALUES (1)) one LEFT JOIN cnt ON true
-"""
+""" + _GONE_COUNTS.format(result="ARRAY(SELECT id FROM gone)")  # noqa: S608
 _DELETE_ALL = """
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL
     RETURNING read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
-cnt AS (
-    UPDATE inbox_counts
-    SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
-        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM gone)::int,
-        total = total - (SELECT count(*) FROM gone)::int,
-        version = version + 1
-    WHERE user_id = $1 AND EXISTS (SELECT 1 FROM gone)
-    RETURNING user_id, unread, total, version, unseen
-)
-SELECT (SELECT count(*) FROM gone), cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM (VALUES (1)) one LEFT JOIN cnt ON true
-"""
+""" + _GONE_COUNTS.format(result="(SELECT count(*) FROM gone)")  # noqa: S608
 
 
 # Snooze row $2 until $3, or end its snooze when $3 has passed. The row is locked first and read as
@@ -258,6 +241,13 @@ def _counts(row: asyncpg.Record, offset: int) -> Counts | None:
     return as_counts(row, offset)
 
 
+async def _change(conn: asyncpg.Connection, sql: str, *args: Any) -> tuple[Any, Counts | None]:
+    """Run one of the statements ending in _NEW_COUNTS: what it returns, and the new counts if any."""
+    row = await conn.fetchrow(sql, *args)
+    assert row is not None  # always one row, NULL counts when nothing changed
+    return row[0], _counts(row, 1)
+
+
 async def items(
     conn: asyncpg.Connection,
     who: Principal,
@@ -317,34 +307,26 @@ async def set_read(
     conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], read: bool
 ) -> tuple[list[int], Counts | None]:
     """Mark rows read (or unread); returns the ids that changed and the new counts if any did."""
-    row = await conn.fetchrow(_SET_READ, user_id, list(row_ids), read)
-    assert row is not None
-    return list(row[0]), _counts(row, 1)
+    changed, new = await _change(conn, _SET_READ, user_id, list(row_ids), read)
+    return list(changed), new
 
 
 async def read_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
-    row = await conn.fetchrow(_READ_ALL, user_id)
-    assert row is not None
-    return row[0], _counts(row, 1)
+    return await _change(conn, _READ_ALL, user_id)
 
 
 async def seen(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
     """Mark every unread row the user has not seen as seen; returns how many and the new counts."""
-    row = await conn.fetchrow(_SEEN, user_id)
-    assert row is not None
-    return row[0], _counts(row, 1)
+    return await _change(conn, _SEEN, user_id)
 
 
 async def delete(conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int]) -> tuple[list[int], Counts | None]:
-    row = await conn.fetchrow(_DELETE, user_id, list(row_ids))
-    assert row is not None
-    return list(row[0]), _counts(row, 1)
+    gone, new = await _change(conn, _DELETE, user_id, list(row_ids))
+    return list(gone), new
 
 
 async def delete_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
-    row = await conn.fetchrow(_DELETE_ALL, user_id)
-    assert row is not None
-    return row[0], _counts(row, 1)
+    return await _change(conn, _DELETE_ALL, user_id)
 
 
 async def snooze(
