@@ -81,12 +81,16 @@ class Consumer:
                     log.warning("event stream reachable again")
                     outage = 0
                 await self._loop()
-            except (Unavailable, redis.exceptions.ResponseError) as exc:
+            except Exception as exc:
                 # NOGROUP: Redis came back without the stream (it lost its data); the group is made
-                # again above. Any other error answer is a bug, not an outage.
-                if not isinstance(exc, Unavailable) and "NOGROUP" not in str(exc):
-                    raise
-                if not outage:
+                # again above. Any other error answer is a bug, not an outage: logged loudly, and
+                # the consumer goes on all the same (a dead consumer would stop all delivery).
+                expected = isinstance(exc, Unavailable) or (
+                    isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc)
+                )
+                if not expected:
+                    log.exception("the consumer failed; retrying")
+                elif not outage:
                     log.warning("event stream unreachable (%s); retrying until it answers", exc)
                 outage += 1
                 # A read whose reply was lost left its entries pending on this consumer (on the

@@ -31,16 +31,32 @@ RedisT = TypeVar("RedisT", bound=aioredis.Redis)
 
 # What an unreachable Redis raises: redis-py wraps most socket errors, not all of them.
 # READONLY is an outage too: the primary named a moment ago is a replica now (a failover is under way).
-OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError, OSError)
+# So is a Redis that answers but refuses to work for now: out of memory under `noeviction`, unable
+# to persist (MISCONF), without its primary or replicas, or busy in a long script. Those are a
+# server's state, not a fault of the command, and they pass like an outage does.
+OUTAGE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.BusyLoadingError,
+    OSError,
+)
+_REFUSING = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "BUSY ")
 
 
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Redis unreachable (connection lost or refused, timeout) -> Unavailable; nothing else."""
+    """Redis unreachable (connection lost or refused, timeout) or refusing work for now (see
+    OUTAGE) -> Unavailable; any other error answer is a bug and goes through as it is."""
     try:
         yield
     except OUTAGE as exc:
         raise Unavailable(f"Redis is unavailable: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(_REFUSING):
+            raise Unavailable(f"Redis is unavailable: {exc}") from exc
+        raise
 
 
 class _Pipeline(aioredis.client.Pipeline):

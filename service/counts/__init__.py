@@ -25,7 +25,6 @@ Who does what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -111,8 +110,11 @@ class CountEngine:
         rebuild = self._rebuilding[user_id] = Rebuild(loop)
         try:
             fresh = await self._from_database(user_id)
-            with contextlib.suppress(Unavailable):
+            try:
                 await self.copies.fill(fresh)
+            except Exception as exc:  # the count read stands; the copy is only a cache
+                if not isinstance(exc, Unavailable):
+                    log.exception("a rebuilt count could not be cached")
             rebuild.filled_at = self._poll_ticket
             rebuild.result.set_result(fresh)
             # Polls that missed Redis just before the copy landed may still be on their way here.
@@ -141,8 +143,11 @@ class CountEngine:
         raised, since the change itself is committed."""
         try:
             await self.copies.copy(changes, arrivals, again=again)
-        except Unavailable as exc:
-            log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
+        except Exception as exc:
+            if isinstance(exc, Unavailable):
+                log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
+            else:  # a bug, not an outage: say so loudly, and still never fail a committed change
+                log.exception("counts not copied to Redis; copied again later")
             self._record(c.user_id for c in changes)
 
     async def fill(self, counts: Counts) -> None:
@@ -178,8 +183,12 @@ class CountEngine:
         while True:
             await asyncio.sleep(every)
             if self.uncopied or self.lost_track:
-                with contextlib.suppress(Unavailable):
+                try:
                     await self.recopy()
+                except Unavailable:
+                    continue
+                except Exception:  # a bug: logged, and the loop goes on (it must outlive anything)
+                    log.exception("copying counts again failed")
 
     def start(self, every: float = 1.0) -> None:
         """Start the loop that copies again (once per process: Backends.open)."""
