@@ -5,6 +5,7 @@ and serve normally once the backend answers there, without a restart."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,21 @@ def test_start_before_redis(servers, clean: None, scratch: Path) -> None:  # typ
     finally:
         stop(procs)
         server.stop()
+
+
+def test_a_worker_waiting_for_redis_stops_cleanly_on_sigterm(servers, clean: None, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while the worker still waits for Redis at start: exit 0, promptly (arq's own close
+    would fail on the unreachable Redis and skip the shutdown hook)."""
+    env = {
+        **fault_env(servers.database_url, f"redis://127.0.0.1:{free_port()}/0"),
+        "HERALD_METRICS_PORT": str(free_port()),
+    }
+    with open(scratch / "worker.log", "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, stderr=log, stdout=log)
+    try:
+        until(lambda: status(f"http://127.0.0.1:{env['HERALD_METRICS_PORT']}/healthz") == 200, 20, "alive")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, (scratch / "worker.log").read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
