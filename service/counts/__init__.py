@@ -96,8 +96,7 @@ class CountEngine:
         try:
             cached = await self.copies.get(user_id)
         except Unavailable:
-            COUNT_READS.labels("fallback").inc()
-            return await self._from_database(user_id)
+            return await self.fallback(user_id)
         if cached is not None:
             COUNT_READS.labels("hit").inc()
             return cached
@@ -125,6 +124,12 @@ class CountEngine:
             rebuild.result.set_exception(exc)
             rebuild.result.exception()  # retrieved here, so a rebuild nobody else awaited is not logged as lost
             raise
+
+    async def fallback(self, user_id: int) -> Counts:
+        """The counts from PostgreSQL alone, for a reader that just found Redis unavailable (asking
+        Redis again would only wait for it twice)."""
+        COUNT_READS.labels("fallback").inc()
+        return await self._from_database(user_id)
 
     def _forget_rebuild(self, user_id: int, rebuild: Rebuild) -> None:
         if self._rebuilding.get(user_id) is rebuild:

@@ -4,8 +4,9 @@ Every open tab polls GET /v1/unread-count, so it is the request Herald serves mo
 token's owner is already in this process's credential cache and their count is in Redis, this
 ASGI wrapper answers from those two alone (one Redis GET), skipping routing, guards, dependency
 injection and the response machinery, which cost more than half the time of a poll when profiled.
-Anything else — no or unknown token, a cold count, Redis trouble, another path — goes to the
-Litestar route, which answers the same way (`tests/http/test_badge.py` checks both agree).
+While Redis does not answer, it answers from PostgreSQL itself (asking Redis a second time in the
+route would double the wait). Anything else — no or unknown token, a cold count, another path — goes
+to the Litestar route, which answers the same way (`tests/http/test_badge.py` checks both agree).
 """
 
 from __future__ import annotations
@@ -71,11 +72,16 @@ class FastPath:
             return False  # the route answers 429 in its own envelope
         try:
             counts = await b.counts.cached(who.user_id)
+            if counts is None:
+                return False  # cold: the route rebuilds it, once however many polls ask
+            _HIT.inc()
         except Unavailable:
-            return False
-        if counts is None:
-            return False
-        _HIT.inc()
+            # Redis did not answer: PostgreSQL answers here, rather than the route asking Redis again.
+            try:
+                counts = await b.counts.fallback(who.user_id)
+            except Unavailable:
+                return False  # neither: the route answers 503 in its envelope
+
         scope["path_template"] = PATH
         etag = etag_of(counts)
         headers = [(k.lower().encode(), v.encode()) for k, v in badge_headers(etag, b.settings.poll_interval).items()]
