@@ -105,8 +105,12 @@ CREATE TABLE IF NOT EXISTS events (
     expires_at       timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),   -- when Herald accepted it
     fanout_done_at   timestamptz,                          -- set once every chunk is committed
+    grp              text,                                 -- the event's `group`: its thread, if any
+    actor            text,                                 -- who caused it (threads list their actors)
     UNIQUE (tenant_id, external_id)
 );
+ALTER TABLE events ADD COLUMN IF NOT EXISTS grp text;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS actor text;
 -- Filtered lists can start from the matching events when a filter is selective.
 CREATE INDEX IF NOT EXISTS events_tenant_type ON events (tenant_id, type);
 CREATE INDEX IF NOT EXISTS events_tenant_category ON events (tenant_id, category);
@@ -132,24 +136,79 @@ CREATE TABLE IF NOT EXISTS inbox (
     seen_at     timestamptz,                         -- when the user opened the bell after it arrived
     snoozed_until timestamptz,                       -- hidden until then (PATCH .../snooze)
     expires_at  timestamptz,                         -- the event's, copied like created_at
+    thread      text,                                -- the event's group: one row per (user, group)
+    activity    integer NOT NULL DEFAULT 1,          -- distinct events in the thread
+    actors_id   bigint,                              -- the thread's actors (thread_actors), if any
+    archived_at timestamptz,                         -- put away: out of every list and count
+    type        text,                                -- the event's type and category, copied like
+    category    text,                                -- created_at, for tab counts (counts/tabs.py)
     UNIQUE (user_id, event_id)
 );
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS seen_at timestamptz;
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS snoozed_until timestamptz;
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS expires_at timestamptz;
--- The list indexes before snooze covered every row; on an existing database they are rebuilt once
--- as the partial ones below (a table lock while it runs: upgrade in a quiet moment).
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS thread text;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS activity integer NOT NULL DEFAULT 1;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS actors_id bigint;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS archived_at timestamptz;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS type text;     -- NULL on rows written before: read from events
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS category text;
+-- The list indexes hold the shown rows only: not snoozed, not archived. Older databases had them
+-- over every row, then over unsnoozed rows; they are rebuilt once as the ones below (a table lock
+-- while it runs: upgrade in a quiet moment).
 DROP INDEX IF EXISTS inbox_user_created;
 DROP INDEX IF EXISTS inbox_user_unread;
-CREATE INDEX IF NOT EXISTS inbox_user_shown ON inbox (user_id, created_at DESC, id DESC)
-    WHERE snoozed_until IS NULL;
-CREATE INDEX IF NOT EXISTS inbox_user_shown_unread ON inbox (user_id, created_at DESC, id DESC)
-    WHERE read_at IS NULL AND snoozed_until IS NULL;
+DROP INDEX IF EXISTS inbox_user_shown;
+DROP INDEX IF EXISTS inbox_user_shown_unread;
+CREATE INDEX IF NOT EXISTS inbox_user_listed ON inbox (user_id, created_at DESC, id DESC)
+    WHERE snoozed_until IS NULL AND archived_at IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_user_listed_unread ON inbox (user_id, created_at DESC, id DESC)
+    WHERE read_at IS NULL AND snoozed_until IS NULL AND archived_at IS NULL;
+-- The archive, for its own list (scalebox `archived=true`); archived rows are few beside the inbox.
+CREATE INDEX IF NOT EXISTS inbox_user_archived ON inbox (user_id, created_at DESC, id DESC)
+    WHERE archived_at IS NOT NULL AND snoozed_until IS NULL;
+-- A user's thread of a group: the row a later event of the group updates. Only threads are in it.
+CREATE UNIQUE INDEX IF NOT EXISTS inbox_user_thread ON inbox (user_id, thread) WHERE thread IS NOT NULL;
 CREATE INDEX IF NOT EXISTS inbox_snoozed ON inbox (snoozed_until) WHERE snoozed_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS inbox_expiring ON inbox (expires_at) WHERE expires_at IS NOT NULL;
 -- Retention finds old rows by time. BRIN: a few pages for the whole table and nearly free to keep
 -- up, since rows arrive in about the order of their time.
 CREATE INDEX IF NOT EXISTS inbox_created_brin ON inbox USING brin (created_at);
+
+-- Threads' actors. A thread shows its distinct actors, newest first, and how many there are, exactly.
+-- Kept per row, the list would be rewritten in every recipient's row on every event of the group:
+-- a 100,000-recipient thread with 500 actors would rewrite 500 names 100,000 times. Instead each
+-- distinct list is stored once, as a node: (parent list, actor, time) -> the merged list. Every
+-- recipient whose thread had the same list (nearly all of them: they got the same events) moves to
+-- the same new node, so an event costs one node per distinct history among its recipients, and each
+-- row only changes an id. A node's content depends only on its key, so nodes are shared by any
+-- thread of any group with that history. Nodes left behind are small and never read again.
+CREATE TABLE IF NOT EXISTS thread_actors (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    parent  bigint NOT NULL,                         -- the node it extends; 0 for none
+    actor   text NOT NULL,
+    at      timestamptz NOT NULL,                    -- that actor's event's occurred_at
+    actors  text[] NOT NULL,                         -- every distinct actor, newest first
+    times   timestamptz[] NOT NULL,                  -- each one's latest event time
+    UNIQUE (parent, actor, at)
+);
+
+-- The list of a node extended by (actor, at): an actor already listed moves to its latest time;
+-- among equal times the newer arrival comes first.
+CREATE OR REPLACE FUNCTION herald_merge_actors(p_actors text[], p_times timestamptz[], p_actor text, p_at timestamptz)
+RETURNS TABLE (actors text[], times timestamptz[])
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT array_agg(a ORDER BY t DESC, pos), array_agg(t ORDER BY t DESC, pos)
+    FROM (
+        SELECT DISTINCT ON (a) a, t, pos
+        FROM (
+            SELECT x.a, x.t, x.pos FROM unnest(p_actors, p_times) WITH ORDINALITY AS x (a, t, pos)
+            UNION ALL
+            SELECT p_actor, p_at, 0
+        ) s
+        ORDER BY a, t DESC, pos
+    ) d
+$$;
 
 -- What a user muted: event types, categories, and topics. A row exists only for a user who muted
 -- something (an empty PUT deletes it), so the fan-out's anti-join against this table finds nothing

@@ -19,9 +19,11 @@ import asyncpg
 import msgspec
 
 from service.backends import postgres, replica
+from service.counts.tabs import TabCount, TabFilter
 from service.errors import NotFound
 from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal, Snoozed
 from service.process import Backends
+from service.store import bulk as bulk_store
 from service.store import inbox
 
 log = logging.getLogger("herald.notifications")
@@ -41,7 +43,7 @@ async def page(
 
     async def read(conn: asyncpg.Connection) -> tuple[list[InboxItem], int | None]:
         rows = await inbox.items(conn, who, query, limit=limit + 1, offset=offset, after=after)
-        matching = await inbox.count(conn, who, query) if query.by_event else None
+        matching = None if query.counted else await inbox.count(conn, who, query)
         return rows, matching
 
     try:
@@ -69,6 +71,14 @@ async def get(b: Backends, who: Principal, row_id: int) -> InboxItem:
     if found is None:
         raise NotFound("Notification not found")
     return found
+
+
+async def find(b: Backends, who: Principal, row_id: int) -> InboxItem | None:
+    """The user's row as it is now, or None (gone since it was announced)."""
+    try:
+        return await get(b, who, row_id)
+    except NotFound:
+        return None
 
 
 def _missing(found: InboxItem | None) -> bool:
@@ -140,6 +150,45 @@ async def delete(b: Backends, who: Principal, row_ids: Sequence[int]) -> list[in
 
 async def delete_all(b: Backends, who: Principal) -> int:
     return await _write(b, who, inbox.delete_all, who.user_id)
+
+
+async def set_archived(b: Backends, who: Principal, row_id: int, archived: bool) -> None:
+    """Archive (or unarchive) one row; NotFound unless it is the caller's. Already so is no error."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[bool, Counts | None]:
+        changed, new = await inbox.set_archived(conn, who.user_id, [row_id], archived)
+        return bool(changed) or await inbox.archived(conn, who.user_id, row_id) is not None, new
+
+    if not await _write(b, who, work):
+        raise NotFound("Notification not found")
+
+
+async def bulk(b: Backends, who: Principal, action: bulk_store.Action, f: bulk_store.BulkFilter) -> int:
+    """Apply `action` to every notification matching `f`, batch after batch (store/bulk.py); returns
+    how many changed. The counts are copied once, at the end: one push to the user's streams."""
+    changed = 0
+    after: tuple[datetime, int] | None = None
+    counts: Counts | None = None
+    while True:
+        done = await postgres.run(
+            b.pool, bulk_store.batch, who.user_id, action, f, after, timeout=b.settings.backend_timeout
+        )
+        changed += done.changed
+        counts = done.counts or counts
+        if done.seen < bulk_store.BATCH or done.last is None:
+            break
+        after = done.last
+    if counts is not None:
+        if b.replica is not None:
+            await b.reads.wrote(
+                who.user_id, await postgres.run(b.pool, replica.position, timeout=b.settings.backend_timeout)
+            )
+        await b.counts.copy([counts])
+    return changed
+
+
+async def tabs(b: Backends, who: Principal, filters: dict[str, TabFilter]) -> dict[str, TabCount]:
+    return await b.counts.tabs(who.user_id, filters)
 
 
 async def snooze(b: Backends, who: Principal, row_id: int, until: datetime) -> Snoozed:

@@ -6,6 +6,7 @@ Keys and channels
     herald:events:attempts        hash: stream entry id -> failed or abandoned attempts so far
     herald:queue                  arq's job queue (and arq's own `arq:*` keys for job state)
     herald:count:{user_id}        cached counts, "version:unread:total", expiring after COUNT_TTL
+    herald:tabs:{user_id}         the user's tab-count breakdown at one count version (service/counts/tabs.py)
     herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams
     herald:auth                   pub/sub: a user id whose cached credentials must be dropped
     herald:wrote:{user_id}        the primary's WAL position after the user's last write, for
@@ -24,6 +25,7 @@ ATTEMPTS = "herald:events:attempts"
 QUEUE = "herald:queue"
 AUTH_CHANNEL = "herald:auth"
 COUNT_PREFIX = "herald:count:"
+TABS_PREFIX = "herald:tabs:"
 USER_CHANNEL = "herald:user:"
 WROTE_PREFIX = "herald:wrote:"
 RECONCILE_CURSOR = "herald:reconcile:cursor"
@@ -31,6 +33,10 @@ RECONCILE_CURSOR = "herald:reconcile:cursor"
 
 def count_key(user_id: int) -> str:
     return f"{COUNT_PREFIX}{user_id}"
+
+
+def tabs_key(user_id: int) -> str:
+    return f"{TABS_PREFIX}{user_id}"
 
 
 def user_channel(user_id: int) -> str:

@@ -58,6 +58,10 @@ class Event(Input, frozen=True):
     payload: dict[str, Any] | None = None
     occurred_at: AwareTime | None = None
     expires_at: AwareTime | None = None
+    # Threads: every event of a tenant's `group` shares one notification per recipient, which lists
+    # the events' distinct `actor`s (see schema.sql, thread_actors).
+    group: Name | None = None
+    actor: Name | None = None
 
 
 _event_decoder = msgspec.json.Decoder(Event)
@@ -209,6 +213,17 @@ class InboxItem(Record, frozen=True):
     payload: dict[str, Any] | None
     occurred_at: datetime
     tenant: str
+    group: str | None = None  # the thread's group; None for a notification that is no thread
+    activity: int = 1  # distinct events in the thread
+    actors: list[str] = []  # distinct actors, newest first, at most ACTORS_SHOWN
+    actor_count: int = 0  # distinct actors in all
+    archived_at: datetime | None = None
+
+
+ACTORS_SHOWN = 10
+
+# Which notifications a list or a count looks at: the inbox (not archived), the archive, or both.
+Archived = Literal["false", "true", "all"]
 
 
 class InboxQuery(Record, frozen=True):
@@ -224,12 +239,27 @@ class InboxQuery(Record, frozen=True):
     trigger_types: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     since: datetime | None = None
+    before: datetime | None = None
     ascending: bool = False
+    archived: Archived = "false"
 
     @property
     def by_event(self) -> bool:
         """True when a filter looks at the event, so totals need counting rather than the counters."""
-        return bool(self.types or self.categories or self.entity_types or self.trigger_types or self.tags or self.since)
+        return bool(
+            self.types
+            or self.categories
+            or self.entity_types
+            or self.trigger_types
+            or self.tags
+            or self.since
+            or self.before
+        )
+
+    @property
+    def counted(self) -> bool:
+        """True when the user's counters answer the total (the inbox, filtered on read state at most)."""
+        return not self.by_event and self.archived == "false"
 
 
 class Snoozed(Record, frozen=True):

@@ -54,6 +54,11 @@ def _one_chunk(audience: Audience, chunk: int) -> bool:
     return _named_only(audience) and len(audience.users) <= chunk
 
 
+def _one_statement(event: Event, chunk: int) -> bool:
+    """The rule for the one-statement delivery: a new row for every recipient, so no thread."""
+    return event.group is None and _one_chunk(event.audience, chunk)
+
+
 class Outcome(msgspec.Struct, frozen=True):
     event_id: int
     deliveries: list[fanout.Delivery]
@@ -76,8 +81,7 @@ class Delivery:
         down, worker killed): if the event turns out to be fanned out already in one chunk, its
         recipients' counts are copied again. (A fresh duplicate publish does not need that.)"""
         chunk = self.b.settings.fanout_chunk
-        audience = event.audience
-        if not retry and _one_chunk(audience, chunk):
+        if not retry and _one_statement(event, chunk):
             delivered = await self._deliver_named(event)
             if delivered is not None:
                 return delivered
@@ -173,9 +177,17 @@ class Delivery:
         return len(deliveries)
 
     async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
-        if deliveries:
-            FANOUT_ROWS.inc(len(deliveries))
-            await self.b.counts.copy(deliveries, [(d.inbox_id, event_id) for d in deliveries])
+        """Copy the recipients' counts and announce the rows: a thread the event updated is
+        announced again (`again`), as it now stands."""
+        if not deliveries:
+            return
+        FANOUT_ROWS.inc(len(deliveries))
+        new = [d for d in deliveries if not d.again]
+        threads = [d for d in deliveries if d.again]
+        if new:
+            await self.b.counts.copy(new, [(d.inbox_id, event_id) for d in new])
+        if threads:
+            await self.b.counts.copy(threads, [(d.inbox_id, event_id) for d in threads], again=True)
 
 
 async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from service.backends import postgres
 from service.backends.breaker import Breaker
 from service.counts.copies import COUNT_TTL, Change, Copies, decode_change, decode_counts, encode_counts
+from service.counts.tabs import TabCount, TabFilter, Tabs, count
 from service.errors import Unavailable
 from service.metrics import COUNT_READS
 from service.model import Counts
@@ -69,6 +70,7 @@ class CountEngine:
         self, client: aioredis.Redis, pool: asyncpg.Pool, timeout: float, database: Breaker | None = None
     ) -> None:
         self.copies = Copies(client, database)
+        self._tabs = Tabs(client, pool, timeout)
         self._pool = pool
         self._timeout = timeout
         # Count rebuilds in this process, and a ticket per count read (see Rebuild).
@@ -130,6 +132,17 @@ class CountEngine:
         Redis again would only wait for it twice)."""
         COUNT_READS.labels("fallback").inc()
         return await self._from_database(user_id)
+
+    async def tabs(self, user_id: int, tabs: dict[str, TabFilter]) -> dict[str, TabCount]:
+        """Each tab's exact numbers, at the version of the counts the badge answers with (see
+        tabs.py): the unfiltered tab is the badge."""
+        try:
+            current: Counts | None = await self.read(user_id)
+        except Unavailable:
+            current = None
+        version = None if current is None else current.version
+        breakdown = await self._tabs.breakdown(user_id, version)
+        return {name: count(breakdown, tab) for name, tab in tabs.items()}
 
     def _forget_rebuild(self, user_id: int, rebuild: Rebuild) -> None:
         if self._rebuilding.get(user_id) is rebuild:

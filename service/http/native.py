@@ -17,6 +17,7 @@ from litestar.params import JSONBody
 from service import admin, inbox, intake
 from service.auth.limits import retry_after
 from service.backends import postgres
+from service.counts.tabs import TabFilter
 from service.errors import Forbidden, InvalidEvent, TooManyRequests
 from service.http.envelopes import Problem, documented, handlers
 from service.http.guard import admin_guard, dependencies, producer_guard, reader_guard, token_key
@@ -33,6 +34,32 @@ class UnreadCount(msgspec.Struct):
     unread_count: int
     # Unread notifications that arrived after the user last opened the bell (POST /v1/seen).
     unseen_count: int
+
+
+TabName = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+Listed = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class Tab(Input, frozen=True):
+    """Which notifications a tab counts; every member is optional, `{}` is the whole inbox."""
+
+    type: Annotated[list[Listed], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    category: Annotated[list[Listed], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    archived: bool | Literal["all"] = False
+
+
+class TabsBody(Input, frozen=True):
+    tabs: Annotated[dict[TabName, Tab], msgspec.Meta(min_length=1, max_length=20)]
+
+
+class TabNumbers(msgspec.Struct):
+    unread: int
+    unseen: int
+    total: int
+
+
+class TabsCounted(msgspec.Struct):
+    tabs: dict[str, TabNumbers]
 
 
 class Accepted(msgspec.Struct):
@@ -111,6 +138,22 @@ async def unread_count(
 async def seen(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> UnreadCount:
     counts = await inbox.seen(b, who)
     return UnreadCount(counts.unread, counts.unseen)
+
+
+@post("/v1/counts", guards=[reader_guard], status_code=200, summary="Exact counts of up to 20 tabs at once")
+async def tab_counts(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[TabsBody]
+) -> TabsCounted:
+    filters = {
+        name: TabFilter(
+            type=None if tab.type is None else frozenset(tab.type),
+            category=None if tab.category is None else frozenset(tab.category),
+            archived=tab.archived,
+        )
+        for name, tab in data.tabs.items()
+    }
+    counted = await inbox.tabs(b, who, filters)
+    return TabsCounted({name: TabNumbers(c.unread, c.unseen, c.total) for name, c in counted.items()})
 
 
 def _event_body_doc(
@@ -210,7 +253,9 @@ class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def router() -> Router:
-    guarded = documented([unread_count, seen, live, publish_events, create_user, create_subscription], ErrorBody)
+    guarded = documented(
+        [unread_count, seen, tab_counts, live, publish_events, create_user, create_subscription], ErrorBody
+    )
     return Router(
         "/",
         route_handlers=[*guarded, healthz, readyz, metrics],

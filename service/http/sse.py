@@ -118,7 +118,10 @@ class _Stream:
         out = b""
         # A row already sent is skipped (a replay and the live feed overlap), unless it comes back.
         if change.item is not None and change.event is not None and (change.again or change.item not in self.sent):
-            item = await inbox.arrival(self.b, self.who, change.item, change.event)
+            if change.again:  # a row back from a snooze, or a thread a new event updated: as it is now
+                item = await inbox.find(self.b, self.who, change.item)
+            else:
+                item = await inbox.arrival(self.b, self.who, change.item, change.event)
             if item is not None:
                 out = self._notification(item)
         # Copies can arrive out of order; only a newer one changes the badge.

@@ -1,5 +1,5 @@
-"""The invariant every test, soak and benchmark checks, written once: a user's shown rows (a snoozed
-row is not shown) = their `inbox_counts` (unread, total, unseen) = the Redis copy, wherever Redis
+"""The invariant every test, soak and benchmark checks, written once: a user's counted rows (a snoozed
+or archived row is not counted) = their `inbox_counts` (unread, total, unseen) = the Redis copy, wherever Redis
 holds one. It lives here, not in tests/, because the soak (bench/) checks it too.
 """
 
@@ -21,7 +21,7 @@ SELECT c.user_id, u.external_id, c.version, c.unread, c.total, c.unseen,
        count(i.id) FILTER (WHERE i.read_at IS NULL AND i.seen_at IS NULL) AS rows_unseen
 FROM inbox_counts c
 JOIN users u ON u.id = c.user_id
-LEFT JOIN inbox i ON i.user_id = c.user_id AND i.snoozed_until IS NULL
+LEFT JOIN inbox i ON i.user_id = c.user_id AND i.snoozed_until IS NULL AND i.archived_at IS NULL
 WHERE $1::bigint IS NULL OR u.tenant_id = $1
 GROUP BY c.user_id, u.external_id, c.version, c.unread, c.total, c.unseen
 ORDER BY c.user_id

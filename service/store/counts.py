@@ -16,9 +16,10 @@ import asyncpg
 from service.model import Counts
 
 # What a removed row was worth in its user's counts, for a DELETE's RETURNING: (user_id, unread,
-# counted, unseen). A snoozed row was not counted, so it is worth nothing.
-AS_COUNTED = """user_id, snoozed_until IS NULL AND read_at IS NULL, snoozed_until IS NULL,
-    snoozed_until IS NULL AND read_at IS NULL AND seen_at IS NULL"""
+# counted, unseen). A snoozed or archived row was not counted, so it is worth nothing.
+AS_COUNTED = """user_id, snoozed_until IS NULL AND archived_at IS NULL AND read_at IS NULL,
+    snoozed_until IS NULL AND archived_at IS NULL,
+    snoozed_until IS NULL AND archived_at IS NULL AND read_at IS NULL AND seen_at IS NULL"""
 
 _LOCK = "SELECT user_id FROM inbox_counts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE"
 _ADD = """

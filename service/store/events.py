@@ -16,11 +16,11 @@ INSERT_EVENT = """
 INSERT INTO events (
     tenant_id, external_id, type, title, message, category, tags, trigger_type,
     entity_type, entity_id, action_url, actionable, payload,
-    audience_users, audience_topics, audience_all, occurred_at, expires_at, fanout_done_at
+    audience_users, audience_topics, audience_all, occurred_at, expires_at, fanout_done_at, grp, actor
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-          coalesce($17, now()), $18, CASE WHEN $19 THEN now() END)
+          coalesce($17, now()), $18, CASE WHEN $19 THEN now() END, $20, $21)
 ON CONFLICT (tenant_id, external_id) DO NOTHING
-RETURNING id, occurred_at, expires_at
+RETURNING id, occurred_at, expires_at, type, category
 """
 _FIND = """
 SELECT id, fanout_done_at IS NOT NULL FROM events WHERE tenant_id = $1 AND external_id = $2
@@ -29,7 +29,7 @@ _OCCURRED_AT = "SELECT occurred_at FROM events WHERE id = $1"
 _STORED = """
 SELECT e.external_id, e.type, t.name, e.audience_users, e.audience_topics, e.audience_all, e.message,
        e.title, e.category, e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url,
-       e.actionable, e.payload, e.occurred_at, e.expires_at
+       e.actionable, e.payload, e.occurred_at, e.expires_at, e.grp, e.actor
 FROM events e JOIN tenants t ON t.id = e.tenant_id WHERE e.id = $1
 """
 
@@ -57,6 +57,8 @@ def insert_args(tenant_id: int, event: Event, *, done: bool = False) -> list[Any
         event.occurred_at,
         event.expires_at,
         done,
+        event.group,
+        event.actor,
     ]
 
 
@@ -98,4 +100,6 @@ async def stored(conn: asyncpg.Connection, event_id: int) -> dict[str, Any] | No
         "payload": r[15],
         "occurred_at": r[16],
         "expires_at": r[17],
+        "group": r[18],
+        "actor": r[19],
     }

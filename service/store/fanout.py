@@ -29,7 +29,8 @@ MAX_USER_ID = (1 << 63) - 1
 # the table holds rows only for users who muted something: for everyone else they find nothing.
 _AUDIENCE = """
 ev AS (
-    SELECT id, tenant_id, type, category, audience_users, audience_topics, audience_all, occurred_at, expires_at
+    SELECT id, tenant_id, type, category, audience_users, audience_topics, audience_all, occurred_at, expires_at,
+           grp, actor
     FROM events WHERE id = $1
 ),
 reached AS (
@@ -117,8 +118,8 @@ WITH claim AS (
 ),
 {_AUDIENCE},
 ins AS (
-    INSERT INTO inbox (user_id, event_id, created_at, expires_at)
-    SELECT a.user_id, ev.id, ev.occurred_at, ev.expires_at FROM audience a, ev
+    INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
+    SELECT a.user_id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category FROM audience a, ev
     WHERE EXISTS (SELECT 1 FROM claim) AND {_LIVE}
     RETURNING id, user_id
 ),
@@ -126,6 +127,103 @@ ins AS (
 SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM cnt JOIN ins USING (user_id)
 """  # noqa: S608
+# One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
+# if they have one, is updated; the others get a new row that starts one.
+#   old      the recipients' threads, locked and read as they are now (a user's concurrent "mark
+#            read" is waited for and seen), with what each is worth in the counts;
+#   nodes    the threads' new actor lists (schema.sql, thread_actors): one node per distinct list
+#            among them, found or made, and none when the event names no actor;
+#   upd      each thread takes the event: unread, unseen and out of the archive again, one more
+#            activity, and the newest event's fields and time (an older event only adds to it);
+#   ins      a new thread for everyone else;
+#   delta    what each recipient's counts gain: 1 for a new row; for a thread, what it was not
+#            worth (unread or unseen or in the archive) and now is. A snoozed thread stays hidden,
+#            and is counted when it comes back;
+#   locked   the counts rows, locked in user-id order as every fan-out takes them (so none
+#            deadlocks another), before `cnt` changes any of them: its gate waits for `locked`.
+# Events of one group are written one at a time (an advisory lock, see run_chunk): two new
+# threads for one user cannot race, and `old` sees every thread a previous event made.
+_RUN_THREAD_CHUNK = f"""
+WITH claim AS (
+    UPDATE fanout_chunks SET done_at = now()
+    WHERE event_id = $1 AND lo = $2 AND done_at IS NULL
+    RETURNING event_id
+),
+{_AUDIENCE},
+live AS (SELECT a.user_id FROM audience a, ev WHERE EXISTS (SELECT 1 FROM claim) AND {_LIVE}),
+old AS (
+    SELECT i.id, i.user_id, i.actors_id, i.snoozed_until IS NULL AS shown,
+           i.snoozed_until IS NULL AND i.archived_at IS NULL AS counted,
+           i.snoozed_until IS NULL AND i.archived_at IS NULL AND i.read_at IS NULL AS unread,
+           i.snoozed_until IS NULL AND i.archived_at IS NULL AND i.read_at IS NULL AND i.seen_at IS NULL AS unseen
+    FROM live l JOIN inbox i ON i.user_id = l.user_id, ev
+    WHERE i.thread = ev.grp
+    FOR UPDATE OF i
+),
+parents AS (
+    SELECT DISTINCT coalesce(actors_id, 0) AS parent FROM old
+    UNION
+    SELECT 0 WHERE (SELECT count(*) FROM live) > (SELECT count(*) FROM old)
+),
+nodes AS (
+    INSERT INTO thread_actors (parent, actor, at, actors, times)
+    SELECT p.parent, ev.actor, ev.occurred_at, m.actors, m.times
+    FROM parents p CROSS JOIN ev LEFT JOIN thread_actors t ON t.id = p.parent,
+         LATERAL herald_merge_actors(coalesce(t.actors, '{{}}'), coalesce(t.times, '{{}}'), ev.actor, ev.occurred_at) m
+    WHERE ev.actor IS NOT NULL
+    ON CONFLICT (parent, actor, at) DO UPDATE SET actor = EXCLUDED.actor
+    RETURNING id, parent
+),
+upd AS (
+    UPDATE inbox i
+    SET event_id = CASE WHEN ev.occurred_at >= i.created_at THEN ev.id ELSE i.event_id END,
+        expires_at = CASE WHEN ev.occurred_at >= i.created_at THEN ev.expires_at ELSE i.expires_at END,
+        type = CASE WHEN ev.occurred_at >= i.created_at THEN ev.type ELSE i.type END,
+        category = CASE WHEN ev.occurred_at >= i.created_at THEN ev.category ELSE i.category END,
+        created_at = greatest(i.created_at, ev.occurred_at),
+        read_at = NULL, seen_at = NULL, archived_at = NULL,
+        activity = i.activity + 1,
+        actors_id = coalesce(n.id, i.actors_id)
+    FROM old o CROSS JOIN ev LEFT JOIN nodes n ON n.parent = coalesce(o.actors_id, 0)
+    WHERE i.id = o.id
+    RETURNING i.id, i.user_id, o.shown, o.counted, o.unread, o.unseen
+),
+ins AS (
+    INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category, thread, actors_id)
+    SELECT l.user_id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category, ev.grp,
+           (SELECT id FROM nodes WHERE parent = 0)
+    FROM live l, ev
+    WHERE NOT EXISTS (SELECT 1 FROM old o WHERE o.user_id = l.user_id)
+    RETURNING id, user_id
+),
+delta AS (
+    SELECT user_id, id, 1 AS unread, 1 AS unseen, 1 AS total, false AS again FROM ins
+    UNION ALL
+    SELECT user_id, id, (shown AND NOT unread)::int, (shown AND NOT unseen)::int, (shown AND NOT counted)::int, true
+    FROM upd
+),
+locked AS (
+    SELECT c.user_id FROM inbox_counts c
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM delta))
+    ORDER BY c.user_id
+    FOR UPDATE
+),
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + d.unread, unseen = c.unseen + d.unseen, total = c.total + d.total,
+        version = c.version + 1
+    FROM delta d
+    WHERE c.user_id = d.user_id AND (SELECT count(*) FROM locked) >= 0
+    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
+)
+SELECT cnt.user_id, d.id, cnt.unread, cnt.total, cnt.version, cnt.unseen, d.again
+FROM cnt JOIN delta d USING (user_id)
+"""  # noqa: S608
+# The group of event $1, if it has one, as the key of the advisory lock its chunks take.
+_GROUP_LOCK = """
+SELECT pg_advisory_xact_lock(hashtextextended(tenant_id::text || ':' || grp, 0))::text
+FROM events WHERE id = $1 AND grp IS NOT NULL
+"""
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
 
 # The common event in one statement: named users only (no topics, no `all`), all of them existing.
@@ -137,8 +235,8 @@ _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $
 _DELIVER_NAMED = f"""
 WITH ev AS ({INSERT_EVENT.strip()}),
 ins AS (
-    INSERT INTO inbox (user_id, event_id, created_at, expires_at)
-    SELECT u.id, ev.id, ev.occurred_at, ev.expires_at FROM ev, users u
+    INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
+    SELECT u.id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category FROM ev, users u
     WHERE u.tenant_id = $1 AND u.external_id = ANY ($14::text[]) AND u.active AND {_LIVE}
       AND NOT EXISTS (
           SELECT 1 FROM preferences p
@@ -169,9 +267,10 @@ RETURNING id
 
 
 class Delivery(Counts, frozen=True, kw_only=True):
-    """One recipient's new row and its counts after the row was added."""
+    """One recipient's new row, or thread the event updated (`again`), and its counts after."""
 
     inbox_id: int
+    again: bool = False
 
 
 async def plan(
@@ -201,10 +300,15 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
 
 
 async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Delivery]:
-    """Write the chunk's rows; empty when it was already done (or has no recipient left)."""
-    rows = await conn.fetch(_RUN_CHUNK, event_id, lo, hi, timeout=120)
+    """Write the chunk's rows (inside the caller's transaction); empty when it was already done (or
+    has no recipient left). An event of a group first waits for the group's previous events."""
+    grouped = await conn.fetchrow(_GROUP_LOCK, event_id) is not None
+    rows = await conn.fetch(_RUN_THREAD_CHUNK if grouped else _RUN_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
-        Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5]) for r in rows
+        Delivery(
+            user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=grouped and r[6]
+        )
+        for r in rows
     ]
     if rows:
         await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))

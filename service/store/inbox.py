@@ -9,6 +9,11 @@ and changes nothing).
 A snoozed row is out of the inbox until its time (schema.sql, "Shown rows"): every statement here
 but `snooze` sees only shown rows (`snoozed_until IS NULL`), so a snoozed row is not found, not
 listed and not counted, and nothing but `snooze` and the sweep (store/due.py) can change it.
+
+An archived row is out of every list but the archive's and out of every count, yet still the user's:
+it is found by its id, can be read, unread or deleted (changing no count), and comes back with its
+read and seen state when unarchived. "Counted" below means shown and not archived. Statements about
+"all" of the inbox (read-all, seen, delete-all) mean the inbox, not the archive.
 """
 
 from __future__ import annotations
@@ -19,44 +24,59 @@ from typing import Any
 
 import asyncpg
 
-from service.model import Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
+from service.model import ACTORS_SHOWN, Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
 from service.store.counts import as_counts
 
-_COLUMNS = """
-SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
+# An item's columns, in the order _item reads them. A thread's actors come from its node (schema.sql,
+# thread_actors): the newest ACTORS_SHOWN of them, and how many in all.
+_ITEM = f"""i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
        e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
-       e.occurred_at
-FROM inbox i JOIN events e ON e.id = i.event_id
+       e.occurred_at, i.thread, i.activity, coalesce(ta.actors[1:{ACTORS_SHOWN}], ARRAY[]::text[]),
+       coalesce(cardinality(ta.actors), 0), i.archived_at"""
+_COLUMNS = f"""
+SELECT {_ITEM}
+FROM inbox i JOIN events e ON e.id = i.event_id LEFT JOIN thread_actors ta ON ta.id = i.actors_id
 WHERE i.user_id = $1 AND i.snoozed_until IS NULL
-"""
+"""  # noqa: S608
 # The page found from the index alone, then its rows read and joined to their events: rows
 # skipped by OFFSET are only index entries (an index-only scan of (user_id, created_at, id), or of
 # its unread twin), never heap rows or joins; a deep page cost 40x the first when every skipped
 # row was joined. For queries that filter on inbox columns only; a filter on the event needs the
 # join to choose the rows.
-_PAGE_FIRST = """
+_PAGE_FIRST = (
+    """
 WITH k AS (
     SELECT i.id FROM inbox i WHERE i.user_id = $1 AND i.snoozed_until IS NULL{where}{order}{page}
 )
-SELECT i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
-       e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
-       e.occurred_at
-FROM k JOIN inbox i ON i.id = k.id JOIN events e ON e.id = i.event_id{order}
+SELECT """  # noqa: S608
+    + _ITEM
+    + """
+FROM k JOIN inbox i ON i.id = k.id JOIN events e ON e.id = i.event_id
+LEFT JOIN thread_actors ta ON ta.id = i.actors_id{order}
 """
+)
 _COUNT_JOINED = (
     "SELECT count(*) FROM inbox i JOIN events e ON e.id = i.event_id WHERE i.user_id = $1 AND i.snoozed_until IS NULL"
 )
-_GET = _COLUMNS + " AND i.id = $2"
+# Which rows a list or count looks at (InboxQuery.archived). The inbox's is literally the list
+# indexes' predicate (with the shown one every statement starts with), so that they are used.
+_ARCHIVED = {
+    "false": " AND i.archived_at IS NULL",
+    "true": " AND i.archived_at IS NOT NULL",
+    "all": "",
+}
+_GET = _COLUMNS + " AND i.id = $2"  # archived or not: an archived notification is still the user's
 # An event in the shape of a new, unread row of it (row id and user are filled in by the caller):
 # a stream renders an arrival from this, cached per event, instead of reading each row.
 _EVENT_AS_ITEM = """
 SELECT 0, e.occurred_at, NULL::timestamptz, e.id, e.external_id, e.type, e.title, e.message, e.category,
        e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
-       e.occurred_at
+       e.occurred_at, e.grp, 1, CASE WHEN e.actor IS NULL THEN '{}' ELSE ARRAY[e.actor] END,
+       CASE WHEN e.actor IS NULL THEN 0 ELSE 1 END, NULL::timestamptz
 FROM events e WHERE e.id = $1 AND e.tenant_id = $2
 """
 # What arrived after row $2, oldest first: replayed to a stream that reconnects.
-_ARRIVED_AFTER = _COLUMNS + " AND i.id > $2 AND i.read_at IS NULL ORDER BY i.id LIMIT $3"
+_ARRIVED_AFTER = _COLUMNS + " AND i.archived_at IS NULL AND i.id > $2 AND i.read_at IS NULL ORDER BY i.id LIMIT $3"
 
 # Filter fragments; `{}` is the number of the parameter that carries the value.
 _READ = " AND i.read_at IS NOT NULL"
@@ -68,6 +88,7 @@ _BY_FIELD = {
     "trigger_types": " AND e.trigger_type = ANY (${}::text[])",
     "tags": " AND e.tags && ${}::text[]",
     "since": " AND i.created_at >= ${}",
+    "before": " AND i.created_at < ${}",
 }
 # Keyset paging: rows strictly after a position in the list's order. A row comparison, so the
 # (user_id, created_at, id) index serves it at any depth.
@@ -91,12 +112,12 @@ _NEW_COUNTS = """\
 SELECT {result}, cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
-# Rows deleted (`gone`): off the counts as they stood.
+# Rows deleted (`gone`, returning _GONE): off the counts as they stood; an archived row was in none.
 _GONE_COUNTS = """cnt AS (
     UPDATE inbox_counts
     SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM gone)::int,
         unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM gone)::int,
-        total = total - (SELECT count(*) FROM gone)::int,
+        total = total - (SELECT count(*) FILTER (WHERE counted) FROM gone)::int,
         version = version + 1
 """ + _NEW_COUNTS.replace("{rows}", "gone")  # noqa: S608
 
@@ -105,12 +126,14 @@ _SET_READ = """
 WITH changed AS (
     UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3 AND snoozed_until IS NULL
-    RETURNING id, seen_at IS NULL AS unseen
+    RETURNING id, seen_at IS NULL AS unseen, archived_at IS NULL AS counted
 ),
 cnt AS (
     UPDATE inbox_counts
-    SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
-        unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
+    SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END)
+            * (SELECT count(*) FILTER (WHERE counted) FROM changed)::int,
+        unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END)
+            * (SELECT count(*) FILTER (WHERE unseen AND counted) FROM changed)::int,
         version = version + 1
 """ + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
 # Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
@@ -118,7 +141,7 @@ cnt AS (
 _READ_ALL = """
 WITH changed AS (
     UPDATE inbox SET read_at = now()
-    WHERE user_id = $1 AND read_at IS NULL AND snoozed_until IS NULL
+    WHERE user_id = $1 AND read_at IS NULL AND snoozed_until IS NULL AND archived_at IS NULL
     RETURNING seen_at IS NULL AS unseen
 ),
 cnt AS (
@@ -132,25 +155,46 @@ cnt AS (
 _SEEN = """
 WITH changed AS (
     UPDATE inbox SET seen_at = now()
-    WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL AND snoozed_until IS NULL
+    WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL AND snoozed_until IS NULL AND archived_at IS NULL
     RETURNING 1
 ),
 cnt AS (
     UPDATE inbox_counts
     SET unseen = unseen - (SELECT count(*) FROM changed)::int, version = version + 1
 """ + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
-_DELETE = """
+_GONE = """archived_at IS NULL AND read_at IS NULL AS unread,
+    archived_at IS NULL AND read_at IS NULL AND seen_at IS NULL AS unseen, archived_at IS NULL AS counted"""
+_DELETE = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND snoozed_until IS NULL
-    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
+    RETURNING id, {_GONE}
 ),
 """ + _GONE_COUNTS.format(result="ARRAY(SELECT id FROM gone)")  # noqa: S608
-_DELETE_ALL = """
+_DELETE_ALL = f"""
 WITH gone AS (
-    DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL
-    RETURNING read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
+    DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL AND archived_at IS NULL
+    RETURNING {_GONE}
 ),
 """ + _GONE_COUNTS.format(result="(SELECT count(*) FROM gone)")  # noqa: S608
+
+
+# $3 true: archive; false: unarchive. Only rows whose state changes are touched; they leave (or
+# rejoin) the counts with their read and seen state as it stands.
+_SET_ARCHIVED = """
+WITH changed AS (
+    UPDATE inbox SET archived_at = CASE WHEN $3 THEN now() END
+    WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (archived_at IS NULL) = $3 AND snoozed_until IS NULL
+    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unread) FROM changed)::int,
+        unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
+        total = total + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
+        version = version + 1
+""" + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
+# Whether row $2 is the user's (archived or not), for a change that changed nothing.
+_OWNS = "SELECT archived_at IS NOT NULL FROM inbox WHERE user_id = $1 AND id = $2 AND snoozed_until IS NULL"
 
 
 # Snooze row $2 until $3, or end its snooze when $3 has passed. The row is locked first and read as
@@ -165,7 +209,7 @@ _SNOOZE = """
 WITH old AS (
     SELECT id, event_id, snoozed_until IS NULL AS shown, $3::timestamptz > now() AS hide,
            read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
-    FROM inbox WHERE user_id = $1 AND id = $2
+    FROM inbox WHERE user_id = $1 AND id = $2 AND archived_at IS NULL
     FOR UPDATE
 ),
 changed AS (
@@ -198,7 +242,7 @@ FROM old LEFT JOIN cnt ON true
 
 
 def _where(query: InboxQuery, params: list[Any]) -> str:
-    sql = ""
+    sql = _ARCHIVED[query.archived]
     if query.read is True:
         sql += _READ
     elif query.read is False:
@@ -232,6 +276,11 @@ def _item(row: asyncpg.Record, who: Principal) -> InboxItem:
         actionable=row[14],
         payload=row[15],
         occurred_at=row[16],
+        group=row[17],
+        activity=row[18],
+        actors=row[19],
+        actor_count=row[20],
+        archived_at=row[21],
     )
 
 
@@ -271,7 +320,7 @@ async def items(
 
 
 async def count(conn: asyncpg.Connection, who: Principal, query: InboxQuery) -> int:
-    """How many rows match: only for filters the counters cannot answer (see InboxQuery.by_event)."""
+    """How many rows match: only for filters the counters cannot answer (see InboxQuery.counted)."""
     params: list[Any] = [who.user_id]
     value: int = await conn.fetchval(_COUNT_JOINED + _where(query, params), *params)
     return value
@@ -339,3 +388,17 @@ async def snooze(
         return None, None
     # In UTC, as every time Herald answers with, whatever offset the caller wrote.
     return Snoozed(event_id=row[0], until=until.astimezone(UTC) if row[1] else None, woke=row[2]), _counts(row, 3)
+
+
+async def set_archived(
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], archived: bool
+) -> tuple[list[int], Counts | None]:
+    """Archive (or unarchive) rows; returns the ids that changed and the new counts if any did."""
+    changed, new = await _change(conn, _SET_ARCHIVED, user_id, list(row_ids), archived)
+    return list(changed), new
+
+
+async def archived(conn: asyncpg.Connection, user_id: int, row_id: int) -> bool | None:
+    """Whether the user's row is archived; None when it is not theirs (or not shown)."""
+    value: bool | None = await conn.fetchval(_OWNS, user_id, row_id)
+    return value

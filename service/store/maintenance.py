@@ -32,11 +32,11 @@ DELETE FROM events WHERE id IN (
 )
 """
 
-# A user's shown rows counted now: what their stored counts must equal.
+# A user's counted rows (shown, not archived) counted now: what their stored counts must equal.
 _COUNTED = """
 SELECT count(*) FILTER (WHERE read_at IS NULL)::int AS unread, count(*)::int AS total,
        count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL)::int AS unseen
-FROM inbox WHERE user_id = {user} AND snoozed_until IS NULL
+FROM inbox WHERE user_id = {user} AND snoozed_until IS NULL AND archived_at IS NULL
 """
 # One slice of users, their stored counts beside their rows counted now (one snapshot).
 _DRIFT_SCAN = f"""

@@ -55,6 +55,12 @@ async def test_list_has_the_seed_shape(client: Client, alice: User, deliver: Del
         "created_at": "2026-04-17T11:30:00Z",
         "related_entity_type": "sandbox",
         "related_entity_id": "sbx-abc123def456789",
+        # Herald's own, beyond the seed: no thread, not archived.
+        "group": None,
+        "activity_count": 1,
+        "actors": [],
+        "actor_count": 0,
+        "archived_at": None,
     }
     assert re.fullmatch(r"ntf-[0-9a-z]{15}", item["id"])
 

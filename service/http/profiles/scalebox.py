@@ -1,7 +1,8 @@
 """The scalebox profile: the ScaleBox Notifications API.
 
 Ten endpoints under the mount (default `/v1`): list, get, read, unread, read-all, delete,
-delete-all, bulk-delete, bulk-read, bulk-unread; and Herald's snooze, in the same forms. Answers
+delete-all, bulk-delete, bulk-read, bulk-unread; and Herald's snooze, archive, unarchive and bulk
+action by filter, in the same forms. Answers
 use the `{"success", "data", "timestamp"}` envelope (plus `message` on actions); errors are
 `{"success": false, "error", "timestamp"}`. Notification ids are `ntf-` + 15 characters (see
 service/ids.py); one that does not decode is simply not found.
@@ -23,8 +24,9 @@ from service.http import profiles
 from service.http.envelopes import Problem
 from service.http.formats import PathId, pages
 from service.http.profiles import actions
-from service.model import AwareTime, InboxItem, InboxQuery, Input, Principal
+from service.model import Archived, AwareTime, InboxItem, InboxQuery, Input, Principal
 from service.process import Backends
+from service.store.bulk import BulkFilter
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 100
@@ -46,6 +48,13 @@ class Item(msgspec.Struct, kw_only=True):
     created_at: datetime
     related_entity_type: str | None
     related_entity_id: str | None
+    # Threads: the group (null for a notification that is no thread), its distinct events, its
+    # distinct actors (newest first, at most 10) and how many there are in all.
+    group: str | None
+    activity_count: int
+    actors: list[str]
+    actor_count: int
+    archived_at: datetime | None  # null when not archived
 
 
 class Pagination(msgspec.Struct, kw_only=True):
@@ -111,6 +120,58 @@ def _until(body: SnoozeBody) -> datetime:
         raise BadRequest(f"until: {exc}", "until") from None
 
 
+class ArchiveState(msgspec.Struct, kw_only=True):
+    notification_id: str
+    archived: bool
+
+
+Listed = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class Filter(Input, frozen=True):
+    """A bulk action's filter: a tab's members (type, category, archived) plus read and before."""
+
+    type: Annotated[list[Listed], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    category: Annotated[list[Listed], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    archived: bool | Literal["all"] | None = None
+    read: bool | None = None
+    before: Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})] | None = None
+
+
+class BulkActionBody(Input, frozen=True):
+    action: Literal["read", "unread", "archive", "unarchive", "delete"]
+    filter: Filter
+
+
+class BulkDone(msgspec.Struct, kw_only=True):
+    action: str
+    changed: int
+
+
+def _archived(value: bool | Literal["all"] | None, default: Archived = "false") -> Archived:
+    if value is None:
+        return default
+    return "all" if value == "all" else "true" if value else "false"
+
+
+def _bulk_filter(body: BulkActionBody) -> BulkFilter:
+    f = body.filter
+    before = None
+    if f.before is not None:
+        try:
+            before = msgspec.convert(f.before, AwareTime)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"filter.before: {exc}", "filter.before") from None
+    # Unarchiving can only change archived notifications: without `archived`, it looks at the archive.
+    return BulkFilter(
+        types=f.type,
+        categories=f.category,
+        archived=_archived(f.archived, "true" if body.action == "unarchive" else "false"),
+        read=f.read,
+        before=before,
+    )
+
+
 class SnoozeState(msgspec.Struct, kw_only=True):
     notification_id: str
     snoozed_until: datetime | None  # null: in the inbox
@@ -160,6 +221,14 @@ class SnoozeEnvelope(Envelope, kw_only=True):
     data: SnoozeState
 
 
+class ArchiveEnvelope(Envelope, kw_only=True):
+    data: ArchiveState
+
+
+class BulkDoneEnvelope(Envelope, kw_only=True):
+    data: BulkDone
+
+
 E = TypeVar("E", bound=Envelope)
 
 
@@ -175,6 +244,11 @@ def present(n: InboxItem) -> Item:
         created_at=n.created_at,
         related_entity_type=n.entity_type,
         related_entity_id=n.entity_id,
+        group=n.group,
+        activity_count=n.activity,
+        actors=n.actors,
+        actor_count=n.actor_count,
+        archived_at=n.archived_at,
     )
 
 
@@ -207,6 +281,10 @@ ReadFilter = Annotated[
     Literal["true", "false"] | None, QueryParameter(description="true for read only, false for unread only.")
 ]
 TypeFilter = Annotated[str | None, QueryParameter(max_length=100, description="Exact notification type.")]
+ArchivedFilter = Annotated[
+    Literal["false", "true", "all"],
+    QueryParameter(description="false (default): the inbox; true: the archive; all: both."),
+]
 Cursor = Annotated[
     str | None,
     QueryParameter(max_length=64, description="next_cursor of the previous page; overrides page and offset."),
@@ -225,9 +303,10 @@ async def list_notifications(
     read: ReadFilter = None,
     type: TypeFilter = None,  # the seed names it `type`
     cursor: Cursor = None,
+    archived: ArchivedFilter = "false",
 ) -> ListEnvelope:
     size = min(limit or page_size or LIMIT_DEFAULT, LIMIT_MAX)
-    query = InboxQuery(read=None if read is None else read == "true", types=(type,) if type else ())
+    query = InboxQuery(read=None if read is None else read == "true", types=(type,) if type else (), archived=archived)
     if cursor is not None:
         after = ids.from_cursor(cursor)
         if after is None:
@@ -347,6 +426,34 @@ async def snooze(
     )
 
 
+async def _archive(b: Backends, who: Principal, notification_id: str, archived: bool) -> ArchiveEnvelope:
+    await inbox.set_archived(b, who, actions.row_id(notification_id, ids.from_scalebox), archived)
+    state = ArchiveState(notification_id=notification_id, archived=archived)
+    return _ok(ArchiveEnvelope, state, "Notification archived" if archived else "Notification unarchived")
+
+
+@patch("/notifications/{notification_id:str}/archive", summary="Archive a notification")
+async def archive(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
+) -> ArchiveEnvelope:
+    return await _archive(b, who, notification_id, True)
+
+
+@patch("/notifications/{notification_id:str}/unarchive", summary="Bring an archived notification back")
+async def unarchive(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId
+) -> ArchiveEnvelope:
+    return await _archive(b, who, notification_id, False)
+
+
+@post("/notifications/bulk", summary="Apply an action to every notification matching a filter", status_code=200)
+async def bulk_action(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], data: JSONBody[BulkActionBody]
+) -> BulkDoneEnvelope:
+    changed = await inbox.bulk(b, who, data.action, _bulk_filter(data))
+    return _ok(BulkDoneEnvelope, BulkDone(action=data.action, changed=changed))
+
+
 class ErrorBody(msgspec.Struct):
     success: bool
     error: str
@@ -369,6 +476,9 @@ def router(prefix: str) -> Router:
             bulk_read,
             bulk_unread,
             snooze,
+            archive,
+            unarchive,
+            bulk_action,
         ],
         ErrorBody,
         render,
