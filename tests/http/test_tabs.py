@@ -1,0 +1,203 @@
+"""Tab counts (`POST /v1/counts`) and bulk actions by filter (`POST /v1/notifications/bulk`)."""
+
+from typing import Any
+
+import httpx
+import pytest
+
+from service import ids
+from service.process import Backends
+from service.store import bulk
+from tests.support.factories import Deliver, MakeUser, User
+from tests.support.invariants import counts_agree
+from tests.support.profiles import BADGE, everything, ok, refused
+from tests.support.queries import rows
+
+
+@pytest.fixture
+async def alice(make_user: MakeUser) -> User:
+    return await make_user(user="alice")
+
+
+async def tabs(client: httpx.AsyncClient, who: User, **filters: Any) -> dict[str, Any]:
+    reply = await client.post("/v1/counts", json={"tabs": filters}, headers=who.headers)
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json()["tabs"])
+
+
+async def act(client: httpx.AsyncClient, who: User, action: str, **f: Any) -> int:
+    data = ok(await client.post("/v1/notifications/bulk", json={"action": action, "filter": f}, headers=who.headers))
+    assert data["action"] == action
+    return int(data["changed"])
+
+
+@pytest.fixture
+async def inbox(alice: User, deliver: Deliver, client: httpx.AsyncClient) -> list[int]:
+    """Alice's inbox: 3 scans in Datastores (one read), 2 alerts without a category, 1 archived
+    alert in Alerts, and one thread of two events."""
+    made = []
+    for n in range(3):
+        made.append((await deliver(users=["alice"], type="scan", category="Datastores", message=f"s{n}")).deliveries)
+    for n in range(2):
+        made.append((await deliver(users=["alice"], type="alert", message=f"a{n}")).deliveries)
+    made.append((await deliver(users=["alice"], type="alert", category="Alerts")).deliveries)
+    made.append((await deliver(users=["alice"], type="pr", category="Code", group="pr:1", actor="bob")).deliveries)
+    await deliver(users=["alice"], type="pr", category="Code", group="pr:1", actor="carol")
+    row_ids = [d[0].inbox_id for d in made]
+    await client.patch(f"/v1/notifications/{ids.to_scalebox(row_ids[0])}/read", headers=alice.headers)
+    await client.patch(f"/v1/notifications/{ids.to_scalebox(row_ids[5])}/archive", headers=alice.headers)
+    return row_ids
+
+
+async def test_each_tab_is_exact_and_the_whole_inbox_is_the_badge(
+    client: httpx.AsyncClient, alice: User, inbox: list[int]
+) -> None:
+    got = await tabs(
+        client,
+        alice,
+        all={},
+        scans={"type": ["scan"]},
+        alerts={"type": ["alert"]},
+        datastores={"category": ["Datastores"]},
+        both={"type": ["scan", "pr"], "category": ["Datastores", "Code"]},
+        archive={"archived": True},
+        everything={"archived": "all"},
+        none={"type": ["nothing"]},
+    )
+    badge = (await client.get(BADGE, headers=alice.headers)).json()
+    assert got["all"] == {"unread": badge["unread_count"], "unseen": badge["unseen_count"], "total": 6}
+    assert got["all"] == {"unread": 5, "unseen": 5, "total": 6}
+    assert got["scans"] == {"unread": 2, "unseen": 2, "total": 3}
+    assert got["alerts"] == {"unread": 2, "unseen": 2, "total": 2}, "the archived alert is not in it"
+    assert got["datastores"] == {"unread": 2, "unseen": 2, "total": 3}
+    assert got["both"] == {"unread": 3, "unseen": 3, "total": 4}, "a thread is one notification"
+    assert got["archive"] == {"unread": 1, "unseen": 1, "total": 1}
+    assert got["everything"] == {"unread": 6, "unseen": 6, "total": 7}
+    assert got["none"] == {"unread": 0, "unseen": 0, "total": 0}
+
+    # Changes show at once (the cached breakdown is only answered at the current count version).
+    await client.post("/v1/seen", headers=alice.headers)
+    await client.patch("/v1/notifications/read-all", headers=alice.headers)
+    again = await tabs(client, alice, all={}, scans={"type": ["scan"]}, archive={"archived": True})
+    assert again == {
+        "all": {"unread": 0, "unseen": 0, "total": 6},
+        "scans": {"unread": 0, "unseen": 0, "total": 3},
+        "archive": {"unread": 1, "unseen": 1, "total": 1},  # seen and read-all are the inbox's
+    }
+
+
+async def test_tabs_are_the_callers_own(
+    client: httpx.AsyncClient, make_user: MakeUser, alice: User, inbox: list[int]
+) -> None:
+    bob = await make_user(user="bob")
+    stranger = await make_user(tenant="globex", user="alice")
+    for who in (bob, stranger):
+        assert await tabs(client, who, all={}, scans={"type": ["scan"]}) == {
+            "all": {"unread": 0, "unseen": 0, "total": 0},
+            "scans": {"unread": 0, "unseen": 0, "total": 0},
+        }
+    assert (await client.post("/v1/counts", json={"tabs": {"a": {}}})).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "tabs"),
+        ({"tabs": {}}, "tabs"),
+        ({"tabs": {f"t{n}": {} for n in range(21)}}, "tabs"),
+        ({"tabs": {"": {}}}, "tabs"),
+        ({"tabs": {"x" * 51: {}}}, "tabs"),
+        ({"tabs": {"a": {"types": ["x"]}}}, "types"),
+        ({"tabs": {"a": {"type": "scan"}}}, "type"),
+        ({"tabs": {"a": {"type": []}}}, "type"),
+        ({"tabs": {"a": {"category": [1]}}}, "category"),
+        ({"tabs": {"a": {"archived": "yes"}}}, "archived"),
+        ({"tabs": {"a": []}}, "a"),
+        ({"tabs": {"a": {}}, "extra": 1}, "extra"),
+    ],
+)
+async def test_a_bad_tab_body_is_400_naming_the_member(
+    client: httpx.AsyncClient, alice: User, body: dict[str, Any], field: str
+) -> None:
+    reply = await client.post("/v1/counts", json=body, headers=alice.headers)
+    assert reply.status_code == 400, reply.text
+    answer = reply.json()
+    assert answer["status"] == 400
+    assert field in answer["error"] or field in answer.get("field", ""), answer
+
+
+async def test_bulk_actions_change_exactly_the_matching_notifications(
+    client: httpx.AsyncClient, backends: Backends, alice: User, inbox: list[int]
+) -> None:
+    assert await act(client, alice, "read", type=["scan"]) == 2, "one of the three was read already"
+    assert await act(client, alice, "read", type=["scan"]) == 0
+    assert (await tabs(client, alice, scans={"type": ["scan"]}))["scans"]["unread"] == 0
+    assert await act(client, alice, "unread", category=["Datastores"], read=True) == 3
+    assert await act(client, alice, "archive", type=["alert"]) == 2
+    assert await act(client, alice, "unarchive") == 3, "without `archived`, unarchive looks at the archive"
+    assert await act(client, alice, "archive", archived=True) == 0
+    got = await tabs(client, alice, all={}, archive={"archived": True})
+    assert got["all"]["total"] == 7 and got["archive"]["total"] == 0
+    assert await act(client, alice, "delete", type=["alert"], category=["Alerts"]) == 1
+    assert await act(client, alice, "read") == 6
+    shown = await everything(client, alice)
+    assert shown["counts"] == (0, 0, 0, 6, 0, 6)
+    await counts_agree(backends)
+
+
+async def test_bulk_before_is_by_the_lists_time(
+    client: httpx.AsyncClient, backends: Backends, alice: User, deliver: Deliver
+) -> None:
+    for minute in range(5):
+        await deliver(users=["alice"], occurred_at=f"2026-05-13T12:0{minute}:00Z")
+    assert await act(client, alice, "delete", before="2026-05-13T12:02:00Z") == 2
+    assert await act(client, alice, "archive", before="2026-05-13T14:02:00+02:00") == 0
+    assert await act(client, alice, "archive", before="2026-05-13T14:04:00+02:00") == 2
+    assert (await client.get(BADGE, headers=alice.headers)).json()["unread_count"] == 1
+    await counts_agree(backends)
+
+
+async def test_bulk_works_in_batches_and_counts_stay_exact(
+    client: httpx.AsyncClient, backends: Backends, alice: User, deliver: Deliver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "BATCH", 3)
+    for n in range(10):
+        await deliver(users=["alice"], type="even" if n % 2 == 0 else "odd")
+    assert await act(client, alice, "read", type=["even"]) == 5
+    assert await act(client, alice, "archive") == 10
+    assert await act(client, alice, "delete", archived=True, read=False) == 5
+    assert await act(client, alice, "unarchive") == 5
+    assert (await client.get(BADGE, headers=alice.headers)).json()["unread_count"] == 0
+    left = await rows(backends, "SELECT count(*) FROM inbox WHERE user_id = $1", alice.user_id)
+    assert left[0][0] == 5
+    await counts_agree(backends)
+
+
+async def test_bulk_is_the_callers_own(
+    client: httpx.AsyncClient, make_user: MakeUser, alice: User, inbox: list[int]
+) -> None:
+    bob = await make_user(user="bob")
+    assert await act(client, bob, "delete") == 0
+    assert await act(client, bob, "read", archived="all") == 0
+    assert (await client.get(BADGE, headers=alice.headers)).json()["unread_count"] == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"filter": {}}, "action"),
+        ({"action": "explode", "filter": {}}, "action"),
+        ({"action": "read"}, "filter"),
+        ({"action": "read", "filter": None}, "filter"),
+        ({"action": "read", "filter": {"before": "yesterday"}}, "before"),
+        ({"action": "read", "filter": {"read": "yes"}}, "read"),
+        ({"action": "read", "filter": {"type": "scan"}}, "type"),
+        ({"action": "read", "filter": {"archived": "sometimes"}}, "archived"),
+        ({"action": "read", "filter": {"colour": "red"}}, "colour"),
+    ],
+)
+async def test_a_bad_bulk_body_is_400_naming_the_member(
+    client: httpx.AsyncClient, alice: User, body: dict[str, Any], field: str
+) -> None:
+    message = refused(await client.post("/v1/notifications/bulk", json=body, headers=alice.headers), 400)
+    assert field in message, message
