@@ -107,10 +107,12 @@ CREATE TABLE IF NOT EXISTS events (
     fanout_done_at   timestamptz,                          -- set once every chunk is committed
     grp              text,                                 -- the event's `group`: its thread, if any
     actor            text,                                 -- who caused it (threads list their actors)
+    actions          jsonb,                                -- the buttons it offers: [{"id", "label", "url"?}]
     UNIQUE (tenant_id, external_id)
 );
 ALTER TABLE events ADD COLUMN IF NOT EXISTS grp text;
 ALTER TABLE events ADD COLUMN IF NOT EXISTS actor text;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS actions jsonb;
 -- Filtered lists can start from the matching events when a filter is selective.
 CREATE INDEX IF NOT EXISTS events_tenant_type ON events (tenant_id, type);
 CREATE INDEX IF NOT EXISTS events_tenant_category ON events (tenant_id, category);
@@ -142,6 +144,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     archived_at timestamptz,                         -- put away: out of every list and count
     type        text,                                -- the event's type and category, copied like
     category    text,                                -- created_at, for tab counts (counts/tabs.py)
+    interaction text,                                -- the action the reader took last (or 'open')
+    interacted_at timestamptz,
     UNIQUE (user_id, event_id)
 );
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS seen_at timestamptz;
@@ -153,6 +157,8 @@ ALTER TABLE inbox ADD COLUMN IF NOT EXISTS actors_id bigint;
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS archived_at timestamptz;
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS type text;     -- NULL on rows written before: read from events
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS category text;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS interaction text;
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS interacted_at timestamptz;
 -- The list indexes hold the shown rows only: not snoozed, not archived. Older databases had them
 -- over every row, then over unsnoozed rows; they are rebuilt once as the ones below (a table lock
 -- while it runs: upgrade in a quiet moment).

@@ -163,6 +163,14 @@ async def set_archived(b: Backends, who: Principal, row_id: int, archived: bool)
         raise NotFound("Notification not found")
 
 
+async def interact(b: Backends, who: Principal, row_id: int, action: str) -> InboxItem:
+    """Record that the reader took `action` (marking the row read); NotFound unless the row is the
+    caller's and offers it. Returns the row as it now is."""
+    if not await _write(b, who, inbox.interact, who.user_id, row_id, action):
+        raise NotFound("Notification or action not found")
+    return await get(b, who, row_id)
+
+
 async def bulk(b: Backends, who: Principal, action: bulk_store.Action, f: bulk_store.BulkFilter) -> int:
     """Apply `action` to every notification matching `f`, batch after batch (store/bulk.py); returns
     how many changed. The counts are copied once, at the end: one push to the user's streams."""

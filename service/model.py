@@ -42,6 +42,19 @@ class Entity(Input, frozen=True):
     id: Name
 
 
+ACTION_ID = r"^[a-z0-9_-]{1,50}$"
+OPEN = "open"  # the reserved action: the reader followed the notification itself (its action_url)
+MAX_ACTIONS = 3
+
+
+class Action(Input, frozen=True):
+    """A button a notification offers; taking it is recorded (POST .../actions/{id})."""
+
+    id: Annotated[str, msgspec.Meta(pattern=ACTION_ID)]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
 class Event(Input, frozen=True):
     id: Name
     type: Short
@@ -62,6 +75,7 @@ class Event(Input, frozen=True):
     # the events' distinct `actor`s (see schema.sql, thread_actors).
     group: Name | None = None
     actor: Name | None = None
+    actions: Annotated[list[Action], msgspec.Meta(max_length=MAX_ACTIONS)] = []
 
 
 _event_decoder = msgspec.json.Decoder(Event)
@@ -100,6 +114,17 @@ def check_event(event: Event, member: int | None = None) -> Event:
     aud = event.audience
     if not (aud.users or aud.topics or aud.all):
         raise InvalidEvent("needs at least one recipient source: users, topics or all", "audience", member)
+    taken: set[str] = set()
+    for index, action in enumerate(event.actions):
+        if action.id == OPEN:
+            raise InvalidEvent(
+                f"{OPEN!r} is reserved (it records that the notification itself was followed)",
+                f"actions[{index}].id",
+                member,
+            )
+        if action.id in taken:
+            raise InvalidEvent(f"duplicate action id {action.id!r}", f"actions[{index}].id", member)
+        taken.add(action.id)
     for field in event.__struct_fields__:
         value = getattr(event, field)
         if isinstance(value, msgspec.Struct):
@@ -218,6 +243,9 @@ class InboxItem(Record, frozen=True):
     actors: list[str] = []  # distinct actors, newest first, at most ACTORS_SHOWN
     actor_count: int = 0  # distinct actors in all
     archived_at: datetime | None = None
+    actions: list[Action] = []
+    interaction: str | None = None  # the id of the action the reader took last, if any
+    interacted_at: datetime | None = None
 
 
 ACTORS_SHOWN = 10

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from service.model import Event
 
@@ -16,9 +17,10 @@ INSERT_EVENT = """
 INSERT INTO events (
     tenant_id, external_id, type, title, message, category, tags, trigger_type,
     entity_type, entity_id, action_url, actionable, payload,
-    audience_users, audience_topics, audience_all, occurred_at, expires_at, fanout_done_at, grp, actor
+    audience_users, audience_topics, audience_all, occurred_at, expires_at, fanout_done_at, grp, actor,
+    actions
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-          coalesce($17, now()), $18, CASE WHEN $19 THEN now() END, $20, $21)
+          coalesce($17, now()), $18, CASE WHEN $19 THEN now() END, $20, $21, $22)
 ON CONFLICT (tenant_id, external_id) DO NOTHING
 RETURNING id, occurred_at, expires_at, type, category
 """
@@ -29,7 +31,7 @@ _OCCURRED_AT = "SELECT occurred_at FROM events WHERE id = $1"
 _STORED = """
 SELECT e.external_id, e.type, t.name, e.audience_users, e.audience_topics, e.audience_all, e.message,
        e.title, e.category, e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url,
-       e.actionable, e.payload, e.occurred_at, e.expires_at, e.grp, e.actor
+       e.actionable, e.payload, e.occurred_at, e.expires_at, e.grp, e.actor, e.actions
 FROM events e JOIN tenants t ON t.id = e.tenant_id WHERE e.id = $1
 """
 
@@ -59,6 +61,7 @@ def insert_args(tenant_id: int, event: Event, *, done: bool = False) -> list[Any
         done,
         event.group,
         event.actor,
+        msgspec.to_builtins(event.actions) if event.actions else None,
     ]
 
 
@@ -102,4 +105,5 @@ async def stored(conn: asyncpg.Connection, event_id: int) -> dict[str, Any] | No
         "expires_at": r[17],
         "group": r[18],
         "actor": r[19],
+        "actions": r[20] or [],
     }

@@ -181,7 +181,7 @@ upd AS (
         type = CASE WHEN ev.occurred_at >= i.created_at THEN ev.type ELSE i.type END,
         category = CASE WHEN ev.occurred_at >= i.created_at THEN ev.category ELSE i.category END,
         created_at = greatest(i.created_at, ev.occurred_at),
-        read_at = NULL, seen_at = NULL, archived_at = NULL,
+        read_at = NULL, seen_at = NULL, archived_at = NULL, interaction = NULL, interacted_at = NULL,
         activity = i.activity + 1,
         actors_id = coalesce(n.id, i.actors_id)
     FROM old o CROSS JOIN ev LEFT JOIN nodes n ON n.parent = coalesce(o.actors_id, 0)

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
-from service.model import ACTORS_SHOWN, Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
+from service.model import ACTORS_SHOWN, Action, Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
 from service.store.counts import as_counts
 
 # An item's columns, in the order _item reads them. A thread's actors come from its node (schema.sql,
@@ -32,7 +33,7 @@ from service.store.counts import as_counts
 _ITEM = f"""i.id, i.created_at, i.read_at, e.id, e.external_id, e.type, e.title, e.message, e.category,
        e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
        e.occurred_at, i.thread, i.activity, coalesce(ta.actors[1:{ACTORS_SHOWN}], ARRAY[]::text[]),
-       coalesce(cardinality(ta.actors), 0), i.archived_at"""
+       coalesce(cardinality(ta.actors), 0), i.archived_at, e.actions, i.interaction, i.interacted_at"""
 _COLUMNS = f"""
 SELECT {_ITEM}
 FROM inbox i JOIN events e ON e.id = i.event_id LEFT JOIN thread_actors ta ON ta.id = i.actors_id
@@ -72,7 +73,7 @@ _EVENT_AS_ITEM = """
 SELECT 0, e.occurred_at, NULL::timestamptz, e.id, e.external_id, e.type, e.title, e.message, e.category,
        e.tags, e.trigger_type, e.entity_type, e.entity_id, e.action_url, e.actionable, e.payload,
        e.occurred_at, e.grp, 1, CASE WHEN e.actor IS NULL THEN '{}' ELSE ARRAY[e.actor] END,
-       CASE WHEN e.actor IS NULL THEN 0 ELSE 1 END, NULL::timestamptz
+       CASE WHEN e.actor IS NULL THEN 0 ELSE 1 END, NULL::timestamptz, e.actions, NULL, NULL::timestamptz
 FROM events e WHERE e.id = $1 AND e.tenant_id = $2
 """
 # What arrived after row $2, oldest first: replayed to a stream that reconnects.
@@ -193,6 +194,29 @@ cnt AS (
         total = total + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
         version = version + 1
 """ + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
+# The reader took action $3 of row $2 (or 'open': followed the notification itself): recorded, and
+# the row is read. The action must be one the row's event offers. The row is locked and read as it
+# is first (`old`), so the counts lose exactly what it was worth: an unread row in the inbox.
+_INTERACT = """
+WITH old AS (
+    SELECT i.id, i.read_at IS NULL AND i.archived_at IS NULL AS unread,
+           i.read_at IS NULL AND i.archived_at IS NULL AND i.seen_at IS NULL AS unseen
+    FROM inbox i JOIN events e ON e.id = i.event_id
+    WHERE i.user_id = $1 AND i.id = $2 AND i.snoozed_until IS NULL
+      AND ($3 = 'open' OR e.actions @> jsonb_build_array(jsonb_build_object('id', $3::text)))
+    FOR UPDATE OF i
+),
+changed AS (
+    UPDATE inbox i SET interaction = $3, interacted_at = now(), read_at = coalesce(i.read_at, now())
+    FROM old WHERE i.id = old.id
+    RETURNING old.unread, old.unseen
+),
+cnt AS (
+    UPDATE inbox_counts
+    SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM changed)::int,
+        unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
+        version = version + 1
+""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
 # Whether row $2 is the user's (archived or not), for a change that changed nothing.
 _OWNS = "SELECT archived_at IS NOT NULL FROM inbox WHERE user_id = $1 AND id = $2 AND snoozed_until IS NULL"
 
@@ -255,6 +279,18 @@ def _where(query: InboxQuery, params: list[Any]) -> str:
     return sql
 
 
+_as_actions = msgspec.json.Decoder(list[Action]).decode
+
+
+def _actions(stored: Any) -> list[Action]:
+    """The event's actions as stored (jsonb, decoded by the pool's codec or as text)."""
+    if not stored:
+        return []
+    if isinstance(stored, str):
+        return _as_actions(stored)
+    return msgspec.convert(stored, list[Action])
+
+
 def _item(row: asyncpg.Record, who: Principal) -> InboxItem:
     return InboxItem(
         id=row[0],
@@ -281,6 +317,9 @@ def _item(row: asyncpg.Record, who: Principal) -> InboxItem:
         actors=row[19],
         actor_count=row[20],
         archived_at=row[21],
+        actions=_actions(row[22]),
+        interaction=row[23],
+        interacted_at=row[24],
     )
 
 
@@ -402,3 +441,10 @@ async def archived(conn: asyncpg.Connection, user_id: int, row_id: int) -> bool 
     """Whether the user's row is archived; None when it is not theirs (or not shown)."""
     value: bool | None = await conn.fetchval(_OWNS, user_id, row_id)
     return value
+
+
+async def interact(conn: asyncpg.Connection, user_id: int, row_id: int, action: str) -> tuple[bool, Counts | None]:
+    """Record that the reader took `action` on the row, and mark it read. False when the row is not
+    the user's or does not offer that action."""
+    taken, new = await _change(conn, _INTERACT, user_id, row_id, action)
+    return bool(taken), new

@@ -61,6 +61,9 @@ async def test_list_has_the_seed_shape(client: Client, alice: User, deliver: Del
         "actors": [],
         "actor_count": 0,
         "archived_at": None,
+        "actions": [],
+        "interaction": None,
+        "interacted_at": None,
     }
     assert re.fullmatch(r"ntf-[0-9a-z]{15}", item["id"])
 

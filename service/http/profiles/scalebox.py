@@ -10,6 +10,7 @@ service/ids.py); one that does not decode is simply not found.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -19,12 +20,12 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
 from service import ids, inbox
-from service.errors import BadRequest
+from service.errors import BadRequest, NotFound
 from service.http import profiles
 from service.http.envelopes import Problem
 from service.http.formats import PathId, pages
 from service.http.profiles import actions
-from service.model import Archived, AwareTime, InboxItem, InboxQuery, Input, Principal
+from service.model import ACTION_ID, Action, Archived, AwareTime, InboxItem, InboxQuery, Input, Principal
 from service.process import Backends
 from service.store.bulk import BulkFilter
 
@@ -55,6 +56,10 @@ class Item(msgspec.Struct, kw_only=True):
     actors: list[str]
     actor_count: int
     archived_at: datetime | None  # null when not archived
+    # Engagement: the buttons the notification offers, and the one the reader took last (or "open").
+    actions: list[Action]
+    interaction: str | None
+    interacted_at: datetime | None
 
 
 class Pagination(msgspec.Struct, kw_only=True):
@@ -249,6 +254,9 @@ def present(n: InboxItem) -> Item:
         actors=n.actors,
         actor_count=n.actor_count,
         archived_at=n.archived_at,
+        actions=n.actions,
+        interaction=n.interaction,
+        interacted_at=n.interacted_at,
     )
 
 
@@ -454,6 +462,21 @@ async def bulk_action(
     return _ok(BulkDoneEnvelope, BulkDone(action=data.action, changed=changed))
 
 
+@post(
+    "/notifications/{notification_id:str}/actions/{action:str}",
+    summary="Record that the reader took an action (or 'open'); marks the notification read",
+    status_code=200,
+)
+async def take_action(
+    b: NamedDependency[Backends], who: NamedDependency[Principal], notification_id: PathId, action: PathId
+) -> ItemEnvelope:
+    row = actions.row_id(notification_id, ids.from_scalebox)
+    if not re.fullmatch(ACTION_ID, action):
+        raise NotFound("Notification or action not found")
+    taken = await inbox.interact(b, who, row, action)
+    return _ok(ItemEnvelope, present(taken), "Action recorded")
+
+
 class ErrorBody(msgspec.Struct):
     success: bool
     error: str
@@ -479,6 +502,7 @@ def router(prefix: str) -> Router:
             archive,
             unarchive,
             bulk_action,
+            take_action,
         ],
         ErrorBody,
         render,
