@@ -51,8 +51,10 @@ class Tally:
 
     async def apply(self, conn: asyncpg.Connection) -> list[Counts]:
         """Add the differences to the counts (inside the caller's transaction); the new counts of
-        every user whose numbers changed."""
-        users = sorted(u for u, d in self._by_user.items() if any(d))
+        every user whose rows changed. A user whose numbers stay the same (an archived row removed)
+        still gets a new version: the version says the rows changed, and the tab counts cached under
+        it (service/counts/tabs.py) must not be answered again."""
+        users = sorted(self._by_user)
         if not users:
             return []
         await conn.execute(_LOCK, users)

@@ -1,5 +1,6 @@
 """Tab counts (`POST /v1/counts`) and bulk actions by filter (`POST /v1/notifications/bulk`)."""
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -8,10 +9,11 @@ import pytest
 from service import ids
 from service.process import Backends
 from service.store import bulk
-from tests.support.factories import Deliver, MakeUser, User
+from tests.support.factories import Deliver, MakeUser, User, at
 from tests.support.invariants import counts_agree
 from tests.support.profiles import BADGE, everything, ok, refused
 from tests.support.queries import rows
+from workers import sweep
 
 
 @pytest.fixture
@@ -201,3 +203,17 @@ async def test_a_bad_bulk_body_is_400_naming_the_member(
 ) -> None:
     message = refused(await client.post("/v1/notifications/bulk", json=body, headers=alice.headers), 400)
     assert field in message, message
+
+
+async def test_a_change_that_moves_no_count_still_refreshes_the_tabs(
+    client: httpx.AsyncClient, backends: Backends, alice: User, deliver: Deliver
+) -> None:
+    """An archived notification is in no count; when it expires, the counts' numbers stay the same
+    but their version moves, so the archive tab is counted again rather than answered from the cache."""
+    row = (await deliver(users=["alice"], expires_at=at(0.5))).deliveries[0].inbox_id
+    ok(await client.patch(f"/v1/notifications/{ids.to_scalebox(row)}/archive", headers=alice.headers))
+    assert (await tabs(client, alice, archive={"archived": True}))["archive"]["total"] == 1
+    await asyncio.sleep(0.6)
+    assert await sweep.sweep(backends) == (0, 1)
+    assert (await tabs(client, alice, archive={"archived": True}))["archive"]["total"] == 0
+    await counts_agree(backends)
