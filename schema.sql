@@ -9,19 +9,28 @@
 -- (`created_at`, copied from the event so that a user's newest-first page is one index range
 -- with no join) and the per-user state (`read_at`). About 60 bytes a row.
 --
--- Four indexes, each paid for by a reader path, and two small ones for the sweep:
+-- Four indexes, each paid for by a reader path, and small partial ones that hold few rows:
 --   primary key (id)                        get/mark/delete one notification by its public id
 --   unique (user_id, event_id)              exactly one row per recipient, whatever is retried;
 --                                           also drives filtered lists from the events side
---   (user_id, created_at desc, id desc)     a user's newest-first page ("all"), of shown rows
+--   (user_id, created_at desc, id desc)     a user's newest-first page ("all"), of listed rows
 --   same, where read_at is null             a user's unread page; stays small as inboxes age
+--   same, of archived rows                  the archive's page (only archived rows)
+--   unique (user_id, thread)                a user's thread of a group (only threads)
 --   (snoozed_until), (expires_at)           rows whose snooze ends or that expire, by time; each
 --                                           holds only the rows that have such a time
 --
 -- Shown rows: a snoozed row (`snoozed_until` set) is out of the inbox until the sweep brings it
--- back. It is in no list and no count, and the two list indexes leave it out (they are partial on
--- `snoozed_until IS NULL`), so a page, even a deep one, is still found from the index alone. Every
--- reader statement says `snoozed_until IS NULL` literally, so that PostgreSQL uses them.
+-- back. It is in no list and no count. An archived row (`archived_at` set) is in no count and in no
+-- list but the archive's. The two list indexes leave both out (they are partial on
+-- `snoozed_until IS NULL AND archived_at IS NULL`), so a page, even a deep one, is still found from
+-- the index alone. Every reader statement says those predicates literally, so that PostgreSQL uses
+-- them.
+--
+-- Threads: an event with a `group` updates each recipient's row of that group (`thread`) instead of
+-- adding one; the row then shows the group's newest event (`event_id`, `created_at` and the copied
+-- `type` and `category` follow it), counts its events (`activity`) and lists its actors through a
+-- shared node (`thread_actors`, below).
 -- There are no foreign keys on inbox: each would cost a lookup and a row lock per inserted row.
 -- Users are never deleted (only deactivated) and events outlive their rows, so nothing dangles.
 --
