@@ -1,7 +1,8 @@
 """`manage.py seed_notifications USER COUNT [--read-every N]`: COUNT notifications for USER in one
 INSERT … SELECT into the library's own table, shaped as `notify.send` writes them (actor, verb,
-description, level, timestamps one second apart), every N-th one read; then VACUUM ANALYZE, as
-Herald's seed settles its tables, so that the peer's counts can use its index alone."""
+description, level, timestamps one second apart), every N-th one read; then VACUUM ANALYZE and a
+CHECKPOINT, as Herald's seed settles its tables: the peer's counts can use its index alone, and the
+server does not write out a million new rows in the middle of a later figure."""
 
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
@@ -40,3 +41,4 @@ class Command(BaseCommand):
                 [recipient.pk, read_every, max(read_every, 1), kind.pk, str(sender.pk), count],
             )
             cursor.execute(f"VACUUM ANALYZE {table}")
+            cursor.execute("CHECKPOINT")
