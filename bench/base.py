@@ -6,6 +6,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from bench.django_peer import Peer
 from bench.env import Processes
 from bench.seed import Seeder, say
 
@@ -65,7 +66,8 @@ def k(n: int) -> str:
 
 
 class Bench:
-    """What the figures share: the servers' connections, the processes, the seed, the sizes."""
+    """What the figures share: the servers' connections, the processes, the seed, the sizes, the
+    Django peer (started on first use)."""
 
     def __init__(self, conn: asyncpg.Connection, redis: aioredis.Redis, procs: Processes, sizes: Sizes) -> None:
         self.conn = conn
@@ -74,6 +76,7 @@ class Bench:
         self.sizes = sizes
         self.seeder = Seeder(conn)
         self.notes: list[str] = []
+        self.peer = Peer(procs, self.note)
         self._inbox_ready = False
 
     def note(self, text: str) -> None:

@@ -59,7 +59,8 @@ async def _flush(url: str) -> None:
 
 
 class Processes:
-    """Child processes (Herald's and the bare route's), their logs in the run's directory."""
+    """Child processes (Herald's, the bare route's, the Django peer's), their logs in the run's
+    directory."""
 
     def __init__(self, servers: Servers) -> None:
         self.servers = servers
@@ -76,7 +77,9 @@ class Processes:
             rate_limit_publishes="10000000",
         )
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        """Start `args` as child `name` (a process group of its own, output in <name>.log in the
+        run's directory); `stop` ends it with the rest."""
         child = start(name, args, env, log=self.servers.directory() / f"{name}.log", session=True)
         self._started[name] = child
         self.children[name] = child.proc
@@ -89,7 +92,7 @@ class Processes:
         port = free_port()
         env = {**self.env, "HERALD_PORT": str(port), "HERALD_JWT_SECRET": JWT_SECRET}
         base = f"http://127.0.0.1:{port}"
-        child = self._spawn("api", herald_command("api", "--workers", str(API_WORKERS)), env)
+        child = self.spawn("api", herald_command("api", "--workers", str(API_WORKERS)), env)
         wait_ready(base + "/readyz", [child])
         self.urls["api"] = base
         return base
@@ -105,7 +108,7 @@ class Processes:
             "BENCH_BARE_DATABASE_URL": self.servers.database_url,
         }
         args = [sys.executable, "-m", "bench.bare", "--port", str(port), "--workers", str(API_WORKERS)]
-        child = self._spawn("bare", args, env)
+        child = self.spawn("bare", args, env)
         base = f"http://127.0.0.1:{port}"
         wait_ready(base + "/nothing", [child])
         self.urls["bare"] = base
@@ -114,7 +117,7 @@ class Processes:
     def workers(self, count: int = WORKERS) -> list[int]:
         """`herald worker` processes (started once); their pids."""
         started = [
-            self._started.get(f"worker{i}") or self._spawn(f"worker{i}", herald_command("worker"), self.env)
+            self._started.get(f"worker{i}") or self.spawn(f"worker{i}", herald_command("worker"), self.env)
             for i in range(count)
         ]
         time.sleep(1.5)  # arq connects and the consumer joins the group

@@ -16,9 +16,11 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-class Row(msgspec.Struct, kw_only=True):
+class Row(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One figure. `herald` and `limit` are in the unit the figure's name gives; `ratio` is
-    herald / limit when there is a limit; `target` says what passes."""
+    herald / limit when there is a limit; `target` says what passes. `skipped` says why a row's
+    limit could not be measured in this run (the peer could not be installed, say): such a row
+    neither passes nor fails, and has no limit rather than one carried from another run."""
 
     figure: str
     herald: float
@@ -26,12 +28,31 @@ class Row(msgspec.Struct, kw_only=True):
     ratio: float | None
     target: str
     passed: bool
+    skipped: str = ""
 
 
-def ratio_row(figure: str, herald: float, limit: float, at_least: float, target: str) -> Row:
-    """A throughput figure that must reach `at_least` times its limit."""
+class Skipped(msgspec.Struct, frozen=True):
+    """A limit this run could not measure, and why, in a few words."""
+
+    reason: str
+
+
+def ratio_row(figure: str, herald: float, limit: float | Skipped, at_least: float, target: str) -> Row:
+    """A throughput figure that must reach `at_least` times its limit, or, when the limit was not
+    measured, Herald's figure alone with the reason."""
+    if isinstance(limit, Skipped):
+        return Row(
+            figure=figure, herald=herald, limit=None, ratio=None, target=target, passed=False, skipped=limit.reason
+        )
     ratio = herald / limit if limit > 0 else math.inf
     return Row(figure=figure, herald=herald, limit=limit, ratio=ratio, target=target, passed=ratio >= at_least)
+
+
+def result(row: Row) -> str:
+    """The table's last column."""
+    if row.skipped:
+        return f"skipped: {row.skipped}"
+    return "pass" if row.passed else "FAIL"
 
 
 def _number(value: float | None) -> str:
@@ -57,7 +78,7 @@ def table(rows: list[Row]) -> str:
             _number(r.limit),
             "—" if r.ratio is None else _number(r.ratio) + "×",
             r.target,
-            "pass" if r.passed else "FAIL",
+            result(r),
         )
         for r in rows
     ]

@@ -71,3 +71,29 @@ def test_the_saved_run_is_read_back_with_its_date_machine_and_notes(tmp_path: Pa
     assert machine == "Machine: cores 2; cpu X"
     assert date == "2026-12-02 05:12 UTC"
     assert notes == ["fan-out limit: plain INSERT"]
+
+
+def test_a_row_whose_limit_was_not_measured_says_why_and_carries_no_limit(tmp_path: Path) -> None:
+    measured = report.ratio_row("list (req/s)", 2300.0, 230.0, 10.0, "≥ 10× Django peer")
+    skipped = report.ratio_row("badge (req/s)", 17656.0, report.Skipped("Django peer not run (no pip)"), 10.0, "≥ 10×")
+    assert (measured.limit, measured.passed, measured.skipped) == (230.0, True, "")
+    assert (skipped.herald, skipped.limit, skipped.ratio, skipped.passed) == (17656.0, None, None, False)
+    assert skipped.skipped == "Django peer not run (no pip)"
+
+    lines = report.table([measured, skipped]).splitlines()
+    assert lines[2].rstrip(" |").endswith("pass")
+    cells = [cell.strip() for cell in lines[3].strip("|").split("|")]
+    assert cells == ["badge (req/s)", "17,656", "—", "—", "≥ 10×", "skipped: Django peer not run (no pip)"]
+
+    latest, _ = report.write([measured, skipped], "Machine: x", directory=tmp_path)
+    saved = msgspec.json.decode(latest.read_bytes())
+    assert "skipped" not in saved[0]  # a measured row is written as before
+    assert saved[1]["skipped"] == "Django peer not run (no pip)"
+    assert report.saved_run(tmp_path)[0] == [measured, skipped]
+
+
+def test_rows_saved_before_rows_could_be_skipped_still_read() -> None:
+    old = b'[{"figure":"f","herald":1.0,"limit":2.0,"ratio":0.5,"target":"t","passed":false}]'
+    (row,) = msgspec.json.decode(old, type=list[report.Row])
+    assert row.skipped == ""
+    assert report.result(row) == "FAIL"
