@@ -62,6 +62,16 @@ def _id(path: str, row: int) -> str:
     return ids.to_scalebox(row)
 
 
+def _fill(path: str, row: int) -> str:
+    """The path with its `{}`s filled: the first with the id of `row`, any later one (the action of
+    `.../actions/{action}`) with an action every notification offers."""
+    parts = path.split("{}")
+    if len(parts) == 1:
+        return path
+    fills = [_id(path, row)] + ["open"] * (len(parts) - 2)
+    return parts[0] + "".join(fill + part for fill, part in zip(fills, parts[1:], strict=True))
+
+
 def _body(path: str, rows: list[int]) -> Any:
     """What would change the most if the request got through: every notification at once."""
     if path.startswith("/api/user-notifications/acknowledge"):
@@ -127,13 +137,13 @@ async def test_a_change_with_an_empty_id_answers_404_and_changes_nothing(
     producer = await make_user(user="svc", kind="producer")
     who = producer if canonical == "/v1/events" else alice
     # The envelope the route's own errors come in: its answer without a token.
-    route = canonical.format(_id(canonical, rows[0]))
+    route = _fill(canonical, rows[0])
     own = await client.request(method, route)
     assert own.status_code == 401, own.text
     before = await _state(backends, client, alice)
     assert len(before["list"]) == ROWS and before["badge"]["unread_count"] == ROWS
 
-    sent = path.format(_id(path, rows[0])) if "{}" in path else path
+    sent = _fill(path, rows[0])
     reply = await client.request(method, sent, json=_body(canonical, rows), headers=who.headers)
 
     assert reply.status_code == 404, reply.text
