@@ -6,11 +6,12 @@ from __future__ import annotations
 import secrets
 import time
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Response, Router, get, post
 from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
 from service import intake
 from service.http.envelopes import handlers
@@ -21,25 +22,51 @@ from service.process import Backends
 
 _PAGE = resources.files("service.http").joinpath("static/demo.html")
 
+# The review thread's people: each press of "Publish a thread update" comments as one of them, so a
+# few presses show the thread line growing ("Carol and 2 others · 4 updates").
+REVIEWERS = ("Alice", "Bob", "Carol", "Dave", "Erin")
+REVIEW_GROUP = "demo:pr-42"
+
+Kind = Annotated[
+    Literal["ping", "review"],
+    QueryParameter(description="ping: a lone notification; review: one more comment on the demo's review thread."),
+]
+
 
 @get("/demo", include_in_schema=False, media_type="text/html")
 async def page() -> Response[bytes]:
     return Response(_PAGE.read_bytes(), media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-@post("/demo/publish", guards=[reader_guard], status_code=202, include_in_schema=False)
-async def publish(b: NamedDependency[Backends], who: NamedDependency[Principal]) -> Accepted:
+def sample(kind: str, who: Principal) -> dict[str, Any]:
+    """The event the demo publishes to the caller: the page's tabs are named after these two types."""
     now = time.strftime("%H:%M:%S")
     event: dict[str, Any] = {
         "id": f"demo-{secrets.token_hex(8)}",
-        "type": "demo.ping",
         "tenant": who.tenant,
         "audience": {"users": [who.user]},
+    }
+    if kind == "review":
+        actor = secrets.choice(REVIEWERS)
+        return event | {
+            "type": "demo.review",
+            "title": "Pull request #42: comments",
+            "message": f"{actor} commented at {now}.",
+            "category": "Reviews",
+            "group": REVIEW_GROUP,
+            "actor": actor,
+        }
+    return event | {
+        "type": "demo.ping",
         "title": "Test notification",
         "message": f"Published from the demo page at {now}.",
         "category": "Demo",
     }
-    raw = msgspec.json.encode(event)
+
+
+@post("/demo/publish", guards=[reader_guard], status_code=202, include_in_schema=False)
+async def publish(b: NamedDependency[Backends], who: NamedDependency[Principal], kind: Kind = "ping") -> Accepted:
+    raw = msgspec.json.encode(sample(kind, who))
     return Accepted(await intake.enqueue(b.redis, [(decode_event(raw), raw)]))
 
 
