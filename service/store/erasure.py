@@ -53,12 +53,12 @@ WHERE ctid = ANY (ARRAY(
 RETURNING event_id, {AS_COUNTED}
 """  # noqa: S608
 
-# Rows a batch did not meet: one changed under it (a snooze ending gives a row a new address), or
-# one added by a writer the wait above let through. Normally none.
+# Rows a batch did not meet, because one changed under it (a snooze ending gives a row a new
+# address, and the batch then skips it). Normally none.
 _ROWS_LEFT = "DELETE FROM inbox WHERE user_id = $1"
 # Everything else that names the user, by its index on user_id, before the user row (their foreign
-# keys would refuse it otherwise). A new per-user table gets its DELETE here: the webhook
-# deliveries of the user (CONTRACT §8) belong in this list once they are stored.
+# keys would refuse it otherwise). A new table of per-user state gets its DELETE here: the pending
+# webhook deliveries naming the user belong in this list once webhooks are stored.
 PER_USER = (
     "DELETE FROM preferences WHERE user_id = $1",
     "DELETE FROM subscriptions WHERE user_id = $1",
