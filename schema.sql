@@ -32,7 +32,8 @@
 -- `type` and `category` follow it), counts its events (`activity`) and lists its actors through a
 -- shared node (`thread_actors`, below).
 -- There are no foreign keys on inbox: each would cost a lookup and a row lock per inserted row.
--- Users are never deleted (only deactivated) and events outlive their rows, so nothing dangles.
+-- Events outlive their rows, and a user is deleted only by an erasure, which removes their rows
+-- first (see "Erasure" at the end), so nothing dangles.
 --
 -- Idempotent fan-out without ON CONFLICT: a fan-out is cut into chunks of user-id ranges, and a
 -- chunk's rows are inserted in the same transaction that marks the chunk done in
@@ -236,3 +237,13 @@ CREATE TABLE IF NOT EXISTS preferences (
     muted_topics      text[] NOT NULL DEFAULT '{}',
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
+
+-- Erasure (DELETE /v1/admin/users/{user}, `herald admin erase-user`; service/erasure.py). A user
+-- being erased is marked first, in one statement: `active = false` (so the fan-out skips them and
+-- their tokens are refused) and `erasing_since`, which is what says the erasure is asked for and
+-- not finished. Their rows are then deleted in batches and, last, everything else of theirs and
+-- the user row itself. The mark outlives a worker that dies midway: whoever runs the erasure next
+-- (the job run again, or the periodic pass that looks for marked users) goes on from what is left.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS erasing_since timestamptz;
+-- The periodic pass's question, "who is still being erased?": an index of only those users.
+CREATE INDEX IF NOT EXISTS users_erasing ON users (erasing_since) WHERE erasing_since IS NOT NULL;

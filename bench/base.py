@@ -30,6 +30,7 @@ class Sizes(msgspec.Struct, frozen=True, kw_only=True):
     snooze_rows: int = 10
     expiry: int = 100_000  # recipients of the expiring event
     streams: int = 10_000  # open GET /v1/stream, one user each
+    erase: int = 1_000_000  # notifications of the user erased (at most `events`)
     wrk_seconds: float = 10  # each throughput run
     p50_seconds: float = 5  # each single-connection latency run
 
@@ -51,6 +52,7 @@ QUICK = Sizes(
     snooze_users=500,  # 5,000 rows: still several of the sweep's batches
     expiry=10_000,
     streams=2_000,
+    erase=20_000,
     wrk_seconds=3,
     p50_seconds=2,
 )

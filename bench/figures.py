@@ -1,8 +1,8 @@
 """The figures: fan-out (with mutes), badge (with a signed token too), list, publish → visible and
 mark all read here, the sweep's (snooze, expiry) in bench/timed.py, many open streams in
-bench/streams.py. Each measures Herald and, where there is one, the raw limit of this machine in
-the same run, and returns table rows. See docs/performance.md for what each figure
-means and why it is measured this way."""
+bench/streams.py, erasing a user in bench/erase.py. Each measures Herald and, where there is one,
+the raw limit of this machine in the same run, and returns table rows. See docs/performance.md for
+what each figure means and why it is measured this way."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import jwt
 import msgspec
 
-from bench import bare, django_peer, load, streams, timed
+from bench import bare, django_peer, erase, load, streams, timed
 from bench.base import Bench, k
 from bench.django_peer import AT_LEAST, TARGET
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
@@ -543,6 +543,7 @@ FIGURES: dict[str, Figure] = {
     "snooze": timed.snooze,
     "expiry": timed.expiry,
     "streams": streams.streams,
+    "erase": erase.erase,
 }
-HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams"}
+HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams", "erase"}
 WRK_FIGURES = {"badge", "list"}

@@ -6,6 +6,7 @@
     herald admin create-token --tenant T --user U [--kind pat|producer]
     herald admin subscribe --tenant T --user U --topic X
     herald admin deactivate-user --tenant T --user U
+    herald admin erase-user --tenant T --user U
     herald admin revoke-token --token TOKEN
     herald admin dead-letters [--limit N] [--requeue ID]
     herald publish FILE|-
@@ -176,6 +177,21 @@ def cmd_deactivate(settings: Settings, args: argparse.Namespace) -> None:
     _print_json({"tenant": args.tenant, "user": args.user, "active": False})
 
 
+def cmd_erase_user(settings: Settings, args: argparse.Namespace) -> None:
+    from service import erasure
+    from service.process import Backends
+
+    async def run() -> erasure.Progress:
+        b = await Backends.open(settings, "herald-cli")
+        try:
+            return await erasure.erase(b, args.tenant, args.user)
+        finally:
+            await b.close()
+
+    done = asyncio.run(run())
+    _print_json({"tenant": args.tenant, "user": args.user, "erased": True, "rows": done.rows})
+
+
 def cmd_revoke_token(settings: Settings, args: argparse.Namespace) -> None:
     _, redis_url = settings.require_backends()
 
@@ -265,6 +281,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--user", required=True)
     p.set_defaults(run=cmd_deactivate)
+    p = adm.add_parser("erase-user", help="erase a user and everything Herald keeps for them (waits until done)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.set_defaults(run=cmd_erase_user)
     p = adm.add_parser("dead-letters", help="list dead-lettered events (one JSON line each), or requeue one")
     p.add_argument("--limit", type=int, default=100, help="how many to list, oldest first")
     p.add_argument("--requeue", metavar="ID", help="put this dead letter's event back on the stream")

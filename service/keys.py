@@ -4,10 +4,12 @@ Keys and channels
     herald:events                 stream of published events (field `event`), consumer group `herald`
     herald:events:dead            dead letters: fields `event` (as received) and `reason`
     herald:events:attempts        hash: stream entry id -> failed or abandoned attempts so far
-    herald:queue                  arq's job queue (and arq's own `arq:*` keys for job state)
+    herald:queue                  arq's job queue (and arq's own `arq:*` keys for job state; an
+                                  erasure's job is `erase:{user_id}`, gone once it has run)
     herald:count:{user_id}        cached counts, "version:unread:total", expiring after COUNT_TTL
     herald:tabs:{user_id}         the user's tab-count breakdown at one count version (service/counts/tabs.py)
-    herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams
+    herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams;
+                                  CLOSE_STREAMS ends them (the user is being erased)
     herald:auth                   pub/sub: a user id whose cached credentials must be dropped
     herald:wrote:{user_id}        the primary's WAL position after the user's last write, for
                                   read-your-writes with a database replica (service/backends/replica.py)
@@ -29,6 +31,8 @@ TABS_PREFIX = "herald:tabs:"
 USER_CHANNEL = "herald:user:"
 WROTE_PREFIX = "herald:wrote:"
 RECONCILE_CURSOR = "herald:reconcile:cursor"
+# On a user's channel instead of a change: their open streams end (service/erasure.py).
+CLOSE_STREAMS = b"close"
 
 
 def count_key(user_id: int) -> str:

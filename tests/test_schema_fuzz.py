@@ -19,7 +19,7 @@ import msgspec
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import ensure_resource_availability, positive_data_acceptance
 
 from service.local.embedded import free_port
 from service.local.harness import Servers
@@ -27,6 +27,7 @@ from tests.support.factories import TABLES
 from tests.support.processes import herald, json_line, stop, wait_ready
 
 EXAMPLES = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "10"))
+USER = "/v1/admin/users/{user}"
 
 
 class Api(msgspec.Struct, frozen=True):
@@ -115,7 +116,13 @@ def test_chains_of_calls_answer_as_documented(api: Api) -> None:
     # into the item routes, the ids a bulk answer echoes into the next call), feeding one answer's
     # values to the next request. This is where an empty id once reached the collection
     # (`DELETE /v1/notifications/` deleting the inbox; see service/http/empty_ids.py).
-    schema = schemathesis.openapi.from_url(api.base + "/schema/openapi.json").exclude(path="/v1/stream")
+    # Not an erasure either: it is one-way (the user stays "being erased" here, where no worker runs),
+    # so a chain replayed while Hypothesis shrinks would meet a different server; it is fuzzed above.
+    schema = (
+        schemathesis.openapi.from_url(api.base + "/schema/openapi.json")
+        .exclude(path="/v1/stream")
+        .exclude(method="DELETE", path=USER)
+    )
 
     class Chains(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
@@ -125,10 +132,16 @@ def test_chains_of_calls_answer_as_documented(api: Api) -> None:
         def validate_response(
             self, response: Any, case: schemathesis.Case, additional_checks: Any = None, **kwargs: Any
         ) -> None:
+            excluded = [positive_data_acceptance]
+            if case.operation.path == USER and "/" in str((case.path_parameters or {}).get("user", "")):
+                # A user id may hold a `/` (POST /v1/admin/users takes it, as events do), but a path
+                # segment cannot (servers decode %2F before routing): that user is not found at its
+                # path, and `herald admin erase-user` is the way to erase them (docs/api.md).
+                excluded.append(ensure_resource_availability)
             case.validate_response(  # the same checks as above, and the stateful ones on the recorded chain
                 response,
                 additional_checks=additional_checks,
-                excluded_checks=[positive_data_acceptance],
+                excluded_checks=excluded,
                 transport_kwargs=kwargs or None,
                 recorder=self.recorder,
             )

@@ -70,7 +70,9 @@ class Delivery:
     def __init__(self, backends: Backends, jobs: ArqRedis) -> None:
         self.b = backends
         self.jobs = jobs
-        # Tenants and users are never deleted, so what is known to exist stays known.
+        # Tenants are never deleted, so a known tenant stays known. A known user may be erased
+        # (service/erasure.py): the one-statement delivery then records nothing and this takes the
+        # general path, which creates them anew (store/fanout.py, _DELIVER_NAMED).
         self._tenants: dict[str, int] = {}
         self._known: set[tuple[int, str]] = set()
 

@@ -1,5 +1,5 @@
-"""The worker process: an arq worker for fan-out chunk jobs, with the stream consumer and the
-sweep (snoozes ending, expiry; workers/sweep.py) beside it.
+"""The worker process: an arq worker for fan-out chunk jobs and erasures (workers/erasure.py), with
+the stream consumer and the sweep (snoozes ending, expiry; workers/sweep.py) beside it.
 
 One process does all three because they share everything (pools, the tenant cache, the count
 publisher) and scale the same way: run more `herald worker` processes.
@@ -19,12 +19,14 @@ import redis.exceptions
 from arq.cron import cron
 from arq.worker import Worker, func
 
+from service.erasure import ERASE_JOB
 from service.keys import QUEUE
 from service.process import Backends, Watch
 from service.settings import Settings
 from workers import sweep
 from workers.consumer import Consumer
 from workers.delivery import CHUNK_JOB, Delivery, fanout_chunk
+from workers.erasure import erase_user, erasure_pass, resume_erasures
 from workers.housekeeping import JOB_TIMEOUT, reconcile_job, retention_job, trim_job
 from workers.queue import queue_pool
 
@@ -70,6 +72,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
+    # A worker coming back after a crash takes up unfinished erasures at once, not at the next pass.
+    await resume_erasures(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -190,7 +194,11 @@ def build_worker(settings: Settings, *, burst: bool = False, watch: Watch | None
     _, redis_url = settings.require_backends()
     watch = watch or Watch(settings)
     return HeraldWorker(
-        functions=[func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES)],
+        functions=[
+            func(fanout_chunk, name=CHUNK_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES),
+            # No result kept: nothing naming the erased user stays in Redis once the job is done.
+            func(erase_user, name=ERASE_JOB, timeout=CHUNK_TIMEOUT, max_tries=ARQ_MAX_TRIES, keep_result=0),
+        ],
         # One run of each at a time across every worker (arq's cron jobs have fixed ids per slot).
         # Their timeouts stay under CHUNK_TIMEOUT: arq's in-progress mark, and so the takeover of a
         # dead worker's chunks, lasts the longest timeout of any function plus 10 s.
@@ -198,6 +206,8 @@ def build_worker(settings: Settings, *, burst: bool = False, watch: Watch | None
             cron(retention_job, name="herald:retention", minute=set(range(7, 60, 10)), timeout=JOB_TIMEOUT),
             cron(reconcile_job, name="herald:reconcile", minute=set(range(2, 60, 10)), timeout=JOB_TIMEOUT),
             cron(trim_job, name="herald:trim", second={30}, timeout=JOB_TIMEOUT),
+            # Beside the trim, in the same second: one moment a minute when periodic jobs start.
+            cron(erasure_pass, name="herald:erasures", second={30}, timeout=JOB_TIMEOUT),
         ],
         queue_name=QUEUE,
         redis_pool=queue_pool(redis_url, settings.backend_timeout, watch.redis),

@@ -14,7 +14,7 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from service.http import demo, native, preferences
+from service.http import demo, native, preferences, users
 from service.http.edge import Edge
 from service.http.empty_ids import EmptyIds
 from service.http.envelopes import Envelopes, Renderer, fallback
@@ -34,6 +34,7 @@ PROFILES: dict[str, tuple[Callable[[str], Router], Renderer]] = {
     "aptly": (aptly.router, aptly.render),
 }
 
+ADMIN = "/v1/admin"  # Herald's administration endpoints, answered in Herald's own envelope
 # Beyond the largest legitimate body (a bulk action of 1000 ids); /v1/events sets its own.
 MAX_BODY = 1024 * 1024
 
@@ -85,13 +86,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await backends.close()
 
     # Each router with the renderer of its errors: Herald's own routes answer in Herald's envelope.
-    owned: list[tuple[Router, Renderer]] = [(native.router(), native.render), (preferences.router(), native.render)]
+    owned: list[tuple[Router, Renderer]] = [
+        (native.router(), native.render),
+        (preferences.router(), native.render),
+        (users.router(), native.render),
+    ]
     owned += [(make(prefix), render) for prefix, (make, render) in mounts]
     if settings.demo:
         owned.append((demo.router(), native.render))
     envelopes = Envelopes(
         [(route.path_format, render) for router, render in owned for route in router.routes],
-        [(prefix, render) for prefix, (_, render) in mounts],
+        # Everything under /v1/admin is Herald's, whatever profile is mounted at /v1: a user id
+        # holding a `/` makes a path no route serves, and it is still answered in Herald's envelope.
+        [(prefix, render) for prefix, (_, render) in mounts] + [(ADMIN, native.render)],
         native.render,
     )
     app = Litestar(

@@ -3,7 +3,8 @@
 It always listens on `herald:auth` (a user whose cached credentials must be dropped) and, for each
 user with at least one open stream in this process, on `herald:user:{id}`. Listeners get a queue
 of `Change`s; `RESYNC` tells them messages may have been missed (the connection dropped) so they
-should read the counts afresh, and `None` that the process is shutting down.
+should read the counts afresh, and `None` that the stream must end (the process is shutting down,
+or the user is being erased).
 
 If the connection drops, the whole credential cache is dropped too (invalidations may have been
 missed), and every subscription is made again once Redis is back.
@@ -22,7 +23,7 @@ from redis.asyncio.client import PubSub
 from service.auth import Authenticator
 from service.counts import Change, decode_change
 from service.errors import Unavailable
-from service.keys import AUTH_CHANNEL, user_channel
+from service.keys import AUTH_CHANNEL, CLOSE_STREAMS, user_channel
 
 log = logging.getLogger("herald.hub")
 
@@ -141,7 +142,8 @@ class Hub:
             return
         try:
             user_id = int(channel.rsplit(b":", 1)[1])
-            change = decode_change(data)
+            # The user is being erased (service/erasure.py): their streams end, as at shutdown.
+            change = None if data == CLOSE_STREAMS else decode_change(data)
         except (ValueError, IndexError):
             log.warning("ignored a malformed message on %r", channel)
             return

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from service import admin, inbox, intake
@@ -256,6 +257,9 @@ def router() -> Router:
     guarded = documented(
         [unread_count, seen, tab_counts, live, publish_events, create_user, create_subscription], ErrorBody
     )
+    erasing = ResponseSpec(data_container=ErrorBody, description="The user is being erased.", generate_examples=False)
+    for handler in (create_user, create_subscription):  # the user exists again only once the erasure is done
+        handler.responses = {**(handler.responses or {}), 409: erasing}
     return Router(
         "/",
         route_handlers=[*guarded, healthz, readyz, metrics],

@@ -103,7 +103,7 @@ class _Stream:
                     except TimeoutError:
                         yield PING
                         continue
-                    if change is None:  # the process is shutting down
+                    if change is None:  # the process is shutting down, or the user is being erased
                         return
                     chunk = await self._apply(change)
                     if chunk:

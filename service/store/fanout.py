@@ -9,6 +9,8 @@ most `chunk` recipients. A chunk is written by one statement that also marks it 
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 
 from service.model import Counts, Event
@@ -226,14 +228,29 @@ FROM events WHERE id = $1 AND grp IS NOT NULL
 """
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
 
+# INSERT_EVENT as INSERT … SELECT, recording the event only if every named user ($14) exists.
+# The worker creates the users it does not know before delivering, but one it knows may have been
+# erased since (service/erasure.py): then nothing is recorded, and the general path, which creates
+# users first, delivers to a new one. Checked in the statement itself, so the common event still
+# costs one statement, and an erasure finishing at any moment cannot slip between check and use.
+_ALL_NAMED_EXIST = """
+WHERE NOT EXISTS (
+    SELECT 1 FROM unnest($14::text[]) AS named (external_id)
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = $1 AND u.external_id = named.external_id)
+)
+ON CONFLICT"""
+_INSERT_IF_NAMED_EXIST = re.sub(r"\)\s*ON CONFLICT", _ALL_NAMED_EXIST, INSERT_EVENT.replace(") VALUES (", ") SELECT "))
+assert _ALL_NAMED_EXIST in _INSERT_IF_NAMED_EXIST, "INSERT_EVENT no longer ends in ON CONFLICT"
+assert "VALUES" not in _INSERT_IF_NAMED_EXIST, "INSERT_EVENT no longer has one VALUES row"
+
 # The common event in one statement: named users only (no topics, no `all`), all of them existing.
 # It records the event as already fanned out, writes its rows and bumps the counts, atomically
-# without a transaction round trip. No row when (tenant, id) was published before: the caller then
-# takes the general path, which resumes whatever that earlier publish left undone. An empty audience
-# (every named user deactivated, or muting the event's type or category: $3 and $6) still returns
-# the event's id, with nulls.
+# without a transaction round trip. No row when (tenant, id) was published before, or a named user
+# no longer exists: the caller then takes the general path, which resumes whatever that earlier
+# publish left undone, or creates the user anew. An empty audience (every named user deactivated,
+# or muting the event's type or category: $3 and $6) still returns the event's id, with nulls.
 _DELIVER_NAMED = f"""
-WITH ev AS ({INSERT_EVENT.strip()}),
+WITH ev AS ({_INSERT_IF_NAMED_EXIST.strip()}),
 ins AS (
     INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
     SELECT u.id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category FROM ev, users u
@@ -318,7 +335,8 @@ async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -
 async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) -> tuple[int, list[Delivery]] | None:
     """Record and deliver a new event to named, existing users in one statement (see _DELIVER_NAMED).
 
-    Returns the event id and the deliveries, or None when the event was published before."""
+    Returns the event id and the deliveries, or None when the event was published before or a
+    named user does not exist."""
     rows = await conn.fetch(_DELIVER_NAMED, *events.insert_args(tenant_id, event, done=True))
     if not rows:
         return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from service.errors import Conflict
 from service.model import Principal
+from service.store import erasure
 
 _ENSURE_TENANT = """
 WITH found AS (SELECT id FROM tenants WHERE name = $1),
@@ -75,8 +77,11 @@ def _principal(row: asyncpg.Record, kind: str) -> Principal:
 
 
 async def upsert_user(conn: asyncpg.Connection, tenant_id: int, external_id: str, role: str | None) -> Principal:
-    """The user, created if missing; `role`, when given, replaces the current one."""
+    """The user, created if missing; `role`, when given, replaces the current one. Conflict while
+    the user is being erased: they exist again only once that is done."""
     await ensure_members(conn, tenant_id, [external_id])
+    if await erasure.erasing(conn, tenant_id, external_id):
+        raise Conflict(f"user {external_id!r} is being erased; try again once that is done")
     if role is not None:
         await conn.execute(_SET_ROLE, tenant_id, external_id, role)
     row = await conn.fetchrow(_USER, tenant_id, external_id)
