@@ -1,6 +1,7 @@
 """The figures: fan-out (with mutes), badge (with a signed token too), list, publish → visible and
 mark all read here, the sweep's (snooze, expiry) in bench/timed.py, many open streams in
-bench/streams.py. Each measures Herald and, where there is one, the raw limit of this machine in
+bench/streams.py, the grouped fan-out in bench/threads.py, tab counts in bench/tabs.py and bulk
+read by filter in bench/bulk.py. Each measures Herald and, where there is one, the raw limit of this machine in
 the same run, and returns table rows. See docs/performance.md for what each figure
 means and why it is measured this way."""
 
@@ -17,7 +18,7 @@ import httpx
 import jwt
 import msgspec
 
-from bench import bare, load, streams, timed
+from bench import bare, bulk, load, streams, tabs, threads, timed
 from bench.base import Bench, k
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
 from bench.fan import Want, fan_event
@@ -499,6 +500,9 @@ FIGURES: dict[str, Figure] = {
     "snooze": timed.snooze,
     "expiry": timed.expiry,
     "streams": streams.streams,
+    "grouped": threads.grouped,
+    "tabs": tabs.tabs,
+    "bulk": bulk.bulk,
 }
-HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams"}
+HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams", "tabs", "bulk"}
 WRK_FIGURES = {"badge", "list"}
