@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
@@ -31,6 +33,9 @@ class Sizes(msgspec.Struct, frozen=True, kw_only=True):
     expiry: int = 100_000  # recipients of the expiring event
     streams: int = 10_000  # open GET /v1/stream, one user each
     erase: int = 1_000_000  # notifications of the user erased (at most `events`)
+    tabs_rows: int = 10_000  # notifications of the tab-counts user
+    tabs_spread: int = 50  # users who got the same events, so the tab user's rows lie among theirs
+    bulk: int = 100_000  # unread notifications of each bulk-read user
     wrk_seconds: float = 10  # each throughput run
     p50_seconds: float = 5  # each single-connection latency run
 
@@ -53,6 +58,8 @@ QUICK = Sizes(
     expiry=10_000,
     streams=2_000,
     erase=20_000,
+    tabs_spread=5,
+    bulk=10_000,
     wrk_seconds=3,
     p50_seconds=2,
 )
@@ -65,6 +72,12 @@ def k(n: int) -> str:
     if n >= 1000 and n % 1000 == 0:
         return f"{n // 1000}k"
     return f"{n:,}"
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average, for a figure's note: on a shared machine, what else ran
+    beside it explains much of a figure's spread."""
+    return f"load average {os.getloadavg()[0]:.1f}"
 
 
 class Bench:

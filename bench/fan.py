@@ -66,11 +66,17 @@ async def fan_event(
     kind: str = "bench.fanout",
     rows: int | None = None,
     expires_at: datetime | None = None,
+    group: str | None = None,
+    actor: str | None = None,
 ) -> Fanned:
     """XADD one event `name` (default fanout-<topic>) of type `kind` for `topic` (recipients
     lo..hi) and return the seconds until its fan-out is committed (every chunk) and every
     recipient's cached count shows it, and the event's id. It must have written `rows` rows
-    (default: one per recipient)."""
+    (default: one per recipient).
+
+    With `group` (and `actor`) the event belongs to a thread. A recipient who already holds the
+    thread gets no new row: their row is updated, takes this event's id, and their counts still
+    change version once, so `want` and the row check hold for updates as for new rows."""
     name = name or f"fanout-{topic}"
     expected = hi - lo + 1 if rows is None else rows
     unseen = b.redis.register_script(_UNSEEN)
@@ -85,6 +91,8 @@ async def fan_event(
             "trigger_type": "Manual",
             "expires_at": expires_at,
         }
+        | ({} if group is None else {"group": group})
+        | ({} if actor is None else {"actor": actor})
     )
     checked: set[int] = set()
     started = time.perf_counter()

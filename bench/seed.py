@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 
 from service import admin
 from service.store import users
@@ -73,6 +74,55 @@ INSERT INTO inbox (user_id, event_id, created_at, snoozed_until)
 SELECT u, $4 + j, $6::timestamptz - (j + 1) * interval '1 second', $5
 FROM generate_series($1::bigint, $2::bigint) u, generate_series(0, $3 - 1) j
 """
+
+# $3 events named $2 || g (g = 1..$3; event g occurred g seconds before $4, of type $5[1 + g % n] and
+# category $6[1 + (g / n) % m], so that every (type, category) pair occurs), each delivered to every
+# user $7..$8 as a fan-out leaves them: the rows of one event together, users in id order, oldest
+# event first. Rows carry their event's type and category, as the fan-out copies them. Of each
+# user's rows, those of every $9-th event are read, every $10-th seen, every $11-th archived (0: none).
+_TYPED = """
+WITH ev AS (
+    INSERT INTO events (tenant_id, external_id, type, title, message, category, occurred_at, created_at,
+                        fanout_done_at)
+    SELECT $1, $2 || g, ($5::text[])[1 + g % cardinality($5::text[])], 'Bench', 'A notification to count.',
+           ($6::text[])[1 + (g / cardinality($5::text[])) % cardinality($6::text[])],
+           $4::timestamptz - g * interval '1 second', $4::timestamptz - g * interval '1 second',
+           $4::timestamptz - g * interval '1 second'
+    FROM generate_series(1, $3::int) g
+    RETURNING id, substr(external_id, length($2) + 1)::int AS g, type, category, occurred_at
+)
+INSERT INTO inbox (user_id, event_id, created_at, read_at, seen_at, archived_at, type, category)
+SELECT u, ev.id, ev.occurred_at,
+       CASE WHEN $9 > 0 AND ev.g % $9 = 0 THEN ev.occurred_at + interval '1 minute' END,
+       CASE WHEN $10 > 0 AND ev.g % $10 = 0 THEN ev.occurred_at + interval '1 minute' END,
+       CASE WHEN $11 > 0 AND ev.g % $11 = 0 THEN ev.occurred_at + interval '2 minutes' END,
+       ev.type, ev.category
+FROM ev, generate_series($7::bigint, $8::bigint) u
+ORDER BY ev.g DESC, u
+"""
+# Counts exact for users $1..$2 whose rows may be read, seen or archived: only shown rows (neither
+# snoozed nor archived) count, as Herald keeps them.
+_RECOUNT_SHOWN = """
+UPDATE inbox_counts c SET unread = x.unread, total = x.total, unseen = x.unseen, version = c.version + 1
+FROM (SELECT user_id, (count(*) FILTER (WHERE read_at IS NULL))::int AS unread, count(*)::int AS total,
+             (count(*) FILTER (WHERE read_at IS NULL AND seen_at IS NULL))::int AS unseen
+      FROM inbox WHERE user_id BETWEEN $1 AND $2 AND snoozed_until IS NULL AND archived_at IS NULL
+      GROUP BY user_id) x
+WHERE c.user_id = x.user_id
+"""
+
+
+class Typed(msgspec.Struct, frozen=True, kw_only=True):
+    """Events of several types and categories for `typed_rows`, and which of each user's rows are read,
+    seen or archived: those of every n-th event (0: none)."""
+
+    prefix: str  # the events' ids are prefix1, prefix2, …
+    events: int
+    types: list[str]
+    categories: list[str]
+    read_every: int = 0
+    seen_every: int = 0
+    archived_every: int = 0
 
 
 def say(message: str) -> None:
@@ -161,6 +211,29 @@ class Seeder:
         if made >= 100_000:
             elapsed = time.monotonic() - started
             say(f"{made:,} inbox rows for {hi - lo + 1:,} users in {elapsed:.1f} s ({made / elapsed:,.0f} rows/s)")
+
+    async def typed_rows(self, lo: int, hi: int, spec: Typed) -> None:
+        """`spec.events` new events of its types and categories, each delivered to every user in lo..hi
+        (rows interleaved as a fan-out writes them), then those users' exact counts."""
+        tenant_id = await self.tenant()
+        started = time.monotonic()
+        await self.conn.execute(
+            _TYPED,
+            tenant_id,
+            spec.prefix,
+            spec.events,
+            NEWEST,
+            spec.types,
+            spec.categories,
+            lo,
+            hi,
+            spec.read_every,
+            spec.seen_every,
+            spec.archived_every,
+        )
+        await self.conn.execute(_RECOUNT_SHOWN, lo, hi)
+        elapsed, users = time.monotonic() - started, hi - lo + 1
+        say(f"{users * spec.events:,} inbox rows ({spec.events:,} typed events × {users:,} users) in {elapsed:.1f} s")
 
     async def subscribe(self, topic: str, lo: int, hi: int) -> None:
         tenant_id = await self.tenant()

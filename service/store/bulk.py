@@ -49,17 +49,26 @@ _STATE: dict[Action, str] = {
     "unarchive": "i.archived_at IS NOT NULL",
     "delete": "true",
 }
+# Each change finds the batch's rows by their primary key, `i.id = ANY (ARRAY(SELECT id FROM batch))`.
+# Joined to the batch instead (`FROM batch b WHERE i.id = b.id`), PostgreSQL sizes the batch at its
+# LIMIT and, on an inbox of up to a few million rows, hashes it against a scan of the whole table,
+# once per batch (docs/performance.md, bulk).
 # (An archived row is in no count: "counted" is `i.archived_at IS NULL`.)
 _CHANGE: dict[Action, str] = {
-    "read": """UPDATE inbox i SET read_at = now() FROM batch b WHERE i.id = b.id AND i.read_at IS NULL
+    "read": """UPDATE inbox i SET read_at = now()
+    WHERE i.id = ANY (ARRAY(SELECT id FROM batch)) AND i.user_id = $1 AND i.read_at IS NULL
     RETURNING -(i.archived_at IS NULL)::int, -(i.archived_at IS NULL AND i.seen_at IS NULL)::int, 0""",
-    "unread": """UPDATE inbox i SET read_at = NULL FROM batch b WHERE i.id = b.id AND i.read_at IS NOT NULL
+    "unread": """UPDATE inbox i SET read_at = NULL
+    WHERE i.id = ANY (ARRAY(SELECT id FROM batch)) AND i.user_id = $1 AND i.read_at IS NOT NULL
     RETURNING (i.archived_at IS NULL)::int, (i.archived_at IS NULL AND i.seen_at IS NULL)::int, 0""",
-    "archive": """UPDATE inbox i SET archived_at = now() FROM batch b WHERE i.id = b.id AND i.archived_at IS NULL
+    "archive": """UPDATE inbox i SET archived_at = now()
+    WHERE i.id = ANY (ARRAY(SELECT id FROM batch)) AND i.user_id = $1 AND i.archived_at IS NULL
     RETURNING -(i.read_at IS NULL)::int, -(i.read_at IS NULL AND i.seen_at IS NULL)::int, -1""",
-    "unarchive": """UPDATE inbox i SET archived_at = NULL FROM batch b WHERE i.id = b.id AND i.archived_at IS NOT NULL
+    "unarchive": """UPDATE inbox i SET archived_at = NULL
+    WHERE i.id = ANY (ARRAY(SELECT id FROM batch)) AND i.user_id = $1 AND i.archived_at IS NOT NULL
     RETURNING (i.read_at IS NULL)::int, (i.read_at IS NULL AND i.seen_at IS NULL)::int, 1""",
-    "delete": """DELETE FROM inbox i USING batch b WHERE i.id = b.id
+    "delete": """DELETE FROM inbox i
+    WHERE i.id = ANY (ARRAY(SELECT id FROM batch)) AND i.user_id = $1
     RETURNING -(i.archived_at IS NULL AND i.read_at IS NULL)::int,
               -(i.archived_at IS NULL AND i.read_at IS NULL AND i.seen_at IS NULL)::int,
               -(i.archived_at IS NULL)::int""",

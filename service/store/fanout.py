@@ -132,7 +132,8 @@ FROM cnt JOIN ins USING (user_id)
 # One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
 # if they have one, is updated; the others get a new row that starts one.
 #   old      the recipients' threads, locked and read as they are now (a user's concurrent "mark
-#            read" is waited for and seen), with what each is worth in the counts;
+#            read" is waited for and seen), with what each is worth in the counts; looked up in
+#            the chunk's id range (by the group alone, each chunk read every chunk's threads);
 #   nodes    the threads' new actor lists (schema.sql, thread_actors): one node per distinct list
 #            among them, found or made, and none when the event names no actor;
 #   upd      each thread takes the event: unread, unseen and out of the archive again, one more
@@ -159,7 +160,7 @@ old AS (
            i.snoozed_until IS NULL AND i.archived_at IS NULL AND i.read_at IS NULL AS unread,
            i.snoozed_until IS NULL AND i.archived_at IS NULL AND i.read_at IS NULL AND i.seen_at IS NULL AS unseen
     FROM live l JOIN inbox i ON i.user_id = l.user_id, ev
-    WHERE i.thread = ev.grp
+    WHERE i.thread = ev.grp AND i.user_id BETWEEN $2 AND $3
     FOR UPDATE OF i
 ),
 parents AS (
