@@ -14,10 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
+from service.http.demo import REVIEW_ACTIONS
 from tests.support.processes import herald, json_line, stop, wait_ready
 from tests.support.sse import open_stream
 
@@ -33,7 +35,7 @@ FLAGS = [
 ]  # fmt: skip
 
 
-def publish(env: dict[str, str], *, user: str, **event: str) -> None:
+def publish(env: dict[str, str], *, user: str, **event: Any) -> None:
     """One event to `user` of tenant acme, through `herald publish -`."""
     body = {"tenant": "acme", "audience": {"users": [user]}, **event}
     done = herald("publish", "-", env=env, stdin=msgspec.json.encode(body))
@@ -164,9 +166,18 @@ async def test_a_thread_is_one_item_saying_who_and_how_much(
     actors, activity = page.locator("li .actors"), page.locator("li .activity")
 
     def comment(n: int, actor: str) -> None:
-        title, message = "Pull request #7: comments", f"{actor} commented."
+        # As the page's own thread button does: a comment on a review, asking for an answer.
+        title, message, ask = "Pull request #7: comments", f"{actor} commented.", msgspec.to_builtins(REVIEW_ACTIONS)
         publish(
-            env, id=f"pr7-{n}", type="demo.review", user="ivy", title=title, message=message, group="pr:7", actor=actor
+            env,
+            id=f"pr7-{n}",
+            type="demo.review",
+            user="ivy",
+            title=title,
+            message=message,
+            group="pr:7",
+            actor=actor,
+            actions=ask,
         )
 
     comment(1, "Bob")
@@ -207,8 +218,13 @@ async def test_a_thread_is_one_item_saying_who_and_how_much(
     await expect_tabs(page, all=2, reviews=2, pings=0)
     await expect(badge).to_have_text("2")
     if os.environ.get("HERALD_DEMO_SCREENSHOT"):
+        # The picture in docs/api.md: a new ping, a thread asking for an answer, and one answered.
         await page.click("#publish")
         await expect(badge).to_have_text("3", timeout=5_000)
+        await items.filter(has_text="Pull request #7").locator('button.act[data-action="approve"]').click()
+        await expect(page.locator("li .interaction")).to_have_text(["✓ Approved"], timeout=5_000)
+        await expect(badge).to_have_text("2", timeout=5_000)
+        await expect_tabs(page, all=2, pings=1, reviews=1, archived=0)
         await page.screenshot(path=os.environ["HERALD_DEMO_SCREENSHOT"])
 
 
@@ -284,3 +300,102 @@ async def test_the_bell_polls_while_its_stream_is_refused_and_gets_it_once_there
         await expect(page.locator("#state-text")).to_have_text("live", timeout=10_000)
     finally:
         stop([api])
+
+
+async def served(running: str, page: Page, item: Locator) -> dict[str, Any]:
+    """The server's own scalebox item for a row of the page, asked with the page's token."""
+    token, row_id = await page.input_value("#token"), await item.get_attribute("data-id")
+    async with httpx.AsyncClient(base_url=running) as client:
+        reply = await client.get(f"/v1/notifications/{row_id}", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code == 200, reply.text
+    data: dict[str, Any] = reply.json()["data"]
+    return data
+
+
+async def test_an_items_actions_are_buttons_and_the_answer_shows(
+    env: dict[str, str], running: str, browser: Browser
+) -> None:
+    page = await live_page(env, running, browser, "kai")
+    badge, items = page.locator("#badge"), page.locator("#list li")
+    await page.click("#publish-thread")
+    await expect(badge).to_have_text("1", timeout=5_000)
+    await page.click("#publish")
+    await expect(badge).to_have_text("2", timeout=5_000)
+    review, ping = items.filter(has_text="Pull request #42"), items.filter(has_text="Test notification")
+    # The review's comment asks for an answer; the ping asks nothing.
+    await expect(review.locator("button.act")).to_have_text(["Approve", "Request changes"])
+    await expect(ping.locator("button.act")).to_have_count(0)
+
+    # A click records it: the item, read, says what was taken instead of offering the buttons.
+    await review.locator('button.act[data-action="approve"]').click()
+    await expect(review.locator(".interaction")).to_have_text("✓ Approved", timeout=5_000)
+    await expect(review.locator("button.act")).to_have_count(0)
+    await expect(review).to_have_class("read")
+    await expect(badge).to_have_text("1", timeout=5_000)  # pushed by the stream
+    await expect_tabs(page, all=1, reviews=0, pings=1)
+    answered = await served(running, page, review)
+    assert answered["interaction"] == "approve", answered
+    assert answered["is_read"] is True
+    assert answered["interacted_at"] is not None
+
+    # The title records `open` on any item, one without actions included.
+    await ping.locator(".title").click()
+    await expect(ping.locator(".interaction")).to_have_text("✓ Opened", timeout=5_000)
+    await expect(badge).to_have_text("0", timeout=5_000)
+    assert (await served(running, page, ping))["interaction"] == "open"
+
+    # A new comment is a new question: the answer is cleared, and the buttons are back.
+    await page.click("#publish-thread")
+    await expect(badge).to_have_text("1", timeout=5_000)
+    await expect(review.locator(".activity")).to_have_text("2 updates")
+    await expect(review.locator(".interaction")).to_have_count(0)
+    await expect(review.locator("button.act")).to_have_text(["Approve", "Request changes"])
+    assert (await served(running, page, review))["interaction"] is None
+    await review.locator('button.act[data-action="request-changes"]').click()
+    await expect(review.locator(".interaction")).to_have_text("✓ Changes requested", timeout=5_000)
+    await expect(badge).to_have_text("0", timeout=5_000)
+    assert (await served(running, page, review))["interaction"] == "request-changes"
+    await expect(page.locator("#error")).to_have_text("")
+
+    # Put away unanswered: the Archived tab offers no buttons, but what is done there still shows.
+    await page.click("#publish-thread")
+    await expect(review.locator("button.act")).to_have_count(2, timeout=5_000)
+    await review.locator("button.archive").click()
+    await expect(review).to_have_count(0, timeout=5_000)
+    await page.click('.tab[data-tab="archived"]')
+    await expect(items.locator(".title")).to_have_text(["Pull request #42: comments"])
+    await expect(items.locator("button.act")).to_have_count(0)
+    await items.locator(".title").click()
+    await expect(items.locator(".interaction")).to_have_text(["✓ Opened"], timeout=5_000)
+    await expect(items.locator("button.unarchive")).to_have_count(1)  # still archived
+    opened = await served(running, page, items)
+    assert opened["interaction"] == "open", opened
+    assert opened["archived_at"] is not None
+
+
+async def test_an_actions_url_opens_in_a_new_tab_only_when_it_is_a_web_address(
+    env: dict[str, str], running: str, browser: Browser
+) -> None:
+    page = await live_page(env, running, browser, "lou")
+    items, badge = page.locator("#list li"), page.locator("#badge")
+    # A producer's action may name any URL up to 2,000 characters: the page must not run a script.
+    script = "javascript:document.title='taken over'"
+    actions = [{"id": "check", "label": "Check it", "url": "/healthz"}, {"id": "run", "label": "Run", "url": script}]
+    publish(env, id="links-1", type="t", user="lou", title="Links", message="m", actions=actions)
+    await expect(badge).to_have_text("1", timeout=5_000)
+
+    await items.locator('button.act[data-action="run"]').click()
+    await expect(items.locator(".interaction")).to_have_text("✓ Run", timeout=5_000)  # recorded, not followed
+    await expect(badge).to_have_text("0", timeout=5_000)
+
+    publish(env, id="links-2", type="t", user="lou", title="More links", message="m", actions=actions)
+    await expect(badge).to_have_text("1", timeout=5_000)
+    async with page.expect_popup() as opened:
+        await items.first.locator('button.act[data-action="check"]').click()
+    new_tab = await opened.value
+    await new_tab.wait_for_load_state()
+    assert new_tab.url == f"{running}/healthz"
+    await expect(items.first.locator(".interaction")).to_have_text("✓ Check it")
+    # The script's tab, had it been opened, would have come before this one.
+    assert len(page.context.pages) == 2
+    assert await page.title() == "Herald — demo bell"

@@ -17,7 +17,7 @@ from service import intake
 from service.http.envelopes import handlers
 from service.http.guard import dependencies, reader_guard
 from service.http.native import Accepted, render
-from service.model import Principal, decode_event
+from service.model import Action, Principal, decode_event
 from service.process import Backends
 
 _PAGE = resources.files("service.http").joinpath("static/demo.html")
@@ -26,10 +26,18 @@ _PAGE = resources.files("service.http").joinpath("static/demo.html")
 # few presses show the thread line growing ("Carol and 2 others · 4 updates").
 REVIEWERS = ("Alice", "Bob", "Carol", "Dave", "Erin")
 REVIEW_GROUP = "demo:pr-42"
+# What every comment asks of the reader: the page shows them as buttons, records the one clicked
+# (POST /v1/notifications/{id}/actions/{action}) and names it in the past tense ("✓ Approved"),
+# so a new comment (which clears the answer) brings the buttons back. No `url`: the demo has no
+# pull request to send the reader to.
+REVIEW_ACTIONS = (Action(id="approve", label="Approve"), Action(id="request-changes", label="Request changes"))
 
 Kind = Annotated[
     Literal["ping", "review"],
-    QueryParameter(description="ping: a lone notification; review: one more comment on the demo's review thread."),
+    QueryParameter(
+        description="ping: a lone notification; review: one more comment on the demo's review thread, "
+        "offering Approve and Request changes."
+    ),
 ]
 
 
@@ -55,6 +63,7 @@ def sample(kind: str, who: Principal) -> dict[str, Any]:
             "category": "Reviews",
             "group": REVIEW_GROUP,
             "actor": actor,
+            "actions": msgspec.to_builtins(REVIEW_ACTIONS),
         }
     return event | {
         "type": "demo.ping",

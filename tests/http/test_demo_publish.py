@@ -32,12 +32,18 @@ async def test_a_ping_and_thread_updates_to_the_caller(
     ping, again, first, second = await published(backends)
     assert ping["type"] == again["type"] == "demo.ping"
     assert "group" not in ping
+    assert "actions" not in ping  # a ping asks nothing of the reader (its title still records `open`)
     assert ping["audience"] == first["audience"] == {"users": ["kim"]}
     # Both comments go to the one review thread, each by one of the reviewers.
     for comment in (first, second):
         assert comment["type"] == "demo.review"
         assert comment["group"] == REVIEW_GROUP
         assert comment["actor"] in REVIEWERS
+        # Each comment asks for an answer: the page's buttons.
+        assert comment["actions"] == [
+            {"id": "approve", "label": "Approve", "url": None},
+            {"id": "request-changes", "label": "Request changes", "url": None},
+        ]
     assert first["id"] != second["id"]
 
 
