@@ -339,3 +339,18 @@ async def snooze(
         return None, None
     # In UTC, as every time Herald answers with, whatever offset the caller wrote.
     return Snoozed(event_id=row[0], until=until.astimezone(UTC) if row[1] else None, woke=row[2]), _counts(row, 3)
+
+
+# ---- webhooks ---------------------------------------------------------------------------------
+# A row as a change left it (the snapshot the change recorded for its webhooks, store/outbox.py),
+# read through the same columns as every list and get, the snapshot standing in for the table: a
+# webhook's `data` is rendered by the one renderer of items, from the event as it is joined anywhere.
+_FROM_SNAPSHOT = "FROM jsonb_populate_record(NULL::inbox, $2::jsonb) i"
+_SNAPSHOT = _COLUMNS.replace("FROM inbox i", _FROM_SNAPSHOT, 1)
+assert _FROM_SNAPSHOT in _SNAPSHOT, "_COLUMNS must read `FROM inbox i`"
+
+
+async def snapshot(conn: asyncpg.Connection, who: Principal, state: dict[str, Any]) -> InboxItem | None:
+    """The notification as it was in `state` (a row of `inbox` as JSON); None when its event is gone."""
+    row = await conn.fetchrow(_SNAPSHOT, who.user_id, state)
+    return None if row is None else _item(row, who)

@@ -1,0 +1,81 @@
+"""The outbox: the webhooks a change owes, written by the change's own statement.
+
+A change of inbox rows (store/inbox.py) or the end of an event's fan-out (store/fanout.py) is one
+SQL statement; each of those statements carries one more CTE, made here, that inserts a row into
+`webhook_deliveries` for every registered webhook of the tenant taking the change's type. The change
+and its webhooks therefore commit together or not at all: no crash of any Herald process between
+the two can lose one (the workers deliver the rows later, at least once: service/webhooks/).
+
+What it costs: a tenant without webhooks (or whose webhooks do not take the type) makes the CTE
+probe the small `webhooks_live` index once and write nothing; a change that changed nothing writes
+nothing either (every row of the CTE comes from the rows the change returned).
+
+Adding a change (a new statement that changes a user's rows, `WITH <rows> AS (UPDATE ...
+RETURNING ..., inbox AS state)`): put `+ announce(...) + ",\n"` after its first CTE, naming the
+rows, the SQL of its user and tenant, and the type to record; for example a statement whose
+parameters are `$1` user, `$2` row, `$3` tenant:
+
+    _ARCHIVE = '''WITH changed AS (UPDATE inbox ... RETURNING id, inbox AS state),
+    ''' + outbox.announce("changed", user="$1", tenant="$3", one="true", each="'notification.archived'") + ''',
+    cnt AS (...) SELECT ...'''
+
+`one` is SQL true when the request named a single notification (one `notification.*` per changed row,
+`each` its type, the row's `state` its snapshot) and false when it changes many (one `inbox.bulk`
+whose `data` is `{"action": <action>, "changed": <rows>}`).
+"""
+
+from __future__ import annotations
+
+# What the change statements record. The types a webhook may take are in service/webhooks/.
+BULK = "inbox.bulk"
+DELIVERED = "event.delivered"
+
+# One record per changed row (`one`), its snapshot the row as the change left it (or, for a delete,
+# as it was), rendered as the scalebox item when it is delivered; or one `inbox.bulk` record for the
+# whole change, when anything changed. Then one delivery per live webhook of the tenant that takes
+# that type.
+_EACH = """SELECT {each} AS type, NULL::jsonb AS data, to_jsonb(r.{state}) AS snapshot FROM {rows} r WHERE {one}
+        UNION ALL
+        """
+_ANNOUNCE = """hooks AS (
+    INSERT INTO webhook_deliveries (webhook_id, tenant_id, user_id, type, data, snapshot)
+    SELECT w.id, w.tenant_id, {user}, a.type, a.data, a.snapshot
+    FROM (
+        {each}SELECT '{bulk}' AS type, jsonb_build_object('action', {action}, 'changed', count(*)) AS data,
+               NULL::jsonb AS snapshot
+        FROM {rows} WHERE NOT {one} HAVING count(*) > 0
+    ) a
+    JOIN webhooks w ON w.tenant_id = {tenant} AND w.deleted_at IS NULL AND a.type = ANY (w.events)
+)"""
+
+# `event.delivered`, once per event, from a CTE (`source`) that returns the event's row only the
+# one time its fan-out is recorded as complete.
+_DELIVERED = """hooks AS (
+    INSERT INTO webhook_deliveries (webhook_id, tenant_id, type, data)
+    SELECT w.id, w.tenant_id, '{type}', jsonb_build_object('event_id', {event_key}, 'recipients', {recipients})
+    FROM {source} JOIN webhooks w ON w.tenant_id = {tenant} AND w.deleted_at IS NULL AND '{type}' = ANY (w.events)
+)"""
+
+
+def announce(
+    rows: str,
+    *,
+    user: str,
+    tenant: str,
+    action: str,
+    one: str = "false",
+    each: str | None = None,
+    state: str = "state",
+) -> str:
+    """The outbox CTE (named `hooks`) of a statement whose CTE `rows` returned what it changed.
+
+    `user`, `tenant`, `action`, `one` and `each` are SQL (parameters such as `$4`, or literals):
+    `action` is the bulk action's name; `each` the per-row type, needed only when `one` can be
+    true (and then `rows` must return the row as `state`)."""
+    per_row = "" if each is None else _EACH.format(each=each, state=state, rows=rows, one=one)
+    return _ANNOUNCE.format(each=per_row, bulk=BULK, action=action, rows=rows, one=one, user=user, tenant=tenant)
+
+
+def delivered(source: str, *, tenant: str, event_key: str, recipients: str) -> str:
+    """The outbox CTE (named `hooks`) recording `event.delivered` for the event `source` returns."""
+    return _DELIVERED.format(type=DELIVERED, source=source, tenant=tenant, event_key=event_key, recipients=recipients)
