@@ -14,7 +14,7 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from service.http import demo, native, preferences
+from service.http import demo, native, preferences, webhooks
 from service.http.edge import Edge
 from service.http.empty_ids import EmptyIds
 from service.http.envelopes import Envelopes, Renderer, fallback
@@ -85,7 +85,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await backends.close()
 
     # Each router with the renderer of its errors: Herald's own routes answer in Herald's envelope.
-    owned: list[tuple[Router, Renderer]] = [(native.router(), native.render), (preferences.router(), native.render)]
+    owned: list[tuple[Router, Renderer]] = [
+        (native.router(), native.render),
+        (preferences.router(), native.render),
+        (webhooks.router(), native.render),
+    ]
     owned += [(make(prefix), render) for prefix, (make, render) in mounts]
     if settings.demo:
         owned.append((demo.router(), native.render))
