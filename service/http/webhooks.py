@@ -33,7 +33,7 @@ STATUSES = (400, 401, 403, 404, 413, 429, 503)
 class NewWebhook(Input, frozen=True):
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL, description="An http:// or https:// URL.")]
     events: Annotated[
-        list[Type], msgspec.Meta(min_length=1, max_length=len(TYPES) * 2, description="The types to deliver.")
+        list[Type], msgspec.Meta(min_length=1, max_length=len(TYPES), description="The types to deliver.")
     ]
 
 

@@ -8,7 +8,6 @@ decides each response from the request: a status (and headers), after as long as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -108,8 +107,10 @@ class Receiver:
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass
+        except asyncio.CancelledError:
+            # Stopped (`stop`). Ending normally: Python 3.11's stream server logs a handler task that
+            # ends cancelled as an error.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()

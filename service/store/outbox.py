@@ -10,18 +10,21 @@ What it costs: a tenant without webhooks (or whose webhooks do not take the type
 probe the small `webhooks_live` index once and write nothing; a change that changed nothing writes
 nothing either (every row of the CTE comes from the rows the change returned).
 
-Adding a change (a new statement that changes a user's rows, `WITH <rows> AS (UPDATE ...
-RETURNING ..., inbox AS state)`): put `+ announce(...) + ",\n"` after its first CTE, naming the
-rows, the SQL of its user and tenant, and the type to record; for example a statement whose
-parameters are `$1` user, `$2` row, `$3` tenant:
+Adding a change (a statement that changes a user's rows, `WITH <rows> AS (UPDATE inbox ... RETURNING
+..., inbox AS state)`): make it an f-string and add one line after its first CTE, naming the rows, the
+SQL of its user and tenant, and the types to record. For a statement whose parameters are `$1` user,
+`$2` row and `$3` tenant:
 
-    _ARCHIVE = '''WITH changed AS (UPDATE inbox ... RETURNING id, inbox AS state),
-    ''' + outbox.announce("changed", user="$1", tenant="$3", one="true", each="'notification.archived'") + ''',
-    cnt AS (...) SELECT ...'''
+    _ARCHIVE = f'''
+    WITH changed AS (UPDATE inbox SET ... WHERE user_id = $1 AND id = $2 ... RETURNING id, inbox AS state),
+    {outbox.announce("changed", user="$1", tenant="$3", one="true", each="'notification.archived'", action="''")},
+    cnt AS (...)
+    SELECT ...'''
 
-`one` is SQL true when the request named a single notification (one `notification.*` per changed row,
-`each` its type, the row's `state` its snapshot) and false when it changes many (one `inbox.bulk`
-whose `data` is `{"action": <action>, "changed": <rows>}`).
+`one` is SQL that is true when the request named a single notification (one `notification.*` per
+changed row, of type `each`, with the row's `state` as its snapshot) and false when it changes many
+(one `inbox.bulk` whose `data` is `{"action": <action>, "changed": <rows changed>}`); a statement that
+can be either takes it as a parameter (store/inbox.py's _SET_READ and _DELETE do).
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ ORDER BY d.id DESC
 """
 
 # $1 rows at most; $2/$3 the webhooks this worker has deliveries in flight to, and how many; $4 at
-# most that many per webhook; $5 the lease in seconds. Webhooks are visited in a random order, so that
+# most that many per webhook; $5 the lease in seconds. Nothing at all is visited while nothing is due
+# (one probe of webhook_deliveries_next). Webhooks are visited in a random order, so that
 # when $1 cuts the claim short no endpoint is always last. A webhook deleted in the last day is still
 # visited: a change that committed as it was deleted may have written a row for it after the delete
 # ended the others (that row is then recorded as failed).
@@ -71,7 +72,10 @@ WITH busy AS (
 picked AS (
     SELECT d.id
     FROM (
-        SELECT id FROM webhooks WHERE deleted_at IS NULL OR deleted_at > now() - interval '1 day' ORDER BY random()
+        SELECT id FROM webhooks
+        WHERE (deleted_at IS NULL OR deleted_at > now() - interval '1 day')
+          AND EXISTS (SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_at <= now())
+        ORDER BY random()
     ) w
     CROSS JOIN LATERAL (
         SELECT d.id FROM webhook_deliveries d
@@ -85,22 +89,21 @@ picked AS (
 claimed AS (
     UPDATE webhook_deliveries d
     SET tries = d.tries + 1, next_at = now() + make_interval(secs => $5), last_attempt_at = now()
-    FROM picked WHERE d.id = picked.id
+    WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING d.id, d.tries, d.webhook_id, d.tenant_id, d.user_id, d.type, d.msg_id, d.data, d.snapshot, d.body,
               d.created_at
 )
-SELECT c.id, c.tries, c.webhook_id, w.url, w.secret, w.deleted_at IS NULL, c.msg_id, c.type, c.tenant_id, t.name,
-       c.user_id, u.external_id, c.created_at, c.data, c.snapshot, c.body
-FROM claimed c
-JOIN webhooks w ON w.id = c.webhook_id
-JOIN tenants t ON t.id = c.tenant_id
-LEFT JOIN users u ON u.id = c.user_id
+SELECT c.id, c.tries, c.webhook_id, w.url, w.secret, w.deleted_at IS NULL, c.msg_id, c.type, c.tenant_id,
+       (SELECT name FROM tenants WHERE id = c.tenant_id), c.user_id,
+       (SELECT external_id FROM users WHERE id = c.user_id), c.created_at, c.data, c.snapshot, c.body
+FROM claimed c JOIN webhooks w ON w.id = c.webhook_id
 """
 
 # Outcomes, many at once: delivered; or due again after its delay; or failed for good, once the row
 # is older than $9 seconds (or at once, `final`: its webhook was deleted). Only rows still held by
 # the claim that sent them ($2, the tries it set) and still pending are touched; the body rendered
-# for the first attempt is kept for the next.
+# for the first attempt is kept for the next. Rows are found by their primary key (`= ANY`) and every
+# other table by its own, however large the tables are and whatever the planner thinks of the lists.
 _RECORD = """
 UPDATE webhook_deliveries d
 SET status = CASE WHEN o.ok THEN 'delivered'
@@ -113,7 +116,7 @@ SET status = CASE WHEN o.ok THEN 'delivered'
     body = coalesce(d.body, o.body)
 FROM unnest($1::bigint[], $2::int[], $3::bool[], $4::int[], $5::text[], $6::float8[], $7::bool[], $8::bytea[])
     AS o (id, tries, ok, status, error, delay, final, body)
-WHERE d.id = o.id AND d.tries = o.tries AND d.status = 'pending'
+WHERE d.id = ANY ($1::bigint[]) AND d.id = o.id AND d.tries = o.tries AND d.status = 'pending'
 RETURNING d.id, d.status
 """
 

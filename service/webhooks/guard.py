@@ -1,7 +1,7 @@
 """Where a webhook may point: public http(s) addresses only, checked at registration and again at
 every connection.
 
-A URL is refused when its host resolves to any address that is not public: loopback, private,
+A URL is refused when its host is or resolves to any address that is not public: loopback, private,
 link-local, shared (CGNAT), multicast, reserved, unspecified, documentation ranges, and their IPv6
 forms, IPv4-mapped IPv6 addresses included (`::ffff:127.0.0.1` is loopback). Otherwise a tenant admin
 could make Herald's workers POST into the network they run in (the cloud's metadata service, an
@@ -9,22 +9,25 @@ internal admin port). HERALD_WEBHOOK_ALLOW_PRIVATE=1 lifts the rule, for receive
 or network (and for tests).
 
 Checking the name at registration is not enough: its owner can re-point it afterwards. So the
-workers' HTTP client connects through `GuardedBackend`, which resolves the name itself, checks every
-address, and connects to an address it checked: there is no second resolution to race. TLS still
-verifies the certificate against the name (the client asks for it by name).
+workers' HTTP client resolves names through `GuardedResolver`, which checks every address it
+returns, and connects only to those addresses: there is no second resolution to race. TLS still
+verifies the certificate against the name. A host written as an address is not resolved by the
+client at all; the sender checks it itself (`literal`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+import aiohttp.abc
+import yarl
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -32,8 +35,9 @@ SCHEMES = ("http", "https")
 RESOLVE_TIMEOUT = 3.0
 
 
-class Refused(httpcore.ConnectError):
-    """The host resolves to an address webhooks may not reach (or does not resolve)."""
+class Refused(OSError):
+    """The host resolves to an address webhooks may not reach (or does not resolve). An OSError, so
+    that the client reports it as a failed connection."""
 
 
 def public(address: Address) -> bool:
@@ -44,20 +48,28 @@ def public(address: Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
-async def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[Address]:
-    """Every address `host` resolves to, through the event loop's resolver (not blocking the loop)."""
+async def _infos(host: str, port: int, family: int, timeout: float) -> list[Any]:
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family), timeout)
     except (OSError, TimeoutError) as exc:
         raise Refused(f"{host} does not resolve") from exc
+    if not infos:
+        raise Refused(f"{host} does not resolve")
+    return list(infos)
+
+
+def _address(sockaddr: Any) -> Address:
+    return ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+
+
+async def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[Address]:
+    """Every address `host` resolves to, through the event loop's resolver (not blocking the loop)."""
     found: list[Address] = []
-    for _, _, _, _, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+    for *_, sockaddr in await _infos(host, port, socket.AF_UNSPEC, timeout):
+        address = _address(sockaddr)
         if address not in found:
             found.append(address)
-    if not found:
-        raise Refused(f"{host} does not resolve")
     return found
 
 
@@ -72,9 +84,9 @@ def allowed(host: str, addresses: Iterable[Address], allow_private: bool) -> lis
     return addresses
 
 
-def check_form(url: str) -> httpx.URL:
-    """The URL, if it is an absolute http(s) URL with a host and no credentials; ValueError saying
-    what is wrong otherwise."""
+def check_form(url: str) -> yarl.URL:
+    """The URL as the client will read it, if it is an absolute http(s) URL with a host and no
+    credentials; ValueError saying what is wrong otherwise."""
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise ValueError("must not contain spaces or control characters")
     parts = urlsplit(url)
@@ -84,56 +96,66 @@ def check_form(url: str) -> httpx.URL:
         raise ValueError("must not carry credentials (user:password@)")
     try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
-        parsed = httpx.URL(url)
-    except (ValueError, httpx.InvalidURL) as exc:
+        parsed = yarl.URL(url)
+        port = parsed.port
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"is not a valid URL ({exc})") from None
-    if not parsed.host:
+    if not parsed.host or port is None:
         raise ValueError("needs a host")
     return parsed
 
 
-def port_of(url: httpx.URL) -> int:
-    return url.port or (443 if url.scheme == "https" else 80)
+def literal(host: str, allow_private: bool) -> None:
+    """Refused when `host` is written as an address that is not public (a name is the resolver's)."""
+    refusal = _literal_refusal(host) if not allow_private else None
+    if refusal is not None:
+        raise Refused(refusal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_refusal(host: str) -> str | None:
+    # Cached: parsing an address is a good part of a POST's own cost, and every delivery asks.
+    try:
+        address = ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return None
+    return None if public(address) else f"{host} is a non-public address"
 
 
 async def check(url: str, allow_private: bool, timeout: float = RESOLVE_TIMEOUT) -> None:
     """Registration's check: the form, then where the host resolves now. ValueError saying why not."""
     parsed = check_form(url)
+    host, port = parsed.host or "", parsed.port or 0  # check_form made sure of both
     try:
-        allowed(parsed.host, await resolve(parsed.host, port_of(parsed), timeout), allow_private)
+        allowed(host, await resolve(host, port, timeout), allow_private)
     except Refused as exc:
         raise ValueError(str(exc)) from None
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to addresses `allowed` passes (see the module)."""
+class GuardedResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's resolver for the workers' client: names resolve only to addresses `allowed` passes
+    (a refusal fails the attempt as a connection error, naming the address)."""
 
-    def __init__(self, allow_private: bool, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(self, allow_private: bool, timeout: float = RESOLVE_TIMEOUT) -> None:
         self.allow_private = allow_private
-        self.inner = inner or httpcore.AnyIOBackend()
+        self.timeout = timeout
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = allowed(host, await resolve(host, port, timeout or RESOLVE_TIMEOUT), self.allow_private)
-        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in addresses:
-            try:
-                return await self.inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        infos = await _infos(host, port, family, self.timeout)
+        allowed(host, [_address(info[4]) for info in infos], self.allow_private)
+        return [
+            aiohttp.abc.ResolveResult(
+                hostname=host,
+                host=str(info[4][0]),
+                port=int(info[4][1]),
+                family=info[0],
+                proto=info[2],
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for info in infos
+        ]
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise Refused("webhooks connect over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
+    async def close(self) -> None:
+        pass
