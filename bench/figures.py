@@ -17,7 +17,7 @@ import httpx
 import jwt
 import msgspec
 
-from bench import bare, load, streams, timed
+from bench import bare, load, streams, timed, webhooks
 from bench.base import Bench, k
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
 from bench.fan import Want, fan_event
@@ -499,6 +499,7 @@ FIGURES: dict[str, Figure] = {
     "snooze": timed.snooze,
     "expiry": timed.expiry,
     "streams": streams.streams,
+    "webhooks": webhooks.webhooks,
 }
-HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams"}
+HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams", "webhooks"}
 WRK_FIGURES = {"badge", "list"}
