@@ -110,7 +110,7 @@ async def seen(b: Backends, who: Principal) -> Counts:
     counts after it."""
 
     async def work(conn: asyncpg.Connection) -> tuple[Counts | None, Counts | None]:
-        _, new = await inbox.seen(conn, who.user_id)
+        _, new = await inbox.seen(conn, who.user_id, who.tenant_id)
         return new, new
 
     changed = await _write(b, who, work)
@@ -118,28 +118,29 @@ async def seen(b: Backends, who: Principal) -> Counts:
     return changed if changed is not None else await b.counts.read(who.user_id)
 
 
-async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:
-    """Mark rows read or unread; returns the ids whose state changed."""
+async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool, one: bool = False) -> list[int]:
+    """Mark rows read or unread; returns the ids whose state changed. `one`: the request named one
+    notification (its webhook is `notification.read`/`.unread`, not `inbox.bulk`)."""
 
-    return await _write(b, who, inbox.set_read, who.user_id, row_ids, read)
+    return await _write(b, who, inbox.set_read, who.user_id, row_ids, read, who.tenant_id, one)
 
 
 async def set_read_one(b: Backends, who: Principal, row_id: int, read: bool) -> InboxItem:
     """Mark one row; NotFound unless it is the caller's. Returns the row as it now is."""
-    await set_read(b, who, [row_id], read)
+    await set_read(b, who, [row_id], read, one=True)
     return await get(b, who, row_id)
 
 
 async def read_all(b: Backends, who: Principal) -> int:
-    return await _write(b, who, inbox.read_all, who.user_id)
+    return await _write(b, who, inbox.read_all, who.user_id, who.tenant_id)
 
 
-async def delete(b: Backends, who: Principal, row_ids: Sequence[int]) -> list[int]:
-    return await _write(b, who, inbox.delete, who.user_id, row_ids)
+async def delete(b: Backends, who: Principal, row_ids: Sequence[int], one: bool = False) -> list[int]:
+    return await _write(b, who, inbox.delete, who.user_id, row_ids, who.tenant_id, one)
 
 
 async def delete_all(b: Backends, who: Principal) -> int:
-    return await _write(b, who, inbox.delete_all, who.user_id)
+    return await _write(b, who, inbox.delete_all, who.user_id, who.tenant_id)
 
 
 async def snooze(b: Backends, who: Principal, row_id: int, until: datetime) -> Snoozed:

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from service.model import Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
+from service.store import outbox
 from service.store.counts import as_counts
 
 _COLUMNS = """
@@ -100,13 +101,17 @@ _GONE_COUNTS = """cnt AS (
         version = version + 1
 """ + _NEW_COUNTS.replace("{rows}", "gone")  # noqa: S608
 
-# $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched.
-_SET_READ = """
+# $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched. $4 is the
+# tenant and $5 whether the request named one notification, for the webhooks (store/outbox.py).
+_READ_TYPE = "CASE WHEN $3 THEN 'notification.read' ELSE 'notification.unread' END"
+_READ_ACTION = "CASE WHEN $3 THEN 'read' ELSE 'unread' END"
+_SET_READ = f"""
 WITH changed AS (
     UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3 AND snoozed_until IS NULL
-    RETURNING id, seen_at IS NULL AS unseen
+    RETURNING id, seen_at IS NULL AS unseen, inbox AS state
 ),
+{outbox.announce("changed", user="$1", tenant="$4", one="$5", each=_READ_TYPE, action=_READ_ACTION)},
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
@@ -115,12 +120,13 @@ cnt AS (
 """ + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
 # Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
 # snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
-_READ_ALL = """
+_READ_ALL = f"""
 WITH changed AS (
     UPDATE inbox SET read_at = now()
     WHERE user_id = $1 AND read_at IS NULL AND snoozed_until IS NULL
     RETURNING seen_at IS NULL AS unseen
 ),
+{outbox.announce("changed", user="$1", tenant="$2", action="'read'")},
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread - (SELECT count(*) FROM changed)::int,
@@ -129,27 +135,30 @@ cnt AS (
 """ + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
 # The user opened the bell: every unread row not yet seen is seen now. Subtracts what it changed, as
 # _READ_ALL does, so an arrival committed after this statement's snapshot stays unseen.
-_SEEN = """
+_SEEN = f"""
 WITH changed AS (
     UPDATE inbox SET seen_at = now()
     WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL AND snoozed_until IS NULL
     RETURNING 1
 ),
+{outbox.announce("changed", user="$1", tenant="$2", action="'seen'")},
 cnt AS (
     UPDATE inbox_counts
     SET unseen = unseen - (SELECT count(*) FROM changed)::int, version = version + 1
 """ + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
-_DELETE = """
+_DELETE = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND snoozed_until IS NULL
-    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
+    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen, inbox AS state
 ),
+{outbox.announce("gone", user="$1", tenant="$3", one="$4", each="'notification.deleted'", action="'delete'")},
 """ + _GONE_COUNTS.format(result="ARRAY(SELECT id FROM gone)")  # noqa: S608
-_DELETE_ALL = """
+_DELETE_ALL = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL
     RETURNING read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
 ),
+{outbox.announce("gone", user="$1", tenant="$2", action="'delete'")},
 """ + _GONE_COUNTS.format(result="(SELECT count(*) FROM gone)")  # noqa: S608
 
 
@@ -303,30 +312,36 @@ async def counts_of(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[C
     return [as_counts(r) for r in rows]
 
 
+# Every change takes the user's tenant, for the webhooks it records (store/outbox.py); those that can
+# name one notification also take `one`: one `notification.*` per changed row instead of one `inbox.bulk`.
+
+
 async def set_read(
-    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], read: bool
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], read: bool, tenant_id: int, one: bool = False
 ) -> tuple[list[int], Counts | None]:
     """Mark rows read (or unread); returns the ids that changed and the new counts if any did."""
-    changed, new = await _change(conn, _SET_READ, user_id, list(row_ids), read)
+    changed, new = await _change(conn, _SET_READ, user_id, list(row_ids), read, tenant_id, one)
     return list(changed), new
 
 
-async def read_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
-    return await _change(conn, _READ_ALL, user_id)
+async def read_all(conn: asyncpg.Connection, user_id: int, tenant_id: int) -> tuple[int, Counts | None]:
+    return await _change(conn, _READ_ALL, user_id, tenant_id)
 
 
-async def seen(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
+async def seen(conn: asyncpg.Connection, user_id: int, tenant_id: int) -> tuple[int, Counts | None]:
     """Mark every unread row the user has not seen as seen; returns how many and the new counts."""
-    return await _change(conn, _SEEN, user_id)
+    return await _change(conn, _SEEN, user_id, tenant_id)
 
 
-async def delete(conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int]) -> tuple[list[int], Counts | None]:
-    gone, new = await _change(conn, _DELETE, user_id, list(row_ids))
+async def delete(
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], tenant_id: int, one: bool = False
+) -> tuple[list[int], Counts | None]:
+    gone, new = await _change(conn, _DELETE, user_id, list(row_ids), tenant_id, one)
     return list(gone), new
 
 
-async def delete_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
-    return await _change(conn, _DELETE_ALL, user_id)
+async def delete_all(conn: asyncpg.Connection, user_id: int, tenant_id: int) -> tuple[int, Counts | None]:
+    return await _change(conn, _DELETE_ALL, user_id, tenant_id)
 
 
 async def snooze(
