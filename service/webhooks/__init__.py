@@ -13,7 +13,8 @@
 - Delivery: the courier in every worker process claims due rows a share per endpoint, POSTs them
   concurrently with at most PER_ENDPOINT in flight per endpoint (a hanging endpoint holds those
   slots only), retries after about 1, 2, 4, ... seconds (at most an hour apart) and gives up after
-  GIVE_UP_AFTER. The address check runs again on every new connection, where it cannot be raced.
+  GIVE_UP_AFTER. The address check runs again whenever the client resolves the endpoint's name, on
+  the addresses it then connects to, so it cannot be raced (guard.py).
 """
 
 from __future__ import annotations

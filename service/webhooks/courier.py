@@ -15,7 +15,7 @@ refused connection or address) is tried again after about 1, 2, 4, ... seconds (
 MAX_DELAY apart, with a tenth of jitter) until the delivery is GIVE_UP_AFTER old; then it is failed,
 counted in herald_webhook_attempts{outcome="failed"}, and shown as such in the deliveries list.
 A worker that dies mid-POST leaves its rows leased: they are due again LEASE seconds after the
-claim, and sent again (the receiver sees the same webhook-id twice: at least once, never never).
+claim, and sent again: the receiver may see that webhook-id twice (at least once, never lost).
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ class Courier:
         self._finished = asyncio.Event()
         self._next_prune = 0.0
         self._next_observe = 0.0
-        self.sent = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Rounds until `stopping` is set, then the POSTs in flight finish (for up to DRAIN seconds)
@@ -228,7 +227,6 @@ class Courier:
             # sent again once their lease ends (at least once, still).
             self._done = (done + self._done)[-KEPT_OUTCOMES:]
             raise
-        self.sent += len(done)
         for status in statuses:
             WEBHOOK_ATTEMPTS.labels(status if status != "pending" else "retry").inc()
 
