@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
 import time
+from collections.abc import Iterator
 
 import httpx
 
@@ -31,7 +34,6 @@ DRAIN = {"full": 50_000, "quick": 5_000}
 CHANGES = 100  # single changes timed from the request to their arrival, on an idle system
 READ_PATH_RUNS = 600  # mark-read requests per setting; read-all runs are a tenth of that
 READ_ALL_ROWS = 1_000
-BLOCKS = 6  # of each setting, in turn
 _LIVE = "UPDATE webhooks SET deleted_at = CASE WHEN $2 THEN NULL ELSE now() END WHERE id = $1"
 
 
@@ -43,34 +45,50 @@ def _p(values: list[float], q: float) -> float:
 async def _read_path(
     b: Bench, http: httpx.AsyncClient, headers: dict[str, str], nid: str, user_id: int, webhook_id: int
 ) -> tuple[list[float], list[float]]:
-    """Median mark-read and read-all times (ms), one request at a time, without and with the webhook:
-    blocks of each in turn (the webhook deleted and restored between them), so that the rest of the
-    machine's load weighs on both alike."""
+    """Median mark-read and read-all times (ms), one request at a time, without and with the webhook
+    in turn (deleted and restored between runs: every tenth mark, every read-all), so that the rest
+    of the machine's load weighs on both alike."""
     marks: tuple[list[float], list[float]] = ([], [])
     alls: tuple[list[float], list[float]] = ([], [])
-    per_block = READ_PATH_RUNS // BLOCKS
-    for block in range(BLOCKS * 2):
-        live = block % 2
+    for n in range(READ_PATH_RUNS * 2):
+        live = (n // 10) % 2
+        if n % 10 == 0:
+            await b.conn.execute(_LIVE, webhook_id, bool(live))
+        started = time.perf_counter()
+        (
+            await http.patch(f"/v1/notifications/{nid}/{'read' if n % 2 == 0 else 'unread'}", headers=headers)
+        ).raise_for_status()
+        marks[live].append(time.perf_counter() - started)
+    for n in range(READ_PATH_RUNS // 10 * 2):
+        live = n % 2
         await b.conn.execute(_LIVE, webhook_id, bool(live))
-        for n in range(per_block):
-            started = time.perf_counter()
-            path = f"/v1/notifications/{nid}/{'read' if n % 2 == 0 else 'unread'}"
-            (await http.patch(path, headers=headers)).raise_for_status()
-            marks[live].append(time.perf_counter() - started)
-        for _ in range(per_block // 10):
-            await b.conn.execute(_UNREAD_AGAIN, user_id)
-            started = time.perf_counter()
-            (await http.patch("/v1/notifications/read-all", headers=headers)).raise_for_status()
-            alls[live].append(time.perf_counter() - started)
+        await b.conn.execute(_UNREAD_AGAIN, user_id)
+        started = time.perf_counter()
+        (await http.patch("/v1/notifications/read-all", headers=headers)).raise_for_status()
+        alls[live].append(time.perf_counter() - started)
     return (
         [statistics.median(marks[0]) * 1000, statistics.median(alls[0]) * 1000],
         [statistics.median(marks[1]) * 1000, statistics.median(alls[1]) * 1000],
     )
 
 
+@contextlib.contextmanager
+def _paused(pids: list[int]) -> Iterator[None]:
+    """The workers stopped (SIGSTOP) for the block: the read path is timed with the outbox rows it
+    writes and without their sending, which competes for the same two cores (the deliveries/s row
+    measures that)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def webhooks(b: Bench) -> list[Row]:
     api = b.procs.api()
-    b.procs.workers()
+    workers = b.procs.workers()
     seed = b.seeder
     await seed.ensure_events(max(READ_ALL_ROWS, CHANGES))
     lo, _ = await seed.user_group("hook", 2)
@@ -98,7 +116,8 @@ async def webhooks(b: Bench) -> list[Row]:
             webhook_id = ids.from_webhook(hook.json()["id"])
             assert webhook_id is not None
             say("the read path with no webhook registered and with one taking every change, in turn")
-            without, withhook = await _read_path(b, http, two, first, lo + 1, webhook_id)
+            with _paused(workers):
+                without, withhook = await _read_path(b, http, two, first, lo + 1, webhook_id)
             await _settle(b, receiver)
 
             # Deliveries per second: a backlog written at once, drained by the workers.
@@ -134,8 +153,9 @@ async def webhooks(b: Bench) -> list[Row]:
     b.note(
         f"webhooks: {size:,} pending deliveries written at once and drained by {WORKERS} workers to a receiver on "
         f"this machine (answering 204); {len(took)} mark-read requests one after another, each timed from the "
-        "request to its webhook's arrival; the read path timed over HTTP, one request at a time, in blocks with no "
-        "webhook and with one taking every change (its deliveries sent meanwhile) in turn: median of "
+        "request to its webhook's arrival; the read path timed over HTTP, one request at a time, with no webhook "
+        "and with one taking every change in turn (the workers paused, so that the outbox's cost is what differs): "
+        "median of "
         f"{READ_PATH_RUNS} mark read/unread and {READ_PATH_RUNS // 10} read-all of {READ_ALL_ROWS:,} rows each"
     )
     mark_ratio, all_ratio = withhook[0] / without[0], withhook[1] / without[1]
