@@ -247,3 +247,57 @@ CREATE TABLE IF NOT EXISTS preferences (
 ALTER TABLE users ADD COLUMN IF NOT EXISTS erasing_since timestamptz;
 -- The periodic pass's question, "who is still being erased?": an index of only those users.
 CREATE INDEX IF NOT EXISTS users_erasing ON users (erasing_since) WHERE erasing_since IS NOT NULL;
+
+-- Webhooks out (docs/api.md, "Webhooks"): endpoints a tenant's admin registered, and the outbox of
+-- what each of them is owed.
+--
+-- A change and its webhooks are recorded together: the statement that changes inbox rows (or marks
+-- an event's fan-out done) also inserts one `webhook_deliveries` row per registered webhook that
+-- takes the change's type (service/store/outbox.py), so no crash between the two can lose one. A
+-- tenant without webhooks costs that statement one probe of `webhooks_live` and writes nothing.
+-- Workers then claim due rows (SKIP LOCKED, a lease in `next_at`), POST them, and record the
+-- outcome (service/webhooks/courier.py). No foreign keys on the outbox: each would cost a lookup
+-- and a row lock on the webhook for every change; deleting a webhook ends its pending rows itself.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   bigint NOT NULL REFERENCES tenants (id),
+    url         text NOT NULL,
+    events      text[] NOT NULL,                     -- the types it takes
+    secret      bytea NOT NULL,                      -- the HMAC key; shown once as whsec_ + base64
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    deleted_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhooks_live ON webhooks (tenant_id) WHERE deleted_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id       bigint NOT NULL,
+    tenant_id        bigint NOT NULL,
+    user_id          bigint,                         -- whose inbox changed; null for event.delivered
+    type             text NOT NULL,
+    -- The Standard Webhooks message id (`webhook-id`, the body's `id`): the same on every retry.
+    msg_id           text NOT NULL DEFAULT 'msg_' || replace(gen_random_uuid()::text, '-', ''),
+    data             jsonb,                          -- inbox.bulk and event.delivered: the `data` object
+    snapshot         jsonb,                          -- notification.*: the inbox row as the change left it
+    body             bytea,                          -- rendered at the first attempt, sent as is after
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    tries            integer NOT NULL DEFAULT 0,     -- attempts started; also the claim's fencing token
+    next_at          timestamptz NOT NULL DEFAULT now(),  -- due then; while an attempt runs, its lease
+    last_error       text,
+    last_status      integer,                        -- the HTTP status of the last answer, if any
+    created_at       timestamptz NOT NULL DEFAULT now(),  -- the change's time (the body's occurred_at)
+    last_attempt_at  timestamptz,
+    delivered_at     timestamptz
+);
+-- Due rows, per webhook, so that each claim takes a share of every endpoint's (one slow endpoint
+-- cannot fill a claim); and by time alone, so that a claim finds out at once whether anything is
+-- due at all (an idle worker asks five times a second). Both hold only pending rows.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (webhook_id, next_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_next ON webhook_deliveries (next_at) WHERE status = 'pending';
+-- GET /v1/admin/webhooks/{id}/deliveries: the latest first.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_latest ON webhook_deliveries (webhook_id, id DESC);
+-- Erasing a user removes the deliveries naming them.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_user ON webhook_deliveries (user_id) WHERE user_id IS NOT NULL;
+-- Finished rows are pruned by age (service/webhooks/courier.py); BRIN, as rows arrive in time order.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_created_brin ON webhook_deliveries USING brin (created_at);

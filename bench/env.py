@@ -75,6 +75,8 @@ class Processes:
             # still runs on every request (so its cost is measured); it just never refuses.
             rate_limit_reads="1000000",
             rate_limit_publishes="10000000",
+            # The webhooks figure's receiver runs on this machine (127.0.0.1).
+            webhook_allow_private="1",
         )
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:

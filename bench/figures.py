@@ -18,7 +18,7 @@ import httpx
 import jwt
 import msgspec
 
-from bench import bare, bulk, django_peer, erase, load, streams, tabs, threads, timed
+from bench import bare, bulk, django_peer, erase, load, streams, tabs, threads, timed, webhooks
 from bench.base import Bench, k
 from bench.django_peer import AT_LEAST, TARGET
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
@@ -548,6 +548,7 @@ FIGURES: dict[str, Figure] = {
     "grouped": threads.grouped,
     "tabs": tabs.tabs,
     "bulk": bulk.bulk,
+    "webhooks": webhooks.webhooks,
 }
-HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams", "erase", "tabs", "bulk"}
+HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams", "erase", "tabs", "bulk", "webhooks"}
 WRK_FIGURES = {"badge", "list"}

@@ -146,3 +146,15 @@ def from_cursor(text: str) -> Position | None:
     except (ValueError, struct.error, OverflowError):
         return None
     return Position(created_at=created, id=row_id)
+
+
+# Webhooks: `whk_` + 16 hex digits, the same permutation as the notification ids (not a counter).
+def to_webhook(webhook_id: int) -> str:
+    return f"whk_{_mix(webhook_id):016x}"
+
+
+def from_webhook(text: str) -> int | None:
+    digits = text.removeprefix("whk_")
+    if len(text) != 20 or len(digits) != 16 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return _positive(_unmix(int(digits, 16)))

@@ -24,7 +24,7 @@ from service.errors import NotFound
 from service.model import Counts, InboxItem, InboxQuery, Page, Position, Principal, Snoozed
 from service.process import Backends
 from service.store import bulk as bulk_store
-from service.store import inbox
+from service.store import inbox, outbox
 
 log = logging.getLogger("herald.notifications")
 
@@ -120,7 +120,7 @@ async def seen(b: Backends, who: Principal) -> Counts:
     counts after it."""
 
     async def work(conn: asyncpg.Connection) -> tuple[Counts | None, Counts | None]:
-        _, new = await inbox.seen(conn, who.user_id)
+        _, new = await inbox.seen(conn, who.user_id, who.tenant_id)
         return new, new
 
     changed = await _write(b, who, work)
@@ -128,35 +128,36 @@ async def seen(b: Backends, who: Principal) -> Counts:
     return changed if changed is not None else await b.counts.read(who.user_id)
 
 
-async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool) -> list[int]:
-    """Mark rows read or unread; returns the ids whose state changed."""
+async def set_read(b: Backends, who: Principal, row_ids: Sequence[int], read: bool, one: bool = False) -> list[int]:
+    """Mark rows read or unread; returns the ids whose state changed. `one`: the request named one
+    notification (its webhook is `notification.read`/`.unread`, not `inbox.bulk`)."""
 
-    return await _write(b, who, inbox.set_read, who.user_id, row_ids, read)
+    return await _write(b, who, inbox.set_read, who.user_id, row_ids, read, who.tenant_id, one)
 
 
 async def set_read_one(b: Backends, who: Principal, row_id: int, read: bool) -> InboxItem:
     """Mark one row; NotFound unless it is the caller's. Returns the row as it now is."""
-    await set_read(b, who, [row_id], read)
+    await set_read(b, who, [row_id], read, one=True)
     return await get(b, who, row_id)
 
 
 async def read_all(b: Backends, who: Principal) -> int:
-    return await _write(b, who, inbox.read_all, who.user_id)
+    return await _write(b, who, inbox.read_all, who.user_id, who.tenant_id)
 
 
-async def delete(b: Backends, who: Principal, row_ids: Sequence[int]) -> list[int]:
-    return await _write(b, who, inbox.delete, who.user_id, row_ids)
+async def delete(b: Backends, who: Principal, row_ids: Sequence[int], one: bool = False) -> list[int]:
+    return await _write(b, who, inbox.delete, who.user_id, row_ids, who.tenant_id, one)
 
 
 async def delete_all(b: Backends, who: Principal) -> int:
-    return await _write(b, who, inbox.delete_all, who.user_id)
+    return await _write(b, who, inbox.delete_all, who.user_id, who.tenant_id)
 
 
 async def set_archived(b: Backends, who: Principal, row_id: int, archived: bool) -> None:
     """Archive (or unarchive) one row; NotFound unless it is the caller's. Already so is no error."""
 
     async def work(conn: asyncpg.Connection) -> tuple[bool, Counts | None]:
-        changed, new = await inbox.set_archived(conn, who.user_id, [row_id], archived)
+        changed, new = await inbox.set_archived(conn, who.user_id, [row_id], archived, who.tenant_id)
         return bool(changed) or await inbox.archived(conn, who.user_id, row_id) is not None, new
 
     if not await _write(b, who, work):
@@ -166,7 +167,7 @@ async def set_archived(b: Backends, who: Principal, row_id: int, archived: bool)
 async def interact(b: Backends, who: Principal, row_id: int, action: str) -> InboxItem:
     """Record that the reader took `action` (marking the row read); NotFound unless the row is the
     caller's and offers it. Returns the row as it now is."""
-    if not await _write(b, who, inbox.interact, who.user_id, row_id, action):
+    if not await _write(b, who, inbox.interact, who.user_id, row_id, action, who.tenant_id):
         raise NotFound("Notification or action not found")
     return await get(b, who, row_id)
 
@@ -186,6 +187,10 @@ async def bulk(b: Backends, who: Principal, action: bulk_store.Action, f: bulk_s
         if done.seen < bulk_store.BATCH or done.last is None:
             break
         after = done.last
+    if changed:
+        await postgres.run(
+            b.pool, outbox.record_bulk, who.user_id, who.tenant_id, action, changed, timeout=b.settings.backend_timeout
+        )
     if counts is not None:
         if b.replica is not None:
             await b.reads.wrote(

@@ -52,3 +52,7 @@ def configure(process: str, fmt: str = "json", level: int = logging.INFO) -> Non
     root.setLevel(level)
     # arq logs every job at INFO; Herald's own lines say what matters.
     logging.getLogger("arq").setLevel(logging.WARNING)
+    # httpx logs every request at INFO with its whole URL: one line per webhook delivery, and a
+    # webhook URL may carry a token in its query. Herald records each attempt in the deliveries list.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -78,6 +78,29 @@ SWEPT = Counter(
     registry=REGISTRY,
 )
 
+# Webhooks out (the worker's courier, service/webhooks/courier.py).
+WEBHOOK_ATTEMPTS = Counter(
+    "herald_webhook_attempts",
+    "Webhook delivery attempts by outcome: delivered (a 2xx), retry (failed, tried again later), failed "
+    "(given up: failing for 24 hours, or its webhook deleted).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_SECONDS = Histogram(
+    "herald_webhook_send_duration_seconds",
+    "Time of one webhook POST, answered or not (bounded by the 10 s timeout).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+WEBHOOK_PENDING = Gauge(
+    "herald_webhook_pending", "Webhook deliveries not yet delivered nor given up (all tenants).", registry=REGISTRY
+)
+WEBHOOK_LAG = Gauge(
+    "herald_webhook_lag_seconds",
+    "How long the oldest due webhook delivery has been waiting for its attempt (0 when none is due).",
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

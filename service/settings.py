@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_audience: str | None = None
     # Redis replicas that must hold a published event before it is acknowledged (Redis WAIT); 0: none.
     publish_replicas: int = 0
+    # Webhooks may point at loopback, private and link-local addresses (service/webhooks/guard.py).
+    webhook_allow_private: bool = False
 
     def require_backends(self) -> tuple[str, str]:
         """The two URLs, for the parts that cannot start embedded servers themselves."""
@@ -288,4 +290,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwt_public_key=_jwt_public_key(env, "HERALD_JWT_PUBLIC_KEY_FILE"),
         jwt_audience=env.get("HERALD_JWT_AUDIENCE") or None,
         publish_replicas=_number(env, "HERALD_PUBLISH_REPLICAS", int, 0, 0, 16),
+        webhook_allow_private=_flag(env, "HERALD_WEBHOOK_ALLOW_PRIVATE", False),
     )

@@ -1,7 +1,8 @@
 """The worker process: an arq worker for fan-out chunk jobs and erasures (workers/erasure.py), with
-the stream consumer and the sweep (snoozes ending, expiry; workers/sweep.py) beside it.
+the stream consumer, the sweep (snoozes ending, expiry; workers/sweep.py) and the webhook courier
+(service/webhooks/) beside it.
 
-One process does all three because they share everything (pools, the tenant cache, the count
+One process does all four because they share everything (pools, the tenant cache, the count
 publisher) and scale the same way: run more `herald worker` processes.
 """
 
@@ -20,9 +21,12 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from service.erasure import ERASE_JOB
+from service.http.profiles.scalebox import present
 from service.keys import QUEUE
 from service.process import Backends, Watch
 from service.settings import Settings
+from service.webhooks.courier import Courier
+from service.webhooks.send import Sender
 from workers import sweep
 from workers.consumer import Consumer
 from workers.delivery import CHUNK_JOB, Delivery, fanout_chunk
@@ -63,12 +67,18 @@ async def startup(ctx: dict[str, Any]) -> None:
     fan = Delivery(backends, ctx["redis"])
     consumer = Consumer(fan)
     stopping = asyncio.Event()
+    # A notification in a webhook is the scalebox item, rendered by that profile's one presenter.
+    sender = Sender(settings.webhook_allow_private)
+    courier = Courier(backends, sender, present)
     ctx.update(
         backends=backends,
         fanout=fan,
         consumer=consumer,
         consumer_task=asyncio.create_task(consumer.run()),
         sweep_task=asyncio.create_task(sweep.run(backends, stopping), name="herald-sweep"),
+        sender=sender,
+        courier=courier,
+        courier_task=asyncio.create_task(courier.run(stopping), name="herald-webhooks"),
         stopping=stopping,
     )
     log.info("worker started: consuming %s as %s", "herald:events", consumer.name)
@@ -78,19 +88,24 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     consumer: Consumer | None = ctx.get("consumer")
-    running = [t for t in (ctx.get("consumer_task"), ctx.get("sweep_task")) if t is not None]
+    running = [t for t in (ctx.get("consumer_task"), ctx.get("sweep_task"), ctx.get("courier_task")) if t is not None]
     if consumer is not None:
         # Stops reading new entries; an entry being handled finishes (it is short: one chunk at most).
         consumer.stop()
     if "stopping" in ctx:
-        ctx["stopping"].set()  # the sweep ends after its current batch (each is one short transaction)
+        # The sweep ends after its current batch (each is one short transaction); the courier claims
+        # nothing more and lets its POSTs in flight finish (each is bounded by its 10 s timeout).
+        ctx["stopping"].set()
     if running:
-        # Both at once, under one bound, so that the whole stop stays well inside the 30 s promised.
+        # All at once, under one bound, so that the whole stop stays well inside the 30 s promised.
         _, late = await asyncio.wait(running, timeout=20)
         for task in late:
             task.cancel()
         if late:  # let them unwind, so that their connections are back in the pool before it closes
             await asyncio.wait(late, timeout=2)
+    sender: Sender | None = ctx.get("sender")
+    if sender is not None:
+        await sender.close()
     backends: Backends | None = ctx.get("backends")
     if backends is not None:
         await backends.close()  # its probes and its loop copying counts again too

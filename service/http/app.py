@@ -14,7 +14,7 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from service.http import demo, native, preferences, users
+from service.http import demo, native, preferences, users, webhooks
 from service.http.edge import Edge
 from service.http.empty_ids import EmptyIds
 from service.http.envelopes import Envelopes, Renderer, fallback
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         (native.router(), native.render),
         (preferences.router(), native.render),
         (users.router(), native.render),
+        (webhooks.router(), native.render),
     ]
     owned += [(make(prefix), render) for prefix, (make, render) in mounts]
     if settings.demo:

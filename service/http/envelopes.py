@@ -68,13 +68,25 @@ _HEADERS: dict[int, dict[str, str]] = {
 }
 
 
+# msgspec's words for a member missing from, or unknown to, an object: Litestar keys such an error by
+# the object (`data` for the body itself), so the member is read from the message.
+_MEMBER = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
+
+
+def _field(key: str, message: str) -> str:
+    member = _MEMBER.match(message)
+    if member is None:
+        return key
+    return member.group(1) if key in ("", "data") else f"{key}.{member.group(1)}"
+
+
 def _issues_of(exc: ValidationException) -> tuple[Issue, ...]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     found = tuple(
         # Litestar gives the source as a ParamType enum for parameters and as "body" for bodies.
         Issue(
             str(getattr(e.get("source"), "value", e.get("source")) or "body"),
-            str(e.get("key") or ""),
+            _field(str(e.get("key") or ""), str(e.get("message") or "")),
             str(e.get("message") or exc.detail),
         )
         for e in extra

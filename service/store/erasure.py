@@ -64,6 +64,8 @@ PER_USER = (
     "DELETE FROM subscriptions WHERE user_id = $1",
     "DELETE FROM tokens WHERE user_id = $1",
     "DELETE FROM inbox_counts WHERE user_id = $1",
+    # Every webhook delivery naming the user, sent or not: one not sent yet is never sent.
+    "DELETE FROM webhook_deliveries WHERE user_id = $1",
 )
 _USER = "DELETE FROM users WHERE id = $1 AND erasing_since IS NOT NULL RETURNING id"
 

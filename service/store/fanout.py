@@ -14,7 +14,7 @@ import re
 import asyncpg
 
 from service.model import Counts, Event
-from service.store import events
+from service.store import events, outbox
 from service.store.counts import as_counts
 from service.store.events import INSERT_EVENT
 
@@ -228,6 +228,7 @@ SELECT pg_advisory_xact_lock(hashtextextended(tenant_id::text || ':' || grp, 0))
 FROM events WHERE id = $1 AND grp IS NOT NULL
 """
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
+_RECIPIENTS = "(SELECT coalesce(sum(rows), 0) FROM fanout_chunks WHERE event_id = $1)"
 
 # INSERT_EVENT as INSERT … SELECT, recording the event only if every named user ($14) exists.
 # The worker creates the users it does not know before delivering, but one it knows may have been
@@ -249,7 +250,8 @@ assert "VALUES" not in _INSERT_IF_NAMED_EXIST, "INSERT_EVENT no longer has one V
 # without a transaction round trip. No row when (tenant, id) was published before, or a named user
 # no longer exists: the caller then takes the general path, which resumes whatever that earlier
 # publish left undone, or creates the user anew. An empty audience (every named user deactivated,
-# or muting the event's type or category: $3 and $6) still returns the event's id, with nulls.
+# or muting the event's type or category: $3 and $6) still returns the event's id, with nulls. Its
+# `event.delivered` webhooks are recorded here too (store/outbox.py).
 _DELIVER_NAMED = f"""
 WITH ev AS ({_INSERT_IF_NAMED_EXIST.strip()}),
 ins AS (
@@ -263,6 +265,7 @@ ins AS (
     RETURNING id, user_id
 ),
 {_BUMP},
+{outbox.delivered("ev", tenant="$1", event_key="$2::text", recipients="(SELECT count(*) FROM ins)")},
 delivered AS (
     SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen FROM cnt JOIN ins USING (user_id)
 )
@@ -276,12 +279,18 @@ WITH {_AUDIENCE}
 SELECT c.user_id, c.unread, c.total, c.version, c.unseen
 FROM audience a JOIN inbox_counts c ON c.user_id = a.user_id
 """  # noqa: S608
-_FINISH = """
+# The one time it finishes, the event's `event.delivered` webhooks are recorded (store/outbox.py),
+# with the rows its chunks wrote.
+_FINISH = f"""
+WITH fin AS (
 UPDATE events SET fanout_done_at = now()
 WHERE id = $1 AND fanout_done_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM fanout_chunks WHERE event_id = $1 AND done_at IS NULL)
-RETURNING id
-"""
+RETURNING id, tenant_id, external_id
+),
+{outbox.delivered("fin", tenant="fin.tenant_id", event_key="fin.external_id", recipients=_RECIPIENTS)}
+SELECT id FROM fin
+"""  # noqa: S608
 
 
 class Delivery(Counts, frozen=True, kw_only=True):

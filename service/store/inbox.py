@@ -26,6 +26,7 @@ import asyncpg
 import msgspec
 
 from service.model import ACTORS_SHOWN, Action, Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
+from service.store import outbox
 from service.store.counts import as_counts
 
 # An item's columns, in the order _item reads them. A thread's actors come from its node (schema.sql,
@@ -122,13 +123,17 @@ _GONE_COUNTS = """cnt AS (
         version = version + 1
 """ + _NEW_COUNTS.replace("{rows}", "gone")  # noqa: S608
 
-# $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched.
-_SET_READ = """
+# $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched. $4 is the
+# tenant and $5 whether the request named one notification, for the webhooks (store/outbox.py).
+_READ_TYPE = "CASE WHEN $3 THEN 'notification.read' ELSE 'notification.unread' END"
+_READ_ACTION = "CASE WHEN $3 THEN 'read' ELSE 'unread' END"
+_SET_READ = f"""
 WITH changed AS (
     UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3 AND snoozed_until IS NULL
-    RETURNING id, seen_at IS NULL AS unseen, archived_at IS NULL AS counted
+    RETURNING id, seen_at IS NULL AS unseen, archived_at IS NULL AS counted, inbox AS state
 ),
+{outbox.announce("changed", user="$1", tenant="$4", one="$5", each=_READ_TYPE, action=_READ_ACTION)},
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END)
@@ -139,12 +144,13 @@ cnt AS (
 """ + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
 # Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
 # snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
-_READ_ALL = """
+_READ_ALL = f"""
 WITH changed AS (
     UPDATE inbox SET read_at = now()
     WHERE user_id = $1 AND read_at IS NULL AND snoozed_until IS NULL AND archived_at IS NULL
     RETURNING seen_at IS NULL AS unseen
 ),
+{outbox.announce("changed", user="$1", tenant="$2", action="'read'")},
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread - (SELECT count(*) FROM changed)::int,
@@ -153,12 +159,13 @@ cnt AS (
 """ + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
 # The user opened the bell: every unread row not yet seen is seen now. Subtracts what it changed, as
 # _READ_ALL does, so an arrival committed after this statement's snapshot stays unseen.
-_SEEN = """
+_SEEN = f"""
 WITH changed AS (
     UPDATE inbox SET seen_at = now()
     WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL AND snoozed_until IS NULL AND archived_at IS NULL
     RETURNING 1
 ),
+{outbox.announce("changed", user="$1", tenant="$2", action="'seen'")},
 cnt AS (
     UPDATE inbox_counts
     SET unseen = unseen - (SELECT count(*) FROM changed)::int, version = version + 1
@@ -168,25 +175,38 @@ _GONE = """archived_at IS NULL AND read_at IS NULL AS unread,
 _DELETE = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND snoozed_until IS NULL
-    RETURNING id, {_GONE}
+    RETURNING id, {_GONE}, inbox AS state
 ),
+{outbox.announce("gone", user="$1", tenant="$3", one="$4", each="'notification.deleted'", action="'delete'")},
 """ + _GONE_COUNTS.format(result="ARRAY(SELECT id FROM gone)")  # noqa: S608
 _DELETE_ALL = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL AND archived_at IS NULL
     RETURNING {_GONE}
 ),
+{outbox.announce("gone", user="$1", tenant="$2", action="'delete'")},
 """ + _GONE_COUNTS.format(result="(SELECT count(*) FROM gone)")  # noqa: S608
 
 
 # $3 true: archive; false: unarchive. Only rows whose state changes are touched; they leave (or
-# rejoin) the counts with their read and seen state as it stands.
-_SET_ARCHIVED = """
+# rejoin) the counts with their read and seen state as it stands. $4 is the tenant, for the
+# `notification.archived` webhook (unarchiving has no webhook type: the NULL type matches none).
+_SET_ARCHIVED = f"""
 WITH changed AS (
     UPDATE inbox SET archived_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (archived_at IS NULL) = $3 AND snoozed_until IS NULL
-    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen
+    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen, inbox AS state
 ),
+{
+    outbox.announce(
+        "changed",
+        user="$1",
+        tenant="$4",
+        one="true",
+        each="CASE WHEN $3 THEN 'notification.archived' END",
+        action="'archive'",
+    )
+},
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unread) FROM changed)::int,
@@ -197,7 +217,7 @@ cnt AS (
 # The reader took action $3 of row $2 (or 'open': followed the notification itself): recorded, and
 # the row is read. The action must be one the row's event offers. The row is locked and read as it
 # is first (`old`), so the counts lose exactly what it was worth: an unread row in the inbox.
-_INTERACT = """
+_INTERACT = f"""
 WITH old AS (
     SELECT i.id, i.read_at IS NULL AND i.archived_at IS NULL AS unread,
            i.read_at IS NULL AND i.archived_at IS NULL AND i.seen_at IS NULL AS unseen
@@ -209,8 +229,9 @@ WITH old AS (
 changed AS (
     UPDATE inbox i SET interaction = $3, interacted_at = now(), read_at = coalesce(i.read_at, now())
     FROM old WHERE i.id = old.id
-    RETURNING old.unread, old.unseen
+    RETURNING old.unread, old.unseen, i AS state
 ),
+{outbox.announce("changed", user="$1", tenant="$4", one="true", each="'notification.interacted'", action="'read'")},
 cnt AS (
     UPDATE inbox_counts
     SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM changed)::int,
@@ -391,30 +412,36 @@ async def counts_of(conn: asyncpg.Connection, user_ids: Sequence[int]) -> list[C
     return [as_counts(r) for r in rows]
 
 
+# Every change takes the user's tenant, for the webhooks it records (store/outbox.py); those that can
+# name one notification also take `one`: one `notification.*` per changed row instead of one `inbox.bulk`.
+
+
 async def set_read(
-    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], read: bool
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], read: bool, tenant_id: int, one: bool = False
 ) -> tuple[list[int], Counts | None]:
     """Mark rows read (or unread); returns the ids that changed and the new counts if any did."""
-    changed, new = await _change(conn, _SET_READ, user_id, list(row_ids), read)
+    changed, new = await _change(conn, _SET_READ, user_id, list(row_ids), read, tenant_id, one)
     return list(changed), new
 
 
-async def read_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
-    return await _change(conn, _READ_ALL, user_id)
+async def read_all(conn: asyncpg.Connection, user_id: int, tenant_id: int) -> tuple[int, Counts | None]:
+    return await _change(conn, _READ_ALL, user_id, tenant_id)
 
 
-async def seen(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
+async def seen(conn: asyncpg.Connection, user_id: int, tenant_id: int) -> tuple[int, Counts | None]:
     """Mark every unread row the user has not seen as seen; returns how many and the new counts."""
-    return await _change(conn, _SEEN, user_id)
+    return await _change(conn, _SEEN, user_id, tenant_id)
 
 
-async def delete(conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int]) -> tuple[list[int], Counts | None]:
-    gone, new = await _change(conn, _DELETE, user_id, list(row_ids))
+async def delete(
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], tenant_id: int, one: bool = False
+) -> tuple[list[int], Counts | None]:
+    gone, new = await _change(conn, _DELETE, user_id, list(row_ids), tenant_id, one)
     return list(gone), new
 
 
-async def delete_all(conn: asyncpg.Connection, user_id: int) -> tuple[int, Counts | None]:
-    return await _change(conn, _DELETE_ALL, user_id)
+async def delete_all(conn: asyncpg.Connection, user_id: int, tenant_id: int) -> tuple[int, Counts | None]:
+    return await _change(conn, _DELETE_ALL, user_id, tenant_id)
 
 
 async def snooze(
@@ -430,10 +457,10 @@ async def snooze(
 
 
 async def set_archived(
-    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], archived: bool
+    conn: asyncpg.Connection, user_id: int, row_ids: Sequence[int], archived: bool, tenant_id: int
 ) -> tuple[list[int], Counts | None]:
     """Archive (or unarchive) rows; returns the ids that changed and the new counts if any did."""
-    changed, new = await _change(conn, _SET_ARCHIVED, user_id, list(row_ids), archived)
+    changed, new = await _change(conn, _SET_ARCHIVED, user_id, list(row_ids), archived, tenant_id)
     return list(changed), new
 
 
@@ -443,8 +470,25 @@ async def archived(conn: asyncpg.Connection, user_id: int, row_id: int) -> bool 
     return value
 
 
-async def interact(conn: asyncpg.Connection, user_id: int, row_id: int, action: str) -> tuple[bool, Counts | None]:
+async def interact(
+    conn: asyncpg.Connection, user_id: int, row_id: int, action: str, tenant_id: int
+) -> tuple[bool, Counts | None]:
     """Record that the reader took `action` on the row, and mark it read. False when the row is not
     the user's or does not offer that action."""
-    taken, new = await _change(conn, _INTERACT, user_id, row_id, action)
+    taken, new = await _change(conn, _INTERACT, user_id, row_id, action, tenant_id)
     return bool(taken), new
+
+
+# ---- webhooks ---------------------------------------------------------------------------------
+# A row as a change left it (the snapshot the change recorded for its webhooks, store/outbox.py),
+# read through the same columns as every list and get, the snapshot standing in for the table: a
+# webhook's `data` is rendered by the one renderer of items, from the event as it is joined anywhere.
+_FROM_SNAPSHOT = "FROM jsonb_populate_record(NULL::inbox, $2::jsonb) i"
+_SNAPSHOT = _COLUMNS.replace("FROM inbox i", _FROM_SNAPSHOT, 1)
+assert _FROM_SNAPSHOT in _SNAPSHOT, "_COLUMNS must read `FROM inbox i`"
+
+
+async def snapshot(conn: asyncpg.Connection, who: Principal, state: dict[str, Any]) -> InboxItem | None:
+    """The notification as it was in `state` (a row of `inbox` as JSON); None when its event is gone."""
+    row = await conn.fetchrow(_SNAPSHOT, who.user_id, state)
+    return None if row is None else _item(row, who)

@@ -16,7 +16,10 @@ from service.keys import STREAM
 from service.model import Event, decode_event
 from workers.delivery import Outcome
 
-TABLES = "inbox, thread_actors, fanout_chunks, events, subscriptions, tokens, inbox_counts, preferences, users, tenants"
+TABLES = (
+    "inbox, thread_actors, fanout_chunks, events, subscriptions, tokens, inbox_counts, preferences, "
+    "webhook_deliveries, webhooks, users, tenants"
+)
 
 
 class User(msgspec.Struct, frozen=True):

@@ -45,7 +45,7 @@ async def mark(b: Backends, who: Principal, text: str, decode: Decode, read: boo
 
 
 async def delete(b: Backends, who: Principal, text: str, decode: Decode) -> None:
-    if not await inbox.delete(b, who, [row_id(text, decode)]):
+    if not await inbox.delete(b, who, [row_id(text, decode)], one=True):
         raise NotFound(NOT_FOUND)
 
 
