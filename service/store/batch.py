@@ -1,0 +1,154 @@
+"""Many small events (a few named recipients each) recorded and delivered in one statement.
+
+What upstream services publish most is a steady stream of small events, one to ten named users
+each. Written one event at a time that is one statement, one commit and one round trip per event:
+the round trips, not the work, set the pace. A stream read of such events is written here instead by
+one statement, so one commit: every event recorded (once per tenant and id) and marked fanned out,
+every recipient's row, and every recipient's counts.
+
+What the statement keeps from the one-event path (fanout.py, _DELIVER_NAMED):
+- an event already published (a conflict on (tenant_id, external_id)) is left out: no record, no row,
+  and it is missing from the answer, so the caller sends it down the one-event path, which resumes or
+  repairs whatever an earlier publish left undone;
+- deactivated users, users who muted the event's type or category, and expired events get no row;
+- the events are inserted in (tenant, id) order, so two batches holding the same ids (a republish
+  read by two workers) wait for each other's entries in one order and cannot deadlock;
+- the counts rows are locked in user-id order, as every fan-out locks them, before any is changed;
+  a user reached by several events of the batch gains +n at once (one version step for the lot).
+The caller passes events whose named users all exist (users.ensure_members first, in a statement of
+its own, as _DELIVER_NAMED explains), with no `group` (a thread takes the per-event path) and no topics
+or `all` (their audience is resolved in chunks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service.model import Event
+from service.store import events
+from service.store.fanout import Delivery
+
+# The columns of INSERT_EVENT's parameters, in its order ($1..$22): the batch's JSON carries the same
+# values under these names. zip(strict=True) fails loudly if the two ever disagree.
+_COLUMNS = (
+    "tenant_id",
+    "external_id",
+    "type",
+    "title",
+    "message",
+    "category",
+    "tags",
+    "trigger_type",
+    "entity_type",
+    "entity_id",
+    "action_url",
+    "actionable",
+    "payload",
+    "audience_users",
+    "audience_topics",
+    "audience_all",
+    "occurred_at",
+    "expires_at",
+    "done",
+    "grp",
+    "actor",
+    "actions",
+)
+
+# $1: a JSON array of events, one object per event with _COLUMNS as keys (jsonb_to_recordset turns
+# JSON arrays into text[] and JSON null into SQL NULL, as the one-event insert stores them).
+#   given     the batch's events, in (tenant, id) order;
+#   ev        their records, already marked fanned out; a conflict (published before) inserts nothing;
+#   ins       one row per active, existing, not muting recipient of each new, unexpired event;
+#   gains     what each recipient's counts gain: one per new row;
+#   locked    the counts rows, locked in user-id order before `cnt` changes any (its gate waits for it);
+#   cnt       the new counts.
+# The answer holds one line per recorded event (with nulls when nobody received it) or per row.
+_DELIVER_BATCH = """
+WITH given AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS g (
+        tenant_id bigint, external_id text, type text, title text, message text, category text, tags text[],
+        trigger_type text, entity_type text, entity_id text, action_url text, actionable boolean, payload jsonb,
+        audience_users text[], occurred_at timestamptz, expires_at timestamptz, actor text, actions jsonb
+    )
+),
+ev AS (
+    INSERT INTO events (
+        tenant_id, external_id, type, title, message, category, tags, trigger_type,
+        entity_type, entity_id, action_url, actionable, payload,
+        audience_users, occurred_at, expires_at, fanout_done_at, actor, actions
+    )
+    SELECT tenant_id, external_id, type, title, message, category, coalesce(tags, '{}'), trigger_type,
+           entity_type, entity_id, action_url, coalesce(actionable, false), payload,
+           coalesce(audience_users, '{}'), coalesce(occurred_at, now()), expires_at, now(), actor, actions
+    FROM given
+    ORDER BY tenant_id, external_id
+    ON CONFLICT (tenant_id, external_id) DO NOTHING
+    RETURNING id, tenant_id, external_id, occurred_at, expires_at, type, category, audience_users
+),
+ins AS (
+    INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
+    SELECT u.id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category
+    FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.external_id = ANY (ev.audience_users)
+    WHERE u.active AND (ev.expires_at IS NULL OR ev.expires_at > now())
+      AND NOT EXISTS (
+          SELECT 1 FROM preferences p
+          WHERE p.user_id = u.id AND (ev.type = ANY (p.muted_types) OR ev.category = ANY (p.muted_categories))
+      )
+    RETURNING id, user_id, event_id
+),
+gains AS (SELECT user_id, count(*)::int AS n FROM ins GROUP BY user_id),
+locked AS (
+    SELECT c.user_id FROM inbox_counts c
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM gains))
+    ORDER BY c.user_id
+    FOR UPDATE
+),
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + g.n, total = c.total + g.n, unseen = c.unseen + g.n, version = c.version + 1
+    FROM gains g
+    WHERE c.user_id = g.user_id AND (SELECT count(*) FROM locked) >= 0
+    RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
+)
+SELECT ev.tenant_id, ev.external_id, ev.id, r.user_id, r.id, r.unread, r.total, r.version, r.unseen
+FROM ev LEFT JOIN (
+    SELECT ins.event_id, ins.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
+    FROM ins JOIN cnt USING (user_id)
+) r ON r.event_id = ev.id
+"""
+
+
+class Delivered(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch event that was new: its id and its recipients' rows (none when nobody received it)."""
+
+    event_id: int
+    deliveries: list[Delivery]
+
+
+def _record(tenant_id: int, event: Event) -> dict[str, Any]:
+    return dict(zip(_COLUMNS, events.insert_args(tenant_id, event, done=True), strict=True))
+
+
+async def deliver(conn: asyncpg.Connection, batch: Sequence[tuple[int, Event]]) -> dict[tuple[int, str], Delivered]:
+    """Record and deliver (tenant id, event) pairs in one statement. Each (tenant id, event id) must
+    appear once. Returns the new events by (tenant id, event id); one published before is missing."""
+    if not batch:
+        return {}
+    # The connection's jsonb codec (backends/postgres.py) encodes the list, with msgspec.
+    rows = await conn.fetch(_DELIVER_BATCH, [_record(t, e) for t, e in batch])
+    found: dict[tuple[int, str], Delivered] = {}
+    for r in rows:
+        key = (r[0], r[1])
+        got = found.get(key)
+        if got is None:
+            got = found[key] = Delivered(event_id=r[2], deliveries=[])
+        if r[3] is not None:
+            got.deliveries.append(
+                Delivery(user_id=r[3], inbox_id=r[4], unread=r[5], total=r[6], version=r[7], unseen=r[8])
+            )
+    return found
