@@ -63,11 +63,17 @@ _COLUMNS = (
 # JSON arrays into text[] and JSON null into SQL NULL, as the one-event insert stores them).
 #   given     the batch's events, in (tenant, id) order;
 #   ev        their records, already marked fanned out; a conflict (published before) inserts nothing;
-#   ins       one row per active, existing, not muting recipient of each new, unexpired event;
+#   ins       one row per active, existing, not muting recipient of each new, unexpired event: each
+#             event's users looked up by their unique index (OFFSET 0 keeps the lookup per event: the
+#             planner, joining on the tenant alone, would otherwise scan every user of the tenant and
+#             test each against every event's list);
 #   gains     what each recipient's counts gain: one per new row;
 #   locked    the counts rows, locked in user-id order before `cnt` changes any (its gate waits for it);
 #   cnt       the new counts.
-# The answer holds one line per recorded event (with nulls when nobody received it) or per row.
+# The answer is three lists in one: (0, tenant id, event id, id) per recorded event, (1, event id, user
+# id, row id) per row and (2, user id, version, unread, total, unseen) per recipient, put together by
+# the caller: joined here, the CTEs' unknown sizes (estimated at one row) made PostgreSQL loop over
+# every pair.
 _DELIVER_BATCH = """
 WITH given AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS g (
@@ -93,8 +99,12 @@ ev AS (
 ins AS (
     INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
     SELECT u.id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category
-    FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.external_id = ANY (ev.audience_users)
-    WHERE u.active AND (ev.expires_at IS NULL OR ev.expires_at > now())
+    FROM ev CROSS JOIN LATERAL (
+        SELECT u.id FROM users u
+        WHERE u.tenant_id = ev.tenant_id AND u.external_id = ANY (ev.audience_users) AND u.active
+        OFFSET 0
+    ) u
+    WHERE (ev.expires_at IS NULL OR ev.expires_at > now())
       AND NOT EXISTS (
           SELECT 1 FROM preferences p
           WHERE p.user_id = u.id AND (ev.type = ANY (p.muted_types) OR ev.category = ANY (p.muted_categories))
@@ -115,11 +125,11 @@ cnt AS (
     WHERE c.user_id = g.user_id AND (SELECT count(*) FROM locked) >= 0
     RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
 )
-SELECT ev.tenant_id, ev.external_id, ev.id, r.user_id, r.id, r.unread, r.total, r.version, r.unseen
-FROM ev LEFT JOIN (
-    SELECT ins.event_id, ins.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-    FROM ins JOIN cnt USING (user_id)
-) r ON r.event_id = ev.id
+SELECT 0, ev.tenant_id, ev.external_id, ev.id, NULL::bigint, NULL::int, NULL::int FROM ev
+UNION ALL
+SELECT 1, ins.event_id, NULL, ins.user_id, ins.id, NULL, NULL FROM ins
+UNION ALL
+SELECT 2, cnt.user_id, NULL, cnt.version, cnt.unread, cnt.total, cnt.unseen FROM cnt
 """
 
 
@@ -141,14 +151,20 @@ async def deliver(conn: asyncpg.Connection, batch: Sequence[tuple[int, Event]]) 
         return {}
     # The connection's jsonb codec (backends/postgres.py) encodes the list, with msgspec.
     rows = await conn.fetch(_DELIVER_BATCH, [_record(t, e) for t, e in batch])
-    found: dict[tuple[int, str], Delivered] = {}
+    recorded: dict[int, tuple[int, str]] = {}
+    arrived: list[tuple[int, int, int]] = []
+    counts: dict[int, tuple[int, int, int, int]] = {}
     for r in rows:
-        key = (r[0], r[1])
-        got = found.get(key)
-        if got is None:
-            got = found[key] = Delivered(event_id=r[2], deliveries=[])
-        if r[3] is not None:
-            got.deliveries.append(
-                Delivery(user_id=r[3], inbox_id=r[4], unread=r[5], total=r[6], version=r[7], unseen=r[8])
-            )
+        if r[0] == 0:
+            recorded[r[3]] = (r[1], r[2])
+        elif r[0] == 1:
+            arrived.append((r[1], r[3], r[4]))
+        else:
+            counts[r[1]] = (r[3], r[4], r[5], r[6])
+    found = {key: Delivered(event_id=event_id, deliveries=[]) for event_id, key in recorded.items()}
+    for event_id, user_id, inbox_id in arrived:
+        version, unread, total, unseen = counts[user_id]
+        found[recorded[event_id]].deliveries.append(
+            Delivery(user_id=user_id, inbox_id=inbox_id, unread=unread, total=total, version=version, unseen=unseen)
+        )
     return found
