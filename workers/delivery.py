@@ -177,21 +177,23 @@ class Delivery:
                 if known is None:
                     tenants[name] = await users.ensure_tenant(conn, name)
             ids = {name: tid for name, tid in tenants.items() if tid is not None}
-            unknown: dict[int, set[str]] = {}
+            existing = self._known
             for event in chosen:
                 tid = ids[event.tenant]
-                unknown.setdefault(tid, set()).update(u for u in event.audience.users if (tid, u) not in self._known)
-            for tid, names in sorted(unknown.items()):
-                if names:
-                    await users.ensure_members(conn, tid, sorted(names))
+                for user in event.audience.users:
+                    if (tid, user) not in existing:
+                        unknown.add((tid, user))
+            for tid in sorted({tid for tid, _ in unknown}):
+                await users.ensure_members(conn, tid, sorted(u for t, u in unknown if t == tid))
             return ids, await batch.deliver(conn, [(ids[e.tenant], e) for e in chosen])
 
+        unknown: set[tuple[int, str]] = set()
         with FANOUT_SECONDS.time():
             ids, done = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         self._tenants.update(ids)
         if len(self._known) > KNOWN_USERS_KEPT:
             self._known.clear()
-        self._known.update((ids[e.tenant], u) for e in chosen for u in e.audience.users)
+        self._known |= unknown
         outcomes: list[Outcome | None] = [None] * len(given)
         arrived: list[tuple[int, fanout.Delivery]] = []
         for at in first.values():
