@@ -43,6 +43,9 @@ CLAIM_IDLE = 30.0  # seconds an entry sits untouched before another consumer tak
 CLAIM_EVERY = 5.0
 MAX_BACKOFF = 10.0  # well under CLAIM_IDLE: see the module docstring
 MAX_ATTEMPTS = 5
+# Fresh reads handled at once: the next read is taken, decoded and written while the previous
+# one's statement runs, so one worker keeps PostgreSQL and itself busy at the same time.
+DEPTH = 2
 
 
 class Consumer:
@@ -53,6 +56,7 @@ class Consumer:
         batch: int = 100,
         block: float = 1.0,
         concurrency: int = 8,
+        depth: int = DEPTH,
         claim_idle: float = CLAIM_IDLE,
         claim_every: float = CLAIM_EVERY,
         retry_base: float = 0.2,
@@ -66,6 +70,8 @@ class Consumer:
         self.batch = batch
         self.block = block
         self._limit = asyncio.Semaphore(concurrency)
+        self.depth = depth
+        self._inflight: set[asyncio.Task[None]] = set()  # fresh reads being handled (see _start)
         self._stopping = asyncio.Event()
         self._retry_at = 0.0  # when to re-read this consumer's own pending entries
         self._failures = 0  # consecutive rounds with a failure, for the backoff
@@ -77,6 +83,15 @@ class Consumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+            with contextlib.suppress(Exception):  # logged where it happened; the entries stay pending
+                await self._settle()
+        finally:
+            for task in self._inflight:  # cancelled itself (a stop that took too long): so are they
+                task.cancel()
+
+    async def _run(self) -> None:
         outage = 0  # failed attempts in a row: logged once, waited on with backoff up to 2 s
         while not self._stopping.is_set():
             try:
@@ -109,14 +124,42 @@ class Consumer:
                 self._next_claim = now + self.claim_every
                 await self._claim()
             if now >= self._retry_at:
+                # Entries of fresh reads still being handled are pending too: they are not retried.
+                await self._settle()
                 mine = await self._read("0")
                 failed = await self.handle(mine, retry=True)
                 self._schedule_retry(failed, more=len(mine) == self.batch)
             wait = max(0.0, min(self.block, self._retry_at - time.monotonic(), self._next_claim - time.monotonic()))
             fresh = await self._read(">", wait)
-            failed = await self.handle(fresh)
-            if failed:
-                self._schedule_retry(failed, more=False)
+            if fresh:
+                await self._start(fresh)
+
+    async def _start(self, fresh: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Handle a fresh read in a task of its own, and go on reading while at most `depth` are."""
+        self._inflight.add(asyncio.create_task(self._fresh(fresh)))
+        if len(self._inflight) >= self.depth:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        self._reap()
+
+    async def _fresh(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        failed = await self.handle(entries)
+        if failed:
+            self._schedule_retry(failed, more=False)
+
+    async def _settle(self) -> None:
+        """Wait until no fresh read is being handled."""
+        if self._inflight:
+            await asyncio.wait(self._inflight)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Forget the finished handlings; raise the first that failed (an outage: see run)."""
+        done = {task for task in self._inflight if task.done()}
+        self._inflight -= done
+        failures = [task.exception() for task in done if not task.cancelled()]
+        for failure in failures:
+            if failure is not None:
+                raise failure
 
     async def _ensure_group(self) -> None:
         try:
@@ -197,7 +240,11 @@ class Consumer:
             return decode_event(raw)
         except InvalidEvent as exc:
             where = f" at {exc.field}" if exc.field else ""
-            await dead_letter(self.redis, raw or b"", f"invalid event{where}: {exc.message}", ack=raw_id.decode())
+            token = request_id.set(_request_of(raw_id, fields))
+            try:
+                await dead_letter(self.redis, raw or b"", f"invalid event{where}: {exc.message}", ack=raw_id.decode())
+            finally:
+                request_id.reset(token)
             self.dead += 1
             return None
 
@@ -235,9 +282,7 @@ class Consumer:
         and acknowledged already) or "retry" (left pending)."""
         raw_id, fields = entry
         entry_id = raw_id.decode()
-        # This task's log lines carry the id of the request that published the event, or the entry's.
-        given = (fields or {}).get(b"request_id")
-        request_id.set(given.decode(errors="replace")[:128] if given else f"entry-{entry_id}")
+        request_id.set(_request_of(raw_id, fields))  # this task's log lines
         raw = (fields or {}).get(b"event", b"")
         assert event is not None  # invalid entries were dead-lettered by _decode
         async with self._limit:
@@ -262,3 +307,9 @@ class Consumer:
         await dead_letter(self.redis, raw, reason, ack=entry_id)
         self.dead += 1
         return "dead"
+
+
+def _request_of(raw_id: bytes, fields: dict[bytes, bytes] | None) -> str:
+    """What log lines about an entry carry: the id of the request that published it, or the entry's."""
+    given = (fields or {}).get(b"request_id")
+    return given.decode(errors="replace")[:128] if given else f"entry-{raw_id.decode()}"
