@@ -22,8 +22,8 @@ test: $(STAMP)  ## the whole suite, against HERALD_TEST_*_URL or embedded server
 
 # Benchmarks, not tests (never part of `make test`): every hot path beside this machine's raw limit,
 # one table, rows in bench/results/latest.json. BENCH_ARGS="--quick" or figure names (fanout badge
-# list visible readall snooze expiry streams) for a shorter, unsaved run. wrk is the load generator; installed
-# if missing.
+# list visible readall snooze expiry streams small) for a shorter, unsaved run. wrk is the load
+# generator; installed if missing.
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -29,6 +29,9 @@ class Sizes(msgspec.Struct, frozen=True, kw_only=True):
     snooze_rows: int = 10
     expiry: int = 100_000  # recipients of the expiring event
     streams: int = 10_000  # open GET /v1/stream, one user each
+    small: int = 100_000  # small events (1–10 named users each) drained from the stream, per run
+    small_users: int = 10_000  # the users they name
+    small_seconds: float = 10  # publish → visible of small events, after a second of warm-up
     wrk_seconds: float = 10  # each throughput run
     p50_seconds: float = 5  # each single-connection latency run
 
@@ -50,6 +53,9 @@ QUICK = Sizes(
     snooze_users=500,  # 5,000 rows: still several of the sweep's batches
     expiry=10_000,
     streams=2_000,
+    small=10_000,
+    small_users=2_000,
+    small_seconds=3,
     wrk_seconds=3,
     p50_seconds=2,
 )

@@ -1,8 +1,8 @@
 """The figures: fan-out (with mutes), badge (with a signed token too), list, publish → visible and
 mark all read here, the sweep's (snooze, expiry) in bench/timed.py, many open streams in
-bench/streams.py. Each measures Herald and, where there is one, the raw limit of this machine in
-the same run, and returns table rows. See docs/performance.md for what each figure
-means and why it is measured this way."""
+bench/streams.py, many small events in bench/small.py. Each measures Herald and, where there is
+one, the raw limit of this machine in the same run, and returns table rows. See
+docs/performance.md for what each figure means and why it is measured this way."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import jwt
 import msgspec
 
-from bench import bare, load, streams, timed
+from bench import bare, load, small, streams, timed
 from bench.base import Bench, k
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
 from bench.fan import Want, fan_event
@@ -499,6 +499,7 @@ FIGURES: dict[str, Figure] = {
     "snooze": timed.snooze,
     "expiry": timed.expiry,
     "streams": streams.streams,
+    "small": small.small,
 }
 HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams"}
 WRK_FIGURES = {"badge", "list"}
