@@ -9,7 +9,8 @@ every recipient's row, and every recipient's counts.
 What the statement keeps from the one-event path (fanout.py, _DELIVER_NAMED):
 - an event already published (a conflict on (tenant_id, external_id)) is left out: no record, no row,
   and it is missing from the answer, so the caller sends it down the one-event path, which resumes or
-  repairs whatever an earlier publish left undone;
+  repairs whatever an earlier publish left undone; so is an event naming a user who does not exist,
+  whom that path creates;
 - deactivated users, users who muted the event's type or category, and expired events get no row;
 - the events are inserted in (tenant, id) order, so two batches holding the same ids (a republish
   read by two workers) wait for each other's entries in one order and cannot deadlock;
@@ -62,7 +63,9 @@ _COLUMNS = (
 # $1: a JSON array of events, one object per event with _COLUMNS as keys (jsonb_to_recordset turns
 # JSON arrays into text[] and JSON null into SQL NULL, as the one-event insert stores them).
 #   given     the batch's events, in (tenant, id) order;
-#   ev        their records, already marked fanned out; a conflict (published before) inserts nothing;
+#   ev        their records, already marked fanned out; a conflict (published before) inserts nothing,
+#             and neither does an event naming a user who does not exist (any more: the caller
+#             created the users it did not know, and a user it knew may have been erased since);
 #   ins       one row per active, existing, not muting recipient of each new, unexpired event: each
 #             event's users looked up by their unique index (OFFSET 0 keeps the lookup per event: the
 #             planner, joining on the tenant alone, would otherwise scan every user of the tenant and
@@ -91,7 +94,11 @@ ev AS (
     SELECT tenant_id, external_id, type, title, message, category, coalesce(tags, '{}'), trigger_type,
            entity_type, entity_id, action_url, coalesce(actionable, false), payload,
            coalesce(audience_users, '{}'), coalesce(occurred_at, now()), expires_at, now(), actor, actions
-    FROM given
+    FROM given g
+    WHERE NOT EXISTS (
+        SELECT 1 FROM unnest(g.audience_users) AS named (external_id)
+        WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = g.tenant_id AND u.external_id = named.external_id)
+    )
     ORDER BY tenant_id, external_id
     ON CONFLICT (tenant_id, external_id) DO NOTHING
     RETURNING id, tenant_id, external_id, occurred_at, expires_at, type, category, audience_users

@@ -249,3 +249,68 @@ async def test_the_batched_events_are_stored_like_the_one_event_path_stores_them
         )
     assert stored[1] == {**stored[0], "id": "batch-0"} and stored[2] == {**stored[0], "id": "batch-1"}
     assert len(inbox) == 3 and len({tuple(r)[1:] for r in inbox}) == 1
+
+
+async def test_a_batch_keeps_tenants_apart_and_applies_mutes_deactivation_and_expiry(
+    backends: Backends, arq_pool: ArqRedis, make_user: MakeUser
+) -> None:
+    for tenant in ("acme", "globex"):
+        for name in ("alice", "bob", "carol"):
+            await make_user(tenant=tenant, user=name)
+    async with backends.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO preferences (user_id, muted_types) SELECT u.id, ARRAY['noisy'] FROM users u"
+            " JOIN tenants t ON t.id = u.tenant_id WHERE t.name = 'acme' AND u.external_id = 'bob'"
+        )
+        await conn.execute(
+            "UPDATE users SET active = false FROM tenants t"
+            " WHERE t.id = users.tenant_id AND t.name = 'globex' AND users.external_id = 'carol'"
+        )
+    everyone = {"users": ["alice", "bob", "carol"]}
+    given = [
+        decode_event(event(id="same-id", tenant="acme", audience=everyone)),
+        decode_event(event(id="same-id", tenant="globex", audience=everyone)),  # same id, other tenant
+        decode_event(event(id="noisy", tenant="acme", type="noisy", audience=everyone)),  # bob muted it
+        decode_event(event(id="gone", tenant="acme", audience=everyone, expires_at="2020-01-01T00:00:00Z")),
+    ]
+    outcomes = await Delivery(backends, arq_pool).ingest_many(given)
+    assert all(o is not None for o in outcomes)
+    assert [len(o.deliveries) for o in outcomes if o is not None] == [3, 2, 2, 0]
+    assert await inbox_of(backends, "acme") == {"alice": 2, "bob": 1, "carol": 2}
+    assert await inbox_of(backends, "globex") == {"alice": 1, "bob": 1}
+    # Every row belongs to a user of its event's tenant.
+    crossed = await rows(
+        backends,
+        "SELECT count(*) FROM inbox i JOIN events e ON e.id = i.event_id JOIN users u ON u.id = i.user_id"
+        " WHERE u.tenant_id <> e.tenant_id",
+    )
+    assert crossed[0][0] == 0
+    done = await rows(backends, "SELECT count(*) FROM events WHERE fanout_done_at IS NOT NULL")
+    assert done[0][0] == 4
+    await counts_agree(backends)
+
+
+async def test_an_event_naming_a_user_who_is_gone_is_left_to_the_one_event_path(
+    backends: Backends, arq_pool: ArqRedis, make_user: MakeUser
+) -> None:
+    await make_user(user="alice")
+    fan = Delivery(backends, arq_pool)
+    await fan.ingest_many([decode_event(event(id=f"k{n}", audience={"users": ["alice", "zed"]})) for n in range(2)])
+    # zed is known to this worker now; then the user is removed (as an erasure does) behind its back.
+    async with backends.pool.acquire() as conn:
+        await conn.execute(
+            "WITH z AS (SELECT id FROM users WHERE external_id = 'zed'),"
+            " i AS (DELETE FROM inbox WHERE user_id IN (SELECT id FROM z)),"
+            " c AS (DELETE FROM inbox_counts WHERE user_id IN (SELECT id FROM z))"
+            " DELETE FROM users WHERE id IN (SELECT id FROM z)"
+        )
+    outcomes = await fan.ingest_many(
+        [
+            decode_event(event(id="to-zed", audience={"users": ["alice", "zed"]})),
+            decode_event(event(id="to-alice", audience={"users": ["alice"]})),
+        ]
+    )
+    assert outcomes[0] is None and outcomes[1] is not None  # not recorded: the one-event path creates zed
+    recorded = await rows(backends, "SELECT external_id FROM events ORDER BY external_id")
+    assert [r[0] for r in recorded] == ["k0", "k1", "to-alice"]
+    await counts_agree(backends)
