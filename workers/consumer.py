@@ -265,9 +265,10 @@ class Consumer:
             for at in valid:
                 results[at] = "retry"
             return
-        except Exception:
-            # Nothing of the batch was committed: each event is tried alone, where a bad one fails alone.
-            log.exception("a batch of %d events failed; each is handled alone", len(events))
+        except Exception as exc:
+            # Nothing of the batch was committed: each event is tried alone, where a bad one fails alone
+            # (and is counted, logged and in the end dead-lettered as any failing event is).
+            log.warning("a batch of %d events failed (%s: %s); each goes alone", len(events), type(exc).__name__, exc)
             return
         finally:
             request_id.reset(token)
