@@ -22,9 +22,9 @@ test: $(STAMP)  ## the whole suite, against HERALD_TEST_*_URL or embedded server
 
 # Benchmarks, not tests (never part of `make test`): every hot path beside this machine's raw limit,
 # one table, rows in bench/results/latest.json. BENCH_ARGS="--quick" or figure names (fanout badge
-# list visible readall snooze expiry streams erase grouped tabs bulk webhooks) for a shorter, unsaved run. wrk
-# is the load generator; installed if missing. The Django peer runs in its own venv, bench/peer/.venv, which
-# the bench builds on first use.
+# list visible readall snooze expiry streams erase grouped tabs bulk webhooks small) for a shorter, unsaved
+# run. wrk is the load generator; installed if missing. The Django peer runs in its own venv, bench/peer/.venv,
+# which the bench builds on first use.
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -36,6 +36,9 @@ class Sizes(msgspec.Struct, frozen=True, kw_only=True):
     tabs_rows: int = 10_000  # notifications of the tab-counts user
     tabs_spread: int = 50  # users who got the same events, so the tab user's rows lie among theirs
     bulk: int = 100_000  # unread notifications of each bulk-read user
+    small: int = 100_000  # small events (1–10 named users each) drained from the stream, per run
+    small_users: int = 10_000  # the users they name
+    small_seconds: float = 10  # publish → visible of small events, after a second of warm-up
     wrk_seconds: float = 10  # each throughput run
     p50_seconds: float = 5  # each single-connection latency run
 
@@ -60,6 +63,9 @@ QUICK = Sizes(
     erase=20_000,
     tabs_spread=5,
     bulk=10_000,
+    small=10_000,
+    small_users=2_000,
+    small_seconds=3,
     wrk_seconds=3,
     p50_seconds=2,
 )

@@ -1,9 +1,9 @@
 """The figures: fan-out (with mutes), badge (with a signed token too), list, publish → visible and
 mark all read here, the sweep's (snooze, expiry) in bench/timed.py, many open streams in
 bench/streams.py, erasing a user in bench/erase.py, the grouped fan-out in bench/threads.py, tab counts in
-bench/tabs.py and bulk read by filter in bench/bulk.py. Each measures Herald and, where there is one, the raw
-limit of this machine in the same run, and returns table rows. See docs/performance.md for what each figure
-means and why it is measured this way."""
+bench/tabs.py, bulk read by filter in bench/bulk.py and many small events in bench/small.py. Each measures
+Herald and, where there is one, the raw limit of this machine in the same run, and returns table rows. See
+docs/performance.md for what each figure means and why it is measured this way."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import httpx
 import jwt
 import msgspec
 
-from bench import bare, bulk, django_peer, erase, load, streams, tabs, threads, timed, webhooks
+from bench import bare, bulk, django_peer, erase, load, small, streams, tabs, threads, timed, webhooks
 from bench.base import Bench, k
 from bench.django_peer import AT_LEAST, TARGET
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
@@ -549,6 +549,7 @@ FIGURES: dict[str, Figure] = {
     "tabs": tabs.tabs,
     "bulk": bulk.bulk,
     "webhooks": webhooks.webhooks,
+    "small": small.small,
 }
 HTTP_FIGURES = {"badge", "list", "visible", "readall", "streams", "erase", "tabs", "bulk", "webhooks"}
 WRK_FIGURES = {"badge", "list"}

@@ -53,10 +53,15 @@ EVENTS_DEAD_LETTERED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+EVENTS_BATCHED = Counter(
+    "herald_events_batched",
+    "Events recorded and delivered together with the other small events of their stream read, by one statement.",
+    registry=REGISTRY,
+)
 FANOUT_ROWS = Counter("herald_fanout_rows", "Inbox rows written by fan-out.", registry=REGISTRY)
 FANOUT_SECONDS = Histogram(
     "herald_fanout_duration_seconds",
-    "Time of one fan-out statement: a whole small event, or one chunk of a large one.",
+    "Time of one fan-out statement: a whole small event, a stream read's small events, or one chunk of a large one.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )

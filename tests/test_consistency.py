@@ -1,7 +1,9 @@
 """One number everywhere: the unread count never drifts, whatever ran concurrently before.
 
 Both tests drive real PostgreSQL and Redis through the real code paths (fan-outs split into
-chunks that run concurrently and sometimes twice, some of events that expire within the run; reads,
+chunks that run concurrently and sometimes twice, some of events that expire within the run; stream
+reads of small events delivered by one statement, with overlapping recipients, republished ids and a
+bad event that fails the batch and is dead-lettered alone; reads,
 unreads, bulk actions, read-all, deletes, seen, snoozes hidden, moved and ended, through every
 profile; the sweep bringing snoozes back and removing expired rows; and lost caches), then compare
 at quiescence: the shown rows themselves,
@@ -19,24 +21,31 @@ from typing import Any
 
 import httpx
 import msgspec
+import redis.exceptions
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from service import admin, ids
+from service.keys import GROUP, STREAM
 from service.local.harness import Servers
 from service.local.invariants import check_counts
 from service.process import Backends
 from service.settings import Settings
+from tests.support import poison
 from tests.support.factories import JobRecorder, at, make_event
 from tests.support.http import listening, serving
 from tests.support.sse import Reader, open_stream
 from workers import sweep as worker_sweep
+from workers.consumer import MAX_ATTEMPTS, Consumer
 from workers.delivery import Delivery
 
 USERS = [f"u{i}" for i in range(6)]
 TOPIC_MEMBERS = USERS[::2]
+# One event of a stream read: ("new", its users), a republished earlier event ("again"), one whose
+# recording fails in PostgreSQL ("poison", see tests/support/poison.py), or one that is not valid.
+Small = tuple[str, list[str]]
 
 
 class Harness:
@@ -93,6 +102,37 @@ class Harness:
         if repeat:
             runs += [self.fan.run_chunk(*args) for _, args, _ in pending]
         await asyncio.gather(*runs)
+
+    async def publish_batch(self, smalls: list[Small]) -> None:
+        """Queue small events on the stream in one MULTI and handle them as a worker's read does
+        (workers/consumer.py: the batch, then each left-over alone), retrying what fails until it
+        is dead-lettered. Concurrent calls read each other's entries too, as workers do."""
+        raws: list[bytes] = []
+        for kind, users in smalls:
+            if kind == "again" and self.published:
+                raws.append(msgspec.json.encode(random.choice(self.published)))
+                continue
+            fields: dict[str, Any] = {"type": poison.POISON_TYPE} if kind == "poison" else {}
+            made = make_event(users=users, **fields)
+            # An invalid one (an empty message) is dead-lettered as it is read, before any batch.
+            raws.append(msgspec.json.encode(msgspec.structs.replace(made, message="") if kind == "invalid" else made))
+            if kind == "new":
+                self.published.append(made)
+        consumer = Consumer(self.fan)
+        try:
+            async with self.b.redis.pipeline(transaction=True) as pipe:
+                pipe.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+                for raw in raws:
+                    pipe.xadd(STREAM, {"event": raw})
+                await pipe.execute(raise_on_error=False)  # BUSYGROUP: made by an earlier call
+            for start in (">", *["0"] * MAX_ATTEMPTS):  # the read, then the retries of what failed
+                read = await self.b.redis.xreadgroup(GROUP, consumer.name, {STREAM: start}, count=100)
+                if not read or not read[0][1]:
+                    break
+                await consumer.handle(read[0][1], retry=start == "0")
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):  # lose_cache emptied Redis meanwhile: the read is gone with it
+                raise
 
     async def rows(self, user: str) -> list[int]:
         async with self.b.pool.acquire() as conn:
@@ -210,6 +250,22 @@ AUDIENCES: list[dict[str, Any]] = [
     {"users": USERS[3:], "topics": ["topic"]},
 ]
 KINDS = ["read", "unread", "read_all", "delete", "delete_all", "seen", "snooze"]
+SMALL_KINDS = ["new", "new", "new", "new", "again", "invalid", "poison"]
+SMALLS = st.lists(
+    st.tuples(st.sampled_from(SMALL_KINDS), st.lists(st.sampled_from(USERS), min_size=1, max_size=3)),
+    min_size=2,
+    max_size=6,
+)
+
+
+def random_smalls(rng: random.Random) -> list[Small]:
+    """A read of 2 to 8 small events over few users, so that they overlap (most of one or two users,
+    which fit the storm's chunks of two, so are batched); one read in four holds a poison event,
+    which fails its batch as a whole."""
+    kinds = [rng.choice(SMALL_KINDS[:-1]) for _ in range(rng.randint(2, 8))]
+    if rng.random() < 0.25:
+        kinds[rng.randrange(len(kinds))] = "poison"
+    return [(kind, rng.sample(USERS, rng.choice([1, 1, 2, 2, 3]))) for kind in kinds]
 
 
 async def test_counts_agree_after_a_storm_of_concurrent_operations(
@@ -218,7 +274,7 @@ async def test_counts_agree_after_a_storm_of_concurrent_operations(
     # Chunks of two recipients: every multi-user event is a split fan-out whose chunks race.
     small = msgspec.structs.replace(settings, fanout_chunk=2)
     rng = random.Random(20261122)
-    async with Harness.running(small) as h, listening(small) as base:
+    async with Harness.running(small) as h, listening(small) as base, poison.poisoned(h.b):
         for _ in range(3):
             await h.publish({"users": USERS})
         async with contextlib.AsyncExitStack() as stack:
@@ -228,12 +284,14 @@ async def test_counts_agree_after_a_storm_of_concurrent_operations(
 
             def random_operation() -> Awaitable[None]:
                 roll = rng.random()
-                if roll < 0.25:
+                if roll < 0.2:
                     expires = rng.choice([None, None, None, 0.3, 2.0])
                     return h.publish(rng.choice(AUDIENCES), repeat=rng.random() < 0.2, expires=expires)
-                if roll < 0.28:
+                if roll < 0.32:
+                    return h.publish_batch(random_smalls(rng))
+                if roll < 0.35:
                     return h.lose_cache()
-                if roll < 0.34:
+                if roll < 0.41:
                     return h.sweep()
                 return h.change(rng.choice(KINDS), rng.choice(USERS), rng.randrange(20), rng.randrange(5))
 
@@ -282,6 +340,22 @@ class CountMachine(RuleBasedStateMachine):
 
         self.run(together())
 
+    @rule(smalls=SMALLS)
+    def publish_batch(self, smalls: list[Small]) -> None:
+        self.run(self.harness.publish_batch(smalls))
+
+    @rule(
+        smalls=SMALLS,
+        change=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 30), st.integers(0, 4)),
+    )
+    def batch_among_changes(self, smalls: list[Small], change: tuple[str, str, int, int]) -> None:
+        async def together() -> None:
+            await asyncio.gather(
+                self.harness.publish_batch(smalls), self.harness.change(*change), self.harness.publish_batch(smalls)
+            )
+
+        self.run(together())
+
     @rule()
     def lose_cache(self) -> None:
         self.run(self.harness.lose_cache())
@@ -304,10 +378,11 @@ def test_counts_never_drift_under_any_sequence(servers: Servers) -> None:
         database_url=servers.database_url, redis_url=servers.redis_url, fanout_chunk=2, backend_timeout=2.0
     )
     loop = asyncio.new_event_loop()
-    running = Harness.running(settings)
+    stack = contextlib.AsyncExitStack()
     try:
         CountMachine.loop = loop
-        CountMachine.harness = loop.run_until_complete(running.__aenter__())
+        CountMachine.harness = loop.run_until_complete(stack.enter_async_context(Harness.running(settings)))
+        loop.run_until_complete(stack.enter_async_context(poison.poisoned(CountMachine.harness.b)))
         run_state_machine_as_test(
             CountMachine,
             settings=hypothesis_settings(
@@ -319,5 +394,5 @@ def test_counts_never_drift_under_any_sequence(servers: Servers) -> None:
             ),
         )
     finally:
-        loop.run_until_complete(running.__aexit__(None, None, None))
+        loop.run_until_complete(stack.aclose())
         loop.close()

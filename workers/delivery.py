@@ -12,6 +12,7 @@ stream entry or retrying a job never writes a second row for anyone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -22,10 +23,10 @@ from service.backends import postgres
 from service.backends.redis import translated
 from service.errors import Unavailable
 from service.intake import count_attempt, dead_letter, forget_attempts
-from service.metrics import FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
+from service.metrics import EVENTS_BATCHED, FANOUT_ROWS, FANOUT_SECONDS, JOB_RETRIES
 from service.model import Audience, Counts, Event
 from service.process import Backends
-from service.store import events, fanout, users
+from service.store import batch, events, fanout, users
 
 log = logging.getLogger("herald.fanout")
 
@@ -155,6 +156,59 @@ class Delivery:
         self._known.update((tenant_id, u) for u in event.audience.users)
         await self._publish(event_id, deliveries)
         return Outcome(event_id, deliveries, [])
+
+    async def ingest_many(self, given: Sequence[Event]) -> list[Outcome | None]:
+        """Record and deliver the small new events of one stream read together: one statement, one
+        commit, one copy of the counts (store/batch.py). For each event, its Outcome, or None when
+        it takes the one-event path (`ingest`) instead: an event of a group, with topics or `all`,
+        or too large for one chunk; a second copy of an event of the same read; one published
+        before. Raises, with nothing of the batch committed, if the batch fails as a whole: the
+        caller then sends each event down the one-event path, where a bad one fails alone."""
+        chunk = self.b.settings.fanout_chunk
+        first: dict[tuple[str, str], int] = {}
+        for at, event in enumerate(given):
+            if _one_statement(event, chunk):
+                first.setdefault((event.tenant, event.id), at)
+        if len(first) < 2:  # nothing to share a statement with: the one-event path is as fast
+            return [None] * len(given)
+        chosen = [given[at] for at in first.values()]
+
+        async def work(conn: asyncpg.Connection) -> tuple[dict[str, int], dict[tuple[int, str], batch.Delivered]]:
+            tenants = {name: self._tenants.get(name) for name in sorted({e.tenant for e in chosen})}
+            for name, known in tenants.items():
+                if known is None:
+                    tenants[name] = await users.ensure_tenant(conn, name)
+            ids = {name: tid for name, tid in tenants.items() if tid is not None}
+            existing = self._known
+            for event in chosen:
+                tid = ids[event.tenant]
+                for user in event.audience.users:
+                    if (tid, user) not in existing:
+                        unknown.add((tid, user))
+            for tid in sorted({tid for tid, _ in unknown}):
+                await users.ensure_members(conn, tid, sorted(u for t, u in unknown if t == tid))
+            return ids, await batch.deliver(conn, [(ids[e.tenant], e) for e in chosen])
+
+        unknown: set[tuple[int, str]] = set()
+        with FANOUT_SECONDS.time():
+            ids, done = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        self._tenants.update(ids)
+        if len(self._known) > KNOWN_USERS_KEPT:
+            self._known.clear()
+        self._known |= unknown
+        outcomes: list[Outcome | None] = [None] * len(given)
+        arrived: list[tuple[int, fanout.Delivery]] = []
+        for at in first.values():
+            event = given[at]
+            delivered = done.get((ids[event.tenant], event.id))
+            if delivered is not None:
+                outcomes[at] = Outcome(delivered.event_id, delivered.deliveries, [])
+                arrived += ((delivered.event_id, d) for d in delivered.deliveries)
+        EVENTS_BATCHED.inc(len(done))
+        if arrived:
+            FANOUT_ROWS.inc(len(arrived))
+            await self.b.counts.copy([d for _, d in arrived], [(d.inbox_id, event_id) for event_id, d in arrived])
+        return outcomes
 
     async def run_chunk(self, event_id: int, lo: int, hi: int) -> int:
         """One chunk of a split fan-out (the arq job's body). Returns the rows written.

@@ -260,3 +260,21 @@ async def test_archive_actions_and_bulk_by_filter_send_their_types(
     assert got["notification.interacted"]["id"] == first
     assert got["notification.interacted"]["interaction"] == "approve" and got["notification.interacted"]["is_read"]
     assert got["inbox.bulk"] == {"action": "archive", "changed": 2}
+
+
+async def test_small_events_written_together_each_send_event_delivered(
+    api: Client, admin: User, alice: User, receiver: Receiver, backends: Backends
+) -> None:
+    """The batched path (a stream read's small events in one statement) records each event's
+    `event.delivered` in that statement, as the one-event path does."""
+    hook = await register(api, admin, receiver.url, ["event.delivered"])
+    fan = Delivery(backends, JobRecorder())  # type: ignore[arg-type]
+    outcomes = await fan.ingest_many([make_event(id=f"small-{n}", users=["alice"]) for n in range(3)])
+    assert all(o is not None for o in outcomes), "written together"
+    async with courier(backends):
+        bodies = await received_bodies(receiver, hook["secret"], 3)
+        await asyncio.sleep(0.5)
+    assert receiver.count == 3
+    assert sorted((b["data"]["event_id"], b["data"]["recipients"], b["user"]) for b in bodies) == [
+        (f"small-{n}", 1, None) for n in range(3)
+    ]

@@ -11,32 +11,18 @@ from service import intake
 from service.keys import ATTEMPTS, DEAD, GROUP, STREAM
 from service.model import decode_event
 from service.process import Backends
+from tests.support import poison
 from tests.support.factories import JobRecorder, event
 from tests.support.queries import inbox_size
 from tests.support.waits import eventually
 from workers.consumer import MAX_ATTEMPTS, Consumer
 from workers.delivery import CHUNK_ATTEMPTS, Delivery, fanout_chunk
 
-# A real failure, inside PostgreSQL: any event of type "poison" cannot be recorded.
-POISON = """
-CREATE OR REPLACE FUNCTION herald_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.type = 'poison' THEN RAISE EXCEPTION 'poisoned event %', NEW.external_id; END IF;
-    RETURN NEW;
-END $$;
-DROP TRIGGER IF EXISTS herald_test_poison ON events;
-CREATE TRIGGER herald_test_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION herald_test_poison();
-"""
-CURE = "DROP TRIGGER IF EXISTS herald_test_poison ON events"
-
 
 @pytest.fixture
 async def poisoned(backends: Backends) -> AsyncIterator[None]:
-    async with backends.pool.acquire() as conn:
-        await conn.execute(POISON)
-    yield
-    async with backends.pool.acquire() as conn:
-        await conn.execute(CURE)
+    async with poison.poisoned(backends):
+        yield
 
 
 async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backends: Backends, poisoned: None) -> None:
@@ -64,7 +50,7 @@ async def test_a_poison_event_is_dead_lettered_without_blocking_the_rest(backend
 
         # Once the cause is fixed, requeueing delivers it, exactly once.
         async with backends.pool.acquire() as conn:
-            await conn.execute(CURE)
+            await conn.execute(poison.CURE)
         await intake.requeue(backends.redis, letter.id)
         assert await backends.redis.xlen(DEAD) == 0
 
