@@ -1,14 +1,17 @@
 """One number everywhere: the unread count never drifts, whatever ran concurrently before.
 
 Both tests drive real PostgreSQL and Redis through the real code paths (fan-outs split into
-chunks that run concurrently and sometimes twice, some of events that expire within the run; stream
-reads of small events delivered by one statement, with overlapping recipients, republished ids and a
-bad event that fails the batch and is dead-lettered alone; reads,
-unreads, bulk actions, read-all, deletes, seen, snoozes hidden, moved and ended, through every
-profile; the sweep bringing snoozes back and removing expired rows; and lost caches), then compare
-at quiescence: the shown rows themselves,
-`inbox_counts`, the Redis copy, `/v1/unread-count`, scalebox `unread_count`, aptly and qualytics
-totals, and the last `unread` event of open streams.
+chunks that run concurrently and sometimes twice, some of events that expire within the run, some
+of events of a few groups, so threads are updated while their readers act on them, some older than
+the thread they join; stream reads of small events delivered by one statement, with overlapping
+recipients, republished ids and a bad event that fails the batch and is dead-lettered alone; reads,
+unreads, bulk actions by ids and by filter, read-all, deletes, seen, archive and unarchive, snoozes
+hidden, moved and ended, through every profile; the sweep bringing snoozes back and removing
+expired rows; and lost caches), then compare at quiescence: the shown rows themselves,
+`inbox_counts`, the Redis copy, `/v1/unread-count`, scalebox `unread_count` and totals of the inbox
+and the archive, aptly and qualytics totals, the last `unread` event of open streams, and tab counts
+(`POST /v1/counts`): the whole inbox is the badge, a tab per type counts that type's rows and the
+types sum to the whole, the archive's tab counts the archived rows.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from service import admin, ids
+from service.errors import Unavailable
 from service.keys import GROUP, STREAM
 from service.local.harness import Servers
-from service.local.invariants import check_counts
+from service.local.invariants import CountsCheck, add, check_counts
 from service.process import Backends
 from service.settings import Settings
 from tests.support import poison
-from tests.support.factories import JobRecorder, at, make_event
+from tests.support.factories import TABLES, JobRecorder, at, make_event
 from tests.support.http import listening, serving
 from tests.support.sse import Reader, open_stream
 from workers import sweep as worker_sweep
@@ -46,6 +50,48 @@ TOPIC_MEMBERS = USERS[::2]
 # One event of a stream read: ("new", its users), a republished earlier event ("again"), one whose
 # recording fails in PostgreSQL ("poison", see tests/support/poison.py), or one that is not valid.
 Small = tuple[str, list[str]]
+
+
+# Every event is of one of these types (tabs per type must sum to the whole inbox), and many are of
+# one of a few groups, so that the same threads are updated again and again.
+TYPES = ["scan.completed", "scan.failed", "review.requested"]
+GROUPS = ["pr:1", "pr:2", "pr:3"]
+ACTORS = ["ann", "bob", "cy", "dee"]
+BULK_ACTIONS = ["read", "unread", "archive", "unarchive", "delete"]
+
+
+def bulk_body(pick: int, via: int) -> dict[str, Any]:
+    """One of the 48 filters `pick` names (read flag x archived x type and before), with one of the
+    five actions."""
+    f: dict[str, Any] = {}
+    read = [None, True, False][pick % 3]
+    archived = [None, False, True, "all"][pick // 3 % 4]
+    extra = pick // 12 % 4
+    if read is not None:
+        f["read"] = read
+    if archived is not None:
+        f["archived"] = archived
+    if extra & 1:
+        f["type"] = [TYPES[(pick + via) % len(TYPES)]]
+    if extra & 2:
+        # Older than the events published "an hour ago" are none; the others are older than now.
+        f["before"] = at(-1800) if pick % 2 else at(0)
+    return {"action": BULK_ACTIONS[via % len(BULK_ACTIONS)], "filter": f}
+
+
+async def as_a_job(work: Callable[[bool], Awaitable[object]], attempts: int = 6) -> None:
+    """Fan-out work run as the worker runs it: when PostgreSQL does not answer in time, the stream
+    consumer and arq run it again later (`work(True)`: an attempt may have committed before). Here
+    that happens when every pooled connection is taken, by chunks of one group waiting their turn
+    (store/fanout.py), while the storm's other operations fill the machine."""
+    for attempt in range(attempts):
+        try:
+            await work(attempt > 0)
+            return
+        except Unavailable:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1 * 2**attempt)
 
 
 class Harness:
@@ -73,9 +119,7 @@ class Harness:
 
     async def reset(self) -> None:
         async with self.b.pool.acquire() as conn:
-            await conn.execute(
-                "TRUNCATE inbox, fanout_chunks, events, subscriptions, tokens, inbox_counts, users, tenants CASCADE"
-            )
+            await conn.execute(f"TRUNCATE {TABLES} CASCADE")
             for user in USERS:
                 self.tokens[user] = (await admin.create_user(conn, "acme", user)).token
             for user in TOPIC_MEMBERS:
@@ -90,17 +134,37 @@ class Harness:
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def publish(self, audience: dict[str, Any], repeat: bool = False, expires: float | None = None) -> None:
-        """Fan out an event; its chunk jobs run concurrently, and with `repeat`, twice each. With
-        `expires`, the event expires that many seconds from now."""
-        fields: dict[str, Any] = {} if expires is None else {"expires_at": at(expires)}
+    async def publish(
+        self,
+        audience: dict[str, Any],
+        repeat: bool = False,
+        expires: float | None = None,
+        *,
+        group: str | None = None,
+        actor: str | None = None,
+        type: str = TYPES[0],
+        old: bool = False,
+    ) -> None:
+        """Fan out an event; its chunk jobs run concurrently, and with `repeat`, twice each (and the
+        event is one published before, which must change nothing). With `expires`, the event expires
+        that many seconds from now; with `group` (and `actor`) it starts or updates a thread; `old`
+        events happened an hour ago, before any thread they join."""
+        fields: dict[str, Any] = {"type": type}
+        if expires is not None:
+            fields["expires_at"] = at(expires)
+        if group is not None:
+            fields["group"] = group
+        if actor is not None:
+            fields["actor"] = actor
+        if old:
+            fields["occurred_at"] = at(-3600)
         event = random.choice(self.published) if repeat and self.published else make_event(audience=audience, **fields)
         self.published.append(event)
-        await self.fan.ingest(event)
+        await as_a_job(lambda again: self.fan.ingest(event, retry=again))
         pending, self.jobs.jobs = self.jobs.jobs, []
-        runs = [self.fan.run_chunk(*args) for _, args, _ in pending]
+        runs = [as_a_job(lambda _, args=args: self.fan.run_chunk(*args)) for _, args, _ in pending]
         if repeat:
-            runs += [self.fan.run_chunk(*args) for _, args, _ in pending]
+            runs += [as_a_job(lambda _, args=args: self.fan.run_chunk(*args)) for _, args, _ in pending]
         await asyncio.gather(*runs)
 
     async def publish_batch(self, smalls: list[Small]) -> None:
@@ -185,6 +249,9 @@ class Harness:
                 ),
             ],
             "delete_all": [lambda: self.http.delete("/v1/notifications", headers=h)],
+            "archive": [lambda: self.http.patch(f"/v1/notifications/{sb}/archive", headers=h)],
+            "unarchive": [lambda: self.http.patch(f"/v1/notifications/{sb}/unarchive", headers=h)],
+            "bulk": [lambda: self.http.post("/v1/notifications/bulk", json=bulk_body(pick, via), headers=h)],
             "seen": [lambda: self.http.post("/v1/seen", headers=h)],
             # Hidden for a moment (the sweep brings it back), for long, or a snooze ended at once.
             "snooze": [
@@ -212,6 +279,7 @@ class Harness:
             found = await check_counts(conn, self.b.redis)
         assert found.rows_off == [], "inbox_counts drifted"
         assert found.copies_off == [], "the Redis copy drifted"
+        assert found.types_off == [], "rows' copied types drifted from their events"
         for user in USERS:
             unread, total, unseen = found.shown[user]
             h = self.headers(user)
@@ -227,8 +295,29 @@ class Harness:
             qualytics = (await self.http.get("/api/user-notifications", headers=h)).json()["total"]
             seen = (badge, scalebox["unread_count"], aptly["data"]["total"], qualytics, scalebox["pagination"]["total"])
             assert seen == (unread, unread, unread, unread, total), f"{user}: {seen} but {unread} unread of {total}"
+            await self.check_tabs(user, found)
             if streams and user in streams:
                 assert await last_unread(streams[user]) == unread, f"the stream of {user} drifted"
+
+    async def check_tabs(self, user: str, found: CountsCheck) -> None:
+        """Tab counts and the archive against the rows: the whole inbox is the badge, each type's
+        tab is that type's rows and the types sum to the whole, the archive is the archived rows."""
+        h = self.headers(user)
+        tabs: dict[str, Any] = {"all": {}, "archive": {"archived": True}, "everything": {"archived": "all"}}
+        tabs |= {t: {"type": [t]} for t in TYPES}
+        reply = await self.http.post("/v1/counts", json={"tabs": tabs}, headers=h)
+        assert reply.status_code == 200, reply.text
+        counted = {name: (n["unread"], n["total"], n["unseen"]) for name, n in reply.json()["tabs"].items()}
+        whole, archive = found.shown[user], found.archived(user)
+        typed = found.by_type.get(user, {})
+        assert counted["all"] == whole, f"{user}: tab of the inbox {counted['all']} but {whole} (unread/total/unseen)"
+        for t in TYPES:
+            assert counted[t] == typed.get(t, (0, 0, 0)), f"{user}: tab {t} {counted[t]} but {typed.get(t)}"
+        assert add(*(counted[t] for t in TYPES)) == counted["all"], f"{user}: the types do not sum to the whole"
+        assert counted["archive"] == archive, f"{user}: tab of the archive {counted['archive']} but {archive}"
+        assert counted["everything"] == add(whole, archive), f"{user}: inbox and archive {counted['everything']}"
+        listed = await self.http.get("/v1/notifications", params={"archived": "true", "limit": 1}, headers=h)
+        assert listed.json()["data"]["pagination"]["total"] == archive[1], f"{user}: the archive's list drifted"
 
 
 async def last_unread(stream: Reader) -> int | None:
@@ -249,7 +338,7 @@ AUDIENCES: list[dict[str, Any]] = [
     {"all": True},
     {"users": USERS[3:], "topics": ["topic"]},
 ]
-KINDS = ["read", "unread", "read_all", "delete", "delete_all", "seen", "snooze"]
+KINDS = ["read", "unread", "read_all", "delete", "delete_all", "seen", "snooze", "archive", "unarchive", "bulk"]
 SMALL_KINDS = ["new", "new", "new", "new", "again", "invalid", "poison"]
 SMALLS = st.lists(
     st.tuples(st.sampled_from(SMALL_KINDS), st.lists(st.sampled_from(USERS), min_size=1, max_size=3)),
@@ -286,14 +375,23 @@ async def test_counts_agree_after_a_storm_of_concurrent_operations(
                 roll = rng.random()
                 if roll < 0.2:
                     expires = rng.choice([None, None, None, 0.3, 2.0])
-                    return h.publish(rng.choice(AUDIENCES), repeat=rng.random() < 0.2, expires=expires)
+                    group = rng.choice([None, None, *GROUPS])
+                    return h.publish(
+                        rng.choice(AUDIENCES),
+                        repeat=rng.random() < 0.2,
+                        expires=expires,
+                        group=group,
+                        actor=rng.choice([None, *ACTORS]) if group else None,
+                        type=rng.choice(TYPES),
+                        old=rng.random() < 0.2,
+                    )
                 if roll < 0.32:
                     return h.publish_batch(random_smalls(rng))
                 if roll < 0.35:
                     return h.lose_cache()
                 if roll < 0.41:
                     return h.sweep()
-                return h.change(rng.choice(KINDS), rng.choice(USERS), rng.randrange(20), rng.randrange(5))
+                return h.change(rng.choice(KINDS), rng.choice(USERS), rng.randrange(48), rng.randrange(5))
 
             for _ in range(12):
                 await asyncio.gather(*(random_operation() for _ in range(25)))
@@ -317,25 +415,53 @@ class CountMachine(RuleBasedStateMachine):
     def fresh_state(self) -> None:
         self.run(self.harness.reset())
 
-    @rule(audience=st.sampled_from(AUDIENCES), repeat=st.booleans(), expires=st.sampled_from([None, -1.0, 0.1, 60.0]))
-    def publish(self, audience: dict[str, Any], repeat: bool, expires: float | None) -> None:
-        self.run(self.harness.publish(audience, repeat, expires))
+    @rule(
+        audience=st.sampled_from(AUDIENCES),
+        repeat=st.booleans(),
+        expires=st.sampled_from([None, -1.0, 0.1, 60.0]),
+        group=st.sampled_from([None, *GROUPS]),
+        actor=st.sampled_from([None, *ACTORS]),
+        type=st.sampled_from(TYPES),
+        old=st.booleans(),
+    )
+    def publish(
+        self,
+        audience: dict[str, Any],
+        repeat: bool,
+        expires: float | None,
+        group: str | None,
+        actor: str | None,
+        type: str,
+        old: bool,
+    ) -> None:
+        self.run(self.harness.publish(audience, repeat, expires, group=group, actor=actor, type=type, old=old))
 
-    @rule(kind=st.sampled_from(KINDS), user=st.sampled_from(USERS), pick=st.integers(0, 30), via=st.integers(0, 4))
+    @rule(kind=st.sampled_from(KINDS), user=st.sampled_from(USERS), pick=st.integers(0, 47), via=st.integers(0, 4))
     def change(self, kind: str, user: str, pick: int, via: int) -> None:
         self.run(self.harness.change(kind, user, pick, via))
 
     @rule(
-        first=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 30), st.integers(0, 4)),
-        second=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 30), st.integers(0, 4)),
+        first=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 47), st.integers(0, 4)),
+        second=st.tuples(st.sampled_from(KINDS), st.sampled_from(USERS), st.integers(0, 47), st.integers(0, 4)),
         audience=st.sampled_from(AUDIENCES),
+        group=st.sampled_from([None, *GROUPS]),
+        actor=st.sampled_from([None, *ACTORS]),
     )
     def concurrently(
-        self, first: tuple[str, str, int, int], second: tuple[str, str, int, int], audience: dict[str, Any]
+        self,
+        first: tuple[str, str, int, int],
+        second: tuple[str, str, int, int],
+        audience: dict[str, Any],
+        group: str | None,
+        actor: str | None,
     ) -> None:
+        """Two user actions and a publish at once: with a group, a thread update racing them."""
+
         async def together() -> None:
             await asyncio.gather(
-                self.harness.change(*first), self.harness.change(*second), self.harness.publish(audience)
+                self.harness.change(*first),
+                self.harness.change(*second),
+                self.harness.publish(audience, group=group, actor=actor),
             )
 
         self.run(together())

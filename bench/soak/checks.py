@@ -170,6 +170,8 @@ async def verify(
     out["redis_copies_present"] = counts.copies_present
     out["redis_copies_off"] = len(counts.copies_off)
     out["redis_copies_off_sample"] = counts.copies_off[:10]
+    out["types_off"] = len(counts.types_off)
+    out["types_off_sample"] = counts.types_off[:10]
 
     # 4. The badge itself, through the API, for every user (no If-None-Match).
     unread_rows = {user: shown[0] for user, shown in counts.shown.items()}

@@ -386,6 +386,7 @@ def _judge(result: dict[str, Any]) -> None:
         ("rows_duplicated", "duplicated inbox rows"),
         ("counts_off", "users whose inbox_counts differ from their rows"),
         ("redis_copies_off", "Redis count copies that differ from inbox_counts"),
+        ("types_off", "inbox rows whose copied type or category is not their event's"),
         ("badges_off", "badges that differ from the rows"),
         ("dead_letters", "dead-lettered events"),
     ):

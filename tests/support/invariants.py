@@ -9,8 +9,10 @@ from service.process import Backends
 
 async def counts_agree(b: Backends) -> None:
     """inbox_counts equals the shown rows (unread, total and unseen; a snoozed row is not counted),
-    and Redis holds the same numbers for every user it caches."""
+    and Redis holds the same numbers for every user it caches; every row's copied type and category
+    are its event's."""
     async with b.pool.acquire() as conn:
         found = await check_counts(conn, b.redis)
     assert found.rows_off == []
     assert found.copies_off == []
+    assert found.types_off == []
