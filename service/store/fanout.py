@@ -4,12 +4,16 @@ An event's audience is cut into chunks of consecutive user ids (`fanout_chunks`)
 most `chunk` recipients. A chunk is written by one statement that also marks it done, so:
 - a retried or duplicated chunk writes nothing (it blocks on the chunk row, then sees it done);
 - the audience is never loaded into Python: recipients go from `users`/`subscriptions` straight
-  into `inbox` inside PostgreSQL, and only the per-user results needed for Redis come back.
+  into `inbox` inside PostgreSQL. A chunk returns how many rows it wrote and the id range they
+  span; the counts of the recipients whose copies or streams must hear of it (the watched ones,
+  service/counts/watched.py) are read back after the commit (`watched_deliveries`). A thread's
+  chunk still returns every recipient's result, which says whether their thread was new.
 """
 
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from service.model import Counts, Event
 from service.store import events
@@ -110,6 +114,8 @@ _PENDING_CHUNKS = "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done
 #   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql), none
 #            once the event has expired (_LIVE);
 #   cnt      bumps each recipient's counts (_BUMP).
+# It returns one row: the rows written and the lowest and highest recipient id, nothing per
+# recipient (most are not watched: see the module's docstring).
 _RUN_CHUNK = f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
@@ -124,8 +130,7 @@ ins AS (
     RETURNING id, user_id
 ),
 {_BUMP}
-SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM cnt JOIN ins USING (user_id)
+SELECT count(*), min(user_id), max(user_id) FROM ins
 """  # noqa: S608
 # One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
 # if they have one, is updated; the others get a new row that starts one.
@@ -251,13 +256,23 @@ delivered AS (
 SELECT ev.id, d.user_id, d.id, d.unread, d.total, d.version, d.unseen FROM ev LEFT JOIN delivered d ON true
 """  # noqa: S608
 
-# The current counts of a written chunk's recipients, for copying them to Redis again when the first
-# copy may have been lost (the worker died, or Redis was down, after the chunk committed).
+# The current counts of a written chunk's recipients (among users $4, unless null), for copying them
+# to Redis again when the first copy may have been lost (the worker died, or Redis was down, after
+# the chunk committed).
 _CHUNK_COUNTS = f"""
 WITH {_AUDIENCE}
 SELECT c.user_id, c.unread, c.total, c.version, c.unseen
 FROM audience a JOIN inbox_counts c ON c.user_id = a.user_id
+WHERE $4::bigint[] IS NULL OR a.user_id = ANY ($4::bigint[])
 """  # noqa: S608
+# The rows event $1 (no thread) wrote for users $2, the watched ones among a chunk's recipients, with
+# their counts as they are now (a later change only makes the copy newer): read after the commit.
+# One probe of the (user_id, event_id) index per watched user.
+_WATCHED_ROWS = """
+SELECT c.user_id, i.id, c.unread, c.total, c.version, c.unseen
+FROM inbox i JOIN inbox_counts c ON c.user_id = i.user_id
+WHERE i.user_id = ANY ($2::bigint[]) AND i.event_id = $1
+"""
 _FINISH = """
 UPDATE events SET fanout_done_at = now()
 WHERE id = $1 AND fanout_done_at IS NULL
@@ -271,6 +286,17 @@ class Delivery(Counts, frozen=True, kw_only=True):
 
     inbox_id: int
     again: bool = False
+
+
+class Written(msgspec.Struct, frozen=True, kw_only=True):
+    """What one chunk wrote: how many rows, for recipients with ids lo..hi (0, 0: none). A thread's
+    chunk also carries every recipient's `Delivery` (`threaded`); a plain one carries none."""
+
+    rows: int = 0
+    lo: int = 0
+    hi: int = 0
+    threaded: bool = False
+    deliveries: list[Delivery] = []
 
 
 async def plan(
@@ -299,20 +325,32 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
     return [(r[0], r[1]) for r in await conn.fetch(_PENDING_CHUNKS, event_id)]
 
 
-async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Delivery]:
-    """Write the chunk's rows (inside the caller's transaction); empty when it was already done (or
+async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> Written:
+    """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
     has no recipient left). An event of a group first waits for the group's previous events."""
     grouped = await conn.fetchrow(_GROUP_LOCK, event_id) is not None
-    rows = await conn.fetch(_RUN_THREAD_CHUNK if grouped else _RUN_CHUNK, event_id, lo, hi, timeout=120)
+    if not grouped:
+        (written, first, last), *_ = await conn.fetch(_RUN_CHUNK, event_id, lo, hi, timeout=120)
+        if written:
+            await conn.execute(_CHUNK_ROWS, event_id, lo, written)
+        return Written(rows=written, lo=first or 0, hi=last or 0)
+    rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
-        Delivery(
-            user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=grouped and r[6]
-        )
+        Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=r[6])
         for r in rows
     ]
     if rows:
         await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))
-    return deliveries
+    users = [d.user_id for d in deliveries]
+    return Written(
+        rows=len(rows), lo=min(users, default=0), hi=max(users, default=0), threaded=True, deliveries=deliveries
+    )
+
+
+async def watched_deliveries(conn: asyncpg.Connection, event_id: int, users: list[int]) -> list[Delivery]:
+    """The rows a plain (no thread) event wrote for `users`, with their counts as they are now."""
+    rows = await conn.fetch(_WATCHED_ROWS, event_id, users)
+    return [Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5]) for r in rows]
 
 
 async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) -> tuple[int, list[Delivery]] | None:
@@ -330,8 +368,11 @@ async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) 
     return rows[0][0], deliveries
 
 
-async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:
-    rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, timeout=120)
+async def chunk_counts(
+    conn: asyncpg.Connection, event_id: int, lo: int, hi: int, users: list[int] | None = None
+) -> list[Counts]:
+    """The current counts of the chunk's recipients (among `users`, when given)."""
+    rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, users, timeout=120)
     return [as_counts(r) for r in rows]
 
 
