@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 
 from service.model import Counts, Event
-from service.store import events
+from service.store import audiences, events
 from service.store.counts import as_counts
 from service.store.events import INSERT_EVENT
 
@@ -45,7 +45,7 @@ reached AS (
     SELECT s.user_id
     FROM ev JOIN subscriptions s ON s.tenant_id = ev.tenant_id AND s.topic = ANY (ev.audience_topics)
     JOIN users u ON u.id = s.user_id AND u.active
-    WHERE s.user_id BETWEEN $2 AND $3
+    WHERE s.user_id BETWEEN $2 AND $3 AND u.id BETWEEN $2 AND $3
       AND NOT EXISTS (
           SELECT 1 FROM preferences p
           WHERE p.user_id = s.user_id AND p.user_id BETWEEN $2 AND $3 AND s.topic = ANY (p.muted_topics)
@@ -86,7 +86,7 @@ _LIVE = "(ev.expires_at IS NULL OR ev.expires_at > now())"
 # Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
 # (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
 # and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
-# is written.
+# is written. (An audience of one source has a cheaper form: service/store/audiences.py.)
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
@@ -100,6 +100,11 @@ sources AS (
 numbered AS (SELECT user_id, row_number() OVER (ORDER BY user_id) AS n FROM sources)
 SELECT user_id FROM numbered WHERE (n - 1) % $2 = 0 ORDER BY user_id
 """
+_BOUNDARIES_OF = {
+    audiences.GENERAL: _BOUNDARIES,
+    audiences.ONE_TOPIC: audiences.BOUNDARIES_ONE_TOPIC,
+    audiences.EVERYONE: audiences.BOUNDARIES_EVERYONE,
+}
 
 _INSERT_CHUNKS = """
 INSERT INTO fanout_chunks (event_id, lo, hi)
@@ -108,30 +113,45 @@ ON CONFLICT (event_id, lo) DO NOTHING
 """
 _PENDING_CHUNKS = "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done_at IS NULL ORDER BY lo"
 
-# One chunk, in one statement:
-#   claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
-#            chunk already done and so inserts nothing;
-#   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql), none
-#            once the event has expired (_LIVE);
-#   cnt      bumps each recipient's counts (_BUMP).
-# It returns one row: the rows written and the lowest and highest recipient id, nothing per
-# recipient (most are not watched: see the module's docstring).
-_RUN_CHUNK = f"""
+
+def _chunk_statement(audience: str) -> str:
+    """One chunk of an event with no group, in one statement, over its audience (`_AUDIENCE`, or
+    one source's, from audiences.py):
+      claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
+               chunk already done and so inserts nothing;
+      ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql), none
+               once the event has expired (_LIVE);
+      cnt      bumps each recipient's counts (as _BUMP, whose RETURNING nobody reads here).
+    It returns one row: the rows written and the lowest and highest recipient id, nothing per
+    recipient (most are not watched: see the module's docstring)."""
+    return f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
     WHERE event_id = $1 AND lo = $2 AND done_at IS NULL
     RETURNING event_id
 ),
-{_AUDIENCE},
+{audience.strip()},
 ins AS (
     INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
     SELECT a.user_id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category FROM audience a, ev
     WHERE EXISTS (SELECT 1 FROM claim) AND {_LIVE}
     RETURNING id, user_id
 ),
-{_BUMP}
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
+)
 SELECT count(*), min(user_id), max(user_id) FROM ins
 """  # noqa: S608
+
+
+_RUN_CHUNK = {
+    audiences.GENERAL: _chunk_statement(_AUDIENCE),
+    audiences.ONE_TOPIC: _chunk_statement(audiences.ONE_TOPIC_AUDIENCE),
+    audiences.EVERYONE: _chunk_statement(audiences.EVERYONE_AUDIENCE),
+}
+
 # One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
 # if they have one, is updated; the others get a new row that starts one.
 #   old      the recipients' threads, locked and read as they are now (a user's concurrent "mark
@@ -311,7 +331,8 @@ async def plan(
     if at_most is not None and at_most <= chunk:
         await conn.execute(_INSERT_CHUNKS, event_id, [1], [MAX_USER_ID])
         return await pending(conn, event_id)
-    starts: list[int] = [r[0] for r in await conn.fetch(_BOUNDARIES, event_id, chunk)]
+    source, _ = await audiences.kind(conn, event_id)
+    starts: list[int] = [r[0] for r in await conn.fetch(_BOUNDARIES_OF[source], event_id, chunk)]
     if starts:
         # The first chunk starts at 1 and the last ends at the maximum, so the ranges cover every
         # possible id: a user created between planning and writing still falls in one chunk.
@@ -328,12 +349,13 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
 async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> Written:
     """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
     has no recipient left). An event of a group first waits for the group's previous events."""
-    grouped = await conn.fetchrow(_GROUP_LOCK, event_id) is not None
+    source, grouped = await audiences.kind(conn, event_id)
     if not grouped:
-        (written, first, last), *_ = await conn.fetch(_RUN_CHUNK, event_id, lo, hi, timeout=120)
+        (written, first, last), *_ = await conn.fetch(_RUN_CHUNK[source], event_id, lo, hi, timeout=120)
         if written:
             await conn.execute(_CHUNK_ROWS, event_id, lo, written)
         return Written(rows=written, lo=first or 0, hi=last or 0)
+    await conn.fetchrow(_GROUP_LOCK, event_id)
     rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
         Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=r[6])
