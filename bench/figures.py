@@ -22,7 +22,7 @@ from bench import bare, bulk, django_peer, erase, load, small, streams, tabs, th
 from bench.base import Bench, k
 from bench.django_peer import AT_LEAST, TARGET
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
-from bench.fan import Want, fan_event
+from bench.fan import WATCH_EVERY, Want, fan_event
 from bench.report import Row, Skipped, ratio_row
 from bench.seed import NEWEST, TENANT, say
 from service import ids
@@ -127,14 +127,28 @@ async def fanout(b: Bench) -> list[Row]:
     on_conflict = await raw_insert(b.conn, s.raw, _RAW_ON_CONFLICT)
     say(f"raw: {limit:,.0f} rows/s plain, {on_conflict:,.0f} rows/s with ON CONFLICT DO NOTHING")
     floor = await floor_insert(b.conn, "fan-small")
-    say(f"floor (rows + counts, SQL only): {floor:,.0f} rows/s")
+    say(f"floor (rows + counts, SQL only): {floor:,.0f} rows/s at {s.fanout:,}")
+    floor_big = await floor_insert(b.conn, "fan-big")
+    say(f"floor (rows + counts, SQL only): {floor_big:,.0f} rows/s at {s.fanout_big:,}")
+    await seed.settle()  # the floor's tables are gone; the fan-outs start from a checkpoint, as the floor did
     b.note(
         f"fan-out limit: plain INSERT … SELECT (Herald's fan-out INSERT has no ON CONFLICT; that form ran at "
         f"{on_conflict:,.0f} rows/s); fan-out ran on {WORKERS} `herald worker` processes, HERALD_FANOUT_CHUNK=10000"
     )
+    b.note(
+        "fan-out floor: the topic's active subscribers found, their rows inserted and their counts rows bumped by "
+        "one server-side statement into empty copies of inbox and inbox_counts (median of 3 at each size): no "
+        "chunks, no Redis, no Herald code"
+    )
     pids = b.procs.workers()
-    small = (await fan_event(b, "fan-small", lo, split, Want(split=split, high=1, low=1))).seconds
-    say(f"fan-out 1 × {s.fanout:,}: {small:.2f} s")
+    first = await fan_event(b, "fan-small", lo, split, Want(split=split, high=1, low=1))
+    small = first.seconds
+    say(f"fan-out 1 × {s.fanout:,}: {small:.2f} s; {first.shown:,} of {first.watched:,} cached counts show it")
+    b.note(
+        f"fan-out: one recipient in {WATCH_EVERY} held a cached count (made as a badge poll makes it) when the event "
+        f"was published, and must show it; the others have none and get none (rebuilt from PostgreSQL when read); "
+        "after each fan-out every recipient's counts row is checked at its new version"
+    )
     # The muted twin starts, as the first did, from a vacuumed table after a checkpoint, not amid
     # the cleanup of the first one's rows.
     await seed.settle()
@@ -151,8 +165,9 @@ async def fanout(b: Bench) -> list[Row]:
         f"fan-out with mutes: the {k(s.fanout)} topic again, every {MUTE_EVERY}th subscriber muting the event's "
         "type (a `preferences` row each), timed like the first; its rows/s count the rows written"
     )
-    big = (await fan_event(b, "fan-big", lo, hi, msgspec.structs.replace(lagging, high=3))).seconds
-    say(f"fan-out 1 × {s.fanout_big:,}: {big:.2f} s")
+    large = await fan_event(b, "fan-big", lo, hi, msgspec.structs.replace(lagging, high=3))
+    big = large.seconds
+    say(f"fan-out 1 × {s.fanout_big:,}: {big:.2f} s; {large.shown:,} of {large.watched:,} cached counts show it")
     rss = max(peak_rss_mb(pid) for pid in pids)
     unmuted = s.fanout / small
     # Last, so that nothing of the peer's runs beside Herald's fan-outs.
@@ -163,15 +178,18 @@ async def fanout(b: Bench) -> list[Row]:
             "`transaction.atomic()` (one INSERT per recipient), timed in its process until the commit returned"
         )
     return [
-        Row(
-            figure=f"fan-out floor: {k(s.fanout)} subscribers' rows + counts, one SQL statement (rows/s)",
-            herald=floor,
-            limit=limit,
-            ratio=floor / limit,
-            target="reference only",
-            passed=True,
+        _reference(
+            f"fan-out floor: {k(s.fanout)} subscribers' rows + counts, one SQL statement (rows/s)", floor, limit
         ),
-        ratio_row(f"fan-out 1 event × {k(s.fanout)} (rows/s)", unmuted, limit, 0.5, "≥ 0.5× raw INSERT"),
+        _reference(
+            f"fan-out floor: {k(s.fanout_big)} subscribers' rows + counts, one SQL statement (rows/s)", floor_big, limit
+        ),
+        ratio_row(f"fan-out 1 event × {k(s.fanout)} vs floor (rows/s)", unmuted, floor, 0.8, "≥ 0.8× floor"),
+        ratio_row(
+            f"fan-out 1 event × {k(s.fanout_big)} vs floor (rows/s)", s.fanout_big / big, floor_big, 0.8, "≥ 0.8× floor"
+        ),
+        _reference(f"fan-out 1 event × {k(s.fanout)} vs raw INSERT (rows/s)", unmuted, limit),
+        _reference(f"fan-out 1 event × {k(s.fanout_big)} vs raw INSERT (rows/s)", s.fanout_big / big, limit),
         ratio_row(
             f"fan-out 1 event × {k(s.fanout)}, against the Django peer (rows/s)", unmuted, peer, AT_LEAST, TARGET
         ),
@@ -182,7 +200,6 @@ async def fanout(b: Bench) -> list[Row]:
             0.9,
             "≥ 0.9× unmuted fan-out",
         ),
-        ratio_row(f"fan-out 1 event × {k(s.fanout_big)} (rows/s)", s.fanout_big / big, limit, 0.5, "≥ 0.5× raw INSERT"),
         Row(
             figure=f"fan-out 1 × {k(s.fanout_big)}: worker peak RSS (MB)",
             herald=rss,
@@ -192,6 +209,11 @@ async def fanout(b: Bench) -> list[Row]:
             passed=rss < 250,
         ),
     ]
+
+
+def _reference(figure: str, herald: float, limit: float) -> Row:
+    """A row shown beside the others for what it says, with no target of its own."""
+    return Row(figure=figure, herald=herald, limit=limit, ratio=herald / limit, target="reference only", passed=True)
 
 
 # --- 2. badge --------------------------------------------------------------------------------------

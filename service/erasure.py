@@ -40,7 +40,16 @@ from arq import ArqRedis
 from service import jobs
 from service.backends import postgres
 from service.errors import NotFound, Unavailable
-from service.keys import AUTH_CHANNEL, CLOSE_STREAMS, count_key, tabs_key, user_channel, wrote_key
+from service.keys import (
+    AUTH_CHANNEL,
+    CLOSE_STREAMS,
+    WATCHED,
+    count_key,
+    listening_key,
+    tabs_key,
+    user_channel,
+    wrote_key,
+)
 from service.process import Backends
 from service.store import erasure as store
 from service.store import users
@@ -197,7 +206,8 @@ async def _forget(client: aioredis.Redis, user_id: int) -> None:
     """The user's keys in Redis go, every API process drops its cached credentials of the user
     (service/http/hub.py), and their open streams end. One round trip; raises Unavailable."""
     async with client.pipeline(transaction=False) as pipe:
-        pipe.delete(count_key(user_id), tabs_key(user_id), wrote_key(user_id))
+        pipe.delete(count_key(user_id), tabs_key(user_id), wrote_key(user_id), listening_key(user_id))
+        pipe.zrem(WATCHED, user_id)  # the set of users whose counts a fan-out copies (service/counts/watch.py)
         pipe.publish(AUTH_CHANNEL, str(user_id))
         pipe.publish(user_channel(user_id), CLOSE_STREAMS)
         await pipe.execute()

@@ -6,7 +6,12 @@ Keys and channels
     herald:events:attempts        hash: stream entry id -> failed or abandoned attempts so far
     herald:queue                  arq's job queue (and arq's own `arq:*` keys for job state; an
                                   erasure's job is `erase:{user_id}`, gone once it has run)
-    herald:count:{user_id}        cached counts, "version:unread:total", expiring after COUNT_TTL
+    herald:count:{user_id}        cached counts, "version:unread:total:unseen", expiring after COUNT_TTL
+                                  (or "rebuilding" while a reader rebuilds it: service/counts/copies.py)
+    herald:watched                sorted set of user ids (score = id): every user who may hold a cached
+                                  count or an open stream, so a fan-out copies counts to those only
+                                  (service/counts/watch.py)
+    herald:listening:{user_id}    the user has a stream open in some API process (refreshed while it is)
     herald:tabs:{user_id}         the user's tab-count breakdown at one count version (service/counts/tabs.py)
     herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams;
                                   CLOSE_STREAMS ends them (the user is being erased)
@@ -33,6 +38,8 @@ WROTE_PREFIX = "herald:wrote:"
 RECONCILE_CURSOR = "herald:reconcile:cursor"
 # On a user's channel instead of a change: their open streams end (service/erasure.py).
 CLOSE_STREAMS = b"close"
+WATCHED = "herald:watched"
+LISTENING_PREFIX = "herald:listening:"
 
 
 def count_key(user_id: int) -> str:
@@ -45,6 +52,10 @@ def tabs_key(user_id: int) -> str:
 
 def user_channel(user_id: int) -> str:
     return f"{USER_CHANNEL}{user_id}"
+
+
+def listening_key(user_id: int) -> str:
+    return f"{LISTENING_PREFIX}{user_id}"
 
 
 def wrote_key(user_id: int) -> str:

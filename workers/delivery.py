@@ -7,6 +7,11 @@ transaction, which keeps publish-to-visible latency to one round of statements. 
 committed as a plan, and each chunk becomes an arq job (`fanout_chunk`), so several workers share
 it. Either way the chunk markers make every step safe to repeat: republishing, redelivering a
 stream entry or retrying a job never writes a second row for anyone.
+
+After a chunk commits, its new counts are copied to Redis and pushed to streams for the watched
+recipients only (`_announce`; service/counts/watched.py says why that is exact): a chunk of 10,000
+recipients of whom nobody is looking costs one `ZRANGEBYSCORE`, not 10,000 rows read back and
+10,000 keys written.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ def _one_statement(event: Event, chunk: int) -> bool:
 
 class Outcome(msgspec.Struct, frozen=True):
     event_id: int
+    # What the statement returned per recipient: every recipient of an event written by the
+    # one-statement path or of a thread's chunk; none for a plain chunk (see _announce).
     deliveries: list[fanout.Delivery]
     queued: list[tuple[int, int]]  # chunks left for arq jobs
     repair: list[Counts] = []  # counts copied again for a retried, already written event
@@ -89,7 +96,7 @@ class Delivery:
             if delivered is not None:
                 return delivered
 
-        async def work(conn: asyncpg.Connection) -> Outcome:
+        async def work(conn: asyncpg.Connection) -> tuple[Outcome, fanout.Written]:
             async with conn.transaction():
                 tenant_id = self._tenants.get(event.tenant)
                 if tenant_id is None:
@@ -107,18 +114,18 @@ class Delivery:
                 else:
                     at_most = len(event.audience.users) if _named_only(event.audience) else None
                     todo = await fanout.plan(conn, event_id, chunk, at_most=at_most)
-                deliveries: list[fanout.Delivery] = []
+                written = fanout.Written()
                 if len(todo) == 1:
-                    deliveries = await fanout.run_chunk(conn, event_id, *todo[0])
+                    written = await fanout.run_chunk(conn, event_id, *todo[0])
                     todo = []
                 if not todo:
                     await fanout.finish(conn, event_id)
             self._tenants[event.tenant] = tenant_id
-            return Outcome(event_id, deliveries, todo, repair)
+            return Outcome(event_id, written.deliveries, todo, repair), written
 
         with FANOUT_SECONDS.time():
-            outcome = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
-        await self._publish(outcome.event_id, outcome.deliveries)
+            outcome, written = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        await self._announce(outcome.event_id, written)
         if outcome.repair:
             await self.b.counts.copy(outcome.repair)
         for lo, hi in outcome.queued:
@@ -154,6 +161,7 @@ class Delivery:
         if len(self._known) > KNOWN_USERS_KEPT:
             self._known.clear()
         self._known.update((tenant_id, u) for u in event.audience.users)
+        FANOUT_ROWS.inc(len(deliveries))
         await self._publish(event_id, deliveries)
         return Outcome(event_id, deliveries, [])
 
@@ -216,34 +224,71 @@ class Delivery:
         A chunk found already written is a job run again after its worker died or its copy to
         Redis failed: its recipients' counts are copied again, since that copy may be the lost one."""
 
-        async def work(conn: asyncpg.Connection) -> tuple[list[fanout.Delivery], list[Counts]]:
+        async def work(conn: asyncpg.Connection) -> fanout.Written:
             async with conn.transaction():
                 written = await fanout.run_chunk(conn, event_id, lo, hi)
             # After the commit, in a snapshot of its own: of two last chunks committing at once,
             # each would see the other unfinished inside its transaction, and neither would finish.
             await fanout.finish(conn, event_id)
-            again = [] if written else await fanout.chunk_counts(conn, event_id, lo, hi)
-            return written, again
+            return written
 
         with FANOUT_SECONDS.time():
-            deliveries, again = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
-        await self._publish(event_id, deliveries)
-        if again:
-            await self.b.counts.copy(again)
-        return len(deliveries)
+            written = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
+        if written.rows:
+            await self._announce(event_id, written)
+        else:
+            await self._copy_again(event_id, lo, hi)
+        return written.rows
 
-    async def _publish(self, event_id: int, deliveries: list[fanout.Delivery]) -> None:
+    async def _announce(self, event_id: int, written: fanout.Written) -> None:
+        """Copy a committed chunk's new counts to its watched recipients and push its rows to their
+        streams. Never raised: if a backend fails here, the chunk's range is copied again later
+        (without the pushes, as any copy that failed)."""
+        if not written.rows:
+            return
+        FANOUT_ROWS.inc(written.rows)
+        try:
+            async for users in self.b.counts.watched.among(written.lo, written.hi):
+                if written.threaded:
+                    watched = set(users)
+                    deliveries = [d for d in written.deliveries if d.user_id in watched]
+                else:
+                    deliveries = await postgres.run(
+                        self.b.pool,
+                        fanout.watched_deliveries,
+                        event_id,
+                        users,
+                        timeout=self.b.settings.backend_timeout,
+                    )
+                await self._publish(event_id, deliveries, present=True)
+        except Unavailable as exc:
+            log.warning("counts of event %s not copied (%s); copied again once both backends answer", event_id, exc)
+            self.b.counts.copy_range_later(written.lo, written.hi)
+
+    async def _copy_again(self, event_id: int, lo: int, hi: int) -> None:
+        """A chunk found already written: its job ran again after its worker died or its copy
+        failed, so its watched recipients' counts are copied again (that copy may be the lost one)."""
+        try:
+            async for users in self.b.counts.watched.among(lo, hi):
+                again = await postgres.run(
+                    self.b.pool, fanout.chunk_counts, event_id, lo, hi, users, timeout=self.b.settings.backend_timeout
+                )
+                await self.b.counts.copy(again, present=True)
+        except Unavailable as exc:
+            log.warning("counts of event %s not copied again (%s); later, once both backends answer", event_id, exc)
+            self.b.counts.copy_range_later(lo, hi)
+
+    async def _publish(self, event_id: int, deliveries: list[fanout.Delivery], *, present: bool = False) -> None:
         """Copy the recipients' counts and announce the rows: a thread the event updated is
-        announced again (`again`), as it now stands."""
+        announced again (`again`), as it now stands. `present`: only over copies that exist."""
         if not deliveries:
             return
-        FANOUT_ROWS.inc(len(deliveries))
         new = [d for d in deliveries if not d.again]
         threads = [d for d in deliveries if d.again]
         if new:
-            await self.b.counts.copy(new, [(d.inbox_id, event_id) for d in new])
+            await self.b.counts.copy(new, [(d.inbox_id, event_id) for d in new], present=present)
         if threads:
-            await self.b.counts.copy(threads, [(d.inbox_id, event_id) for d in threads], again=True)
+            await self.b.counts.copy(threads, [(d.inbox_id, event_id) for d in threads], again=True, present=present)
 
 
 async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> int:

@@ -7,7 +7,9 @@ in the same transaction as the rows and copied to Redis, so the badge never coun
 
 The stream is trimmed (every minute) of entries every worker is done with: those older than both
 the oldest entry still pending (read, not acknowledged) and the last one handed out. Without
-it, `herald:events` would keep every event ever published, in memory.
+it, `herald:events` would keep every event ever published, in memory. The same job lets users who
+no longer hold a count copy or a stream leave the watched set (service/counts/watched.py), which
+would otherwise keep everyone who ever polled, and make fan-outs copy to all of them.
 
 Reconciliation compares every user's stored counts with their rows, a slice of users per run
 (the cursor is kept in Redis, so a large table is covered over several runs), and repairs any
@@ -164,8 +166,21 @@ async def trim_stream(b: Backends) -> int:
     return removed
 
 
+async def prune_watched(b: Backends, budget: float = BUDGET, stopping: asyncio.Event | None = None) -> int:
+    """One walk over the watched set (for at most about `budget` seconds); returns how many left it."""
+    deadline = time.monotonic() + budget
+    after, gone = 0, 0
+    while go_on(deadline, stopping):
+        after, left = await b.counts.watched.prune(after)
+        gone += left
+        if not after:
+            break
+    return gone
+
+
 async def trim_job(ctx: dict[str, Any]) -> None:
     await trim_stream(ctx["backends"])
+    await prune_watched(ctx["backends"], stopping=ctx.get("stopping"))
 
 
 async def retention_job(ctx: dict[str, Any]) -> None:

@@ -12,14 +12,19 @@ The count protocol (why the badge never drifts)
       most COUNT_TTL seconds (less if the user changes anything meanwhile); it is then rebuilt from
       PostgreSQL by one primary-key read, never by counting rows. A fan-out chunk that is run
       again after its worker died copies its recipients' counts again for the same reason.
+    - a fan-out copies counts only to the users who may hold a copy or an open stream (the watched
+      set, watched.py), and only over copies that exist: everyone else's copy stays absent and is
+      rebuilt on first read. A reader marks a cold key before its rebuild reads PostgreSQL
+      (copies.py, `Copies.mark`), which is what keeps that exact.
 
 Who does what
     `CountEngine` (one per process, `Backends.counts`) is the only way in: `read` answers a badge
     (cache, else one rebuild shared by concurrent polls, else PostgreSQL when Redis is away),
     `cached` only the cache (the fast path), `copy` sends new counts after a commit. A copy that
     fails because Redis is away is never raised: the users are recorded and copied again by the
-    loop `Backends.open` starts in every process (API, worker, CLI). The Redis half, its scripts
-    and the message a stream hears are in copies.py.
+    loop `Backends.open` starts in every process (API, worker, CLI); a fan-out chunk whose watched
+    recipients could not be copied records its id range instead (`copy_range_later`). The Redis
+    half, its scripts and the message a stream hears are in copies.py; the watched set in watched.py.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from service.backends import postgres
 from service.backends.breaker import Breaker
 from service.counts.copies import COUNT_TTL, Change, Copies, decode_change, decode_counts, encode_counts
 from service.counts.tabs import TabCount, TabFilter, Tabs, count
+from service.counts.watched import Watched
 from service.errors import Unavailable
 from service.metrics import COUNT_READS
 from service.model import Counts
@@ -48,6 +54,8 @@ log = logging.getLogger("herald.counts")
 REBUILD_KEPT = 1.0
 # Users remembered as not copied; past it, every copy is dropped instead (rebuilt on demand).
 UNCOPIED_MAX = 100_000
+# Fan-out chunks (user id ranges) remembered as not copied; past it, the same.
+UNCOPIED_RANGES_MAX = 10_000
 # Users per read of PostgreSQL when copying again.
 _RECOPY_BATCH = 1000
 
@@ -70,6 +78,7 @@ class CountEngine:
         self, client: aioredis.Redis, pool: asyncpg.Pool, timeout: float, database: Breaker | None = None
     ) -> None:
         self.copies = Copies(client, database)
+        self.watched = Watched(client)
         self._tabs = Tabs(client, pool, timeout)
         self._pool = pool
         self._timeout = timeout
@@ -79,6 +88,7 @@ class CountEngine:
         # Users whose new counts could not be copied (Redis was away), to copy once it is back;
         # `lost_track` when there were too many to remember.
         self.uncopied: set[int] = set()
+        self.uncopied_ranges: set[tuple[int, int]] = set()
         self.lost_track = False
         self._recopying: asyncio.Task[None] | None = None
 
@@ -110,9 +120,15 @@ class CountEngine:
         loop = asyncio.get_running_loop()
         rebuild = self._rebuilding[user_id] = Rebuild(loop)
         try:
+            try:
+                await self.copies.mark(user_id)  # first: see Copies.mark
+                marked = True
+            except Unavailable:  # Redis just went away: answer from PostgreSQL, cache nothing
+                marked = False
             fresh = await self._from_database(user_id)
             try:
-                await self.copies.fill(fresh)
+                if marked:
+                    await self.copies.fill(fresh)
             except Exception as exc:  # the count read stands; the copy is only a cache
                 if not isinstance(exc, Unavailable):
                     log.exception("a rebuilt count could not be cached")
@@ -154,13 +170,18 @@ class CountEngine:
     # -- copying ------------------------------------------------------------------------------
 
     async def copy(
-        self, changes: Sequence[Counts], arrivals: Sequence[tuple[int, int]] | None = None, *, again: bool = False
+        self,
+        changes: Sequence[Counts],
+        arrivals: Sequence[tuple[int, int]] | None = None,
+        *,
+        again: bool = False,
+        present: bool = False,
     ) -> None:
         """Copy new counts to Redis and the users' streams (see Copies.copy). If Redis is away the
         users are recorded and copied again once it is back (the arrivals' pushes are lost): never
         raised, since the change itself is committed."""
         try:
-            await self.copies.copy(changes, arrivals, again=again)
+            await self.copies.copy(changes, arrivals, again=again, present=present)
         except Exception as exc:
             if isinstance(exc, Unavailable):
                 log.warning("counts not copied to Redis (%s); copied again once it is back", exc)
@@ -175,6 +196,14 @@ class CountEngine:
     async def drop_all(self) -> None:
         await self.copies.drop_all()
 
+    def copy_range_later(self, lo: int, hi: int) -> None:
+        """A fan-out chunk's recipients (ids lo..hi) whose counts could not be copied (a backend
+        failed after its commit): their watched users are copied by the loop that copies again."""
+        self.uncopied_ranges.add((lo, hi))
+        if len(self.uncopied_ranges) > UNCOPIED_RANGES_MAX:
+            self.uncopied_ranges.clear()
+            self.lost_track = True
+
     def _record(self, users: Iterable[int]) -> None:
         self.uncopied.update(users)
         if len(self.uncopied) > UNCOPIED_MAX:
@@ -186,6 +215,11 @@ class CountEngine:
         if self.lost_track:
             await self.copies.drop_all()  # too many to name: every copy is rebuilt on demand
             self.lost_track = False
+        for lo, hi in list(self.uncopied_ranges):
+            async for watched in self.watched.among(lo, hi):
+                fresh = await postgres.run(self._pool, inbox.counts_of, watched, timeout=self._timeout)
+                await self.copies.copy(fresh, present=True)
+            self.uncopied_ranges.discard((lo, hi))
         users = list(self.uncopied)
         for start in range(0, len(users), _RECOPY_BATCH):
             batch = users[start : start + _RECOPY_BATCH]
@@ -200,7 +234,7 @@ class CountEngine:
         rebuilds on demand anyway."""
         while True:
             await asyncio.sleep(every)
-            if self.uncopied or self.lost_track:
+            if self.uncopied or self.uncopied_ranges or self.lost_track:
                 try:
                     await self.recopy()
                 except Unavailable:

@@ -1,5 +1,10 @@
 """The copies of the counts in Redis (service/counts/__init__.py tells the protocol): the Lua
-scripts that keep the newer copy, the batched reads, and what a user's stream hears."""
+scripts that keep the newer copy, the batched reads, and what a user's stream hears.
+
+Every script that can create a copy also adds its user to the watched set (`herald:watched`, see
+watched.py) in the same call, so that "a copy exists" always implies "its user is watched": a
+fan-out copies counts only to watched users (and leaves everyone else's copy absent, to be rebuilt
+on first read), and that is exact only because no copy exists outside the set."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.backends.breaker import Breaker
-from service.keys import COUNT_PREFIX, USER_CHANNEL, count_key
+from service.keys import COUNT_PREFIX, USER_CHANNEL, WATCHED, count_key
 from service.model import Counts
 
 # A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
@@ -18,6 +23,10 @@ from service.model import Counts
 COUNT_TTL = 60
 # Users per copy script: each call holds Redis for a few milliseconds at most.
 _PUBLISH_BATCH = 2000
+# What a reader leaves in a cold user's key while it rebuilds the counts from PostgreSQL: not a copy
+# (it reads as a miss), but it makes every writer that commits meanwhile update the key, and only
+# a key still holding it (or an older copy) takes the rebuilt counts. See `Copies.mark`.
+REBUILDING = b"rebuilding"
 
 
 class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -38,25 +47,36 @@ decode_change = msgspec.json.Decoder(Change).decode
 
 # ARGV[1] the TTL, ARGV[2] 1 when the rows come back rather than arrive (Change.again), ARGV[3]
 # msgpack of a flat array of seven numbers per user: user id, version, unread, total, unseen, and
-# the new row's id and its event's id (0, 0: none). The copy ("version:unread:total:unseen") is kept
-# only when newer; the message is always published and carries its version, so a stream applies it
-# only if it is newer too.
+# the new row's id and its event's id (0, 0: none), ARGV[4] 1 to update only copies that exist
+# (a fan-out's: see `Copies.copy`). The copy ("version:unread:total:unseen") is kept only when
+# newer; the message is always published and carries its version, so a stream applies it only if it
+# is newer too. A copy made here adds its user to the watched set (the module's docstring says why).
 #
 # Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
 # thousands of arguments, passing them cost more than the work), the keys are built here (so they
 # are not declared; Redis Cluster would need them grouped by slot, see docs/scaling.md), and the
 # usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
-# put back in the rare case that it was the newer one.
-_SET_COUNTS = """
-local ttl, again = ARGV[1], ARGV[2] == '1'
+# put back in the rare case that it was the newer one (a reader's REBUILDING mark is older than any
+# copy).
+_SET_COUNTS = (
+    """
+local ttl, again, present = ARGV[1], ARGV[2] == '1', ARGV[4] == '1'
 local v = cmsgpack.unpack(ARGV[3])
 for at = 1, #v, 7 do
     local user, version, unread, total, unseen = v[at], v[at + 1], v[at + 2], v[at + 3], v[at + 4]
     local item, event = v[at + 5], v[at + 6]
     local key = '{COUNT_PREFIX}' .. user
-    local old = redis.call('SET', key, version .. ':' .. unread .. ':' .. total .. ':' .. unseen, 'EX', ttl, 'GET')
-    if old and tonumber(string.match(old, '^(%d+)')) > version then
-        redis.call('SET', key, old, 'EX', ttl)
+    local value = version .. ':' .. unread .. ':' .. total .. ':' .. unseen
+    local old
+    if present then
+        old = redis.call('SET', key, value, 'XX', 'EX', ttl, 'GET')
+    else
+        old = redis.call('SET', key, value, 'EX', ttl, 'GET')
+        redis.call('ZADD', '{WATCHED}', user, user)
+    end
+    if old then
+        local held = tonumber(string.match(old, '^(%d+):'))
+        if held and held > version then redis.call('SET', key, old, 'EX', ttl) end
     end
     local message = '{"v":' .. version .. ',"unread":' .. unread .. ',"total":' .. total .. ',"unseen":' .. unseen
     if item ~= 0 then
@@ -66,11 +86,26 @@ for at = 1, #v, 7 do
     redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
 return #v / 7
-""".replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{USER_CHANNEL}", USER_CHANNEL)
-# Same keep-the-newer rule, without a message: for rebuilding a cold key.
+""".replace("{COUNT_PREFIX}", COUNT_PREFIX)
+    .replace("{USER_CHANNEL}", USER_CHANNEL)
+    .replace("{WATCHED}", WATCHED)
+)
+# Before a reader rebuilds a cold copy: KEYS[1] the count key, ARGV[1] the user, ARGV[2] the TTL.
+# The user joins the watched set and, unless a copy is there already, the key holds REBUILDING.
+_MARK = """
+redis.call('SET', KEYS[1], '{REBUILDING}', 'NX', 'EX', ARGV[2])
+redis.call('ZADD', '{WATCHED}', ARGV[1], ARGV[1])
+return 1
+""".replace("{REBUILDING}", REBUILDING.decode()).replace("{WATCHED}", WATCHED)
+# After the rebuild: the rebuilt copy replaces a REBUILDING mark or an older copy, never a newer
+# copy, and never an absent key. An absent key means the mark is gone (expired, or Redis lost it):
+# a writer that committed meanwhile may then have skipped this user, so the rebuilt counts may be
+# older than PostgreSQL's, and the next read rebuilds again instead.
 _FILL_COUNT = """
 local current = redis.call('GET', KEYS[1])
-if not current or tonumber(string.match(current, '^(%d+)')) < tonumber(ARGV[1]) then
+if not current then return 0 end
+local held = tonumber(string.match(current, '^(%d+):'))
+if not held or held < tonumber(ARGV[1]) then
     redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
 return 1
@@ -82,7 +117,8 @@ def encode_counts(counts: Counts) -> bytes:
 
 
 def decode_counts(user_id: int, raw: bytes) -> Counts | None:
-    """A cached copy, or None for one this version cannot read (it is then rebuilt)."""
+    """A cached copy, or None for one this version cannot read or a reader's REBUILDING mark (it is
+    then rebuilt)."""
     parts = raw.split(b":")
     if len(parts) != 4:
         return None
@@ -101,6 +137,7 @@ class Copies:
         self._database = database
         self._set_counts = client.register_script(_SET_COUNTS)
         self._fill = client.register_script(_FILL_COUNT)
+        self._mark = client.register_script(_MARK)
         self._waiting: dict[int, list[asyncio.Future[Counts | None]]] = {}
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
@@ -159,8 +196,19 @@ class Copies:
         if batch:
             await self.redis.delete(*batch)
 
-    async def fill(self, counts: Counts) -> None:
-        await self._fill(keys=[count_key(counts.user_id)], args=[counts.version, encode_counts(counts), COUNT_TTL])
+    async def mark(self, user_id: int, client: aioredis.Redis | None = None) -> None:
+        """Say that a reader is about to rebuild this user's copy from PostgreSQL (before it reads).
+
+        Why first: a fan-out copies counts only to watched users, and only to copies that exist.
+        With the user watched and the key marked before the read, a writer committing during the
+        rebuild either updates the key (and the older rebuilt copy is then refused by `fill`) or
+        checked before the mark, which is before the read, so the read already sees its commit."""
+        await self._mark(keys=[count_key(user_id)], args=[user_id, COUNT_TTL], client=client)
+
+    async def fill(self, counts: Counts, client: aioredis.Redis | None = None) -> None:
+        """Cache a rebuilt copy where `mark` left its mark (or an older copy), unless a newer one is there."""
+        args: list[int | bytes] = [counts.version, encode_counts(counts), COUNT_TTL]
+        await self._fill(keys=[count_key(counts.user_id)], args=args, client=client)
 
     async def copy(
         self,
@@ -168,15 +216,19 @@ class Copies:
         arrivals: Sequence[tuple[int, int]] | None = None,
         *,
         again: bool = False,
+        present: bool = False,
     ) -> None:
         """Copy new counts into Redis and tell the users' streams, in batches of one script call.
 
         `arrivals`, when given, holds for each change the (row id, event id) of the row that arrived
-        with it; `again` says those rows come back rather than arrive for the first time."""
+        with it; `again` says those rows come back rather than arrive for the first time. `present`
+        updates only the copies that exist (a fan-out's: an absent copy is rebuilt when read, and
+        creating one for each of 100,000 recipients would only fill Redis); every change is still
+        published to the users' streams."""
         for start in range(0, len(changes), _PUBLISH_BATCH):
             batch = changes[start : start + _PUBLISH_BATCH]
             rows = arrivals[start : start + _PUBLISH_BATCH] if arrivals is not None else [(0, 0)] * len(batch)
             flat: list[int] = []
             for counts, (item, event) in zip(batch, rows, strict=True):
                 flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item, event)
-            await self._set_counts(keys=[], args=[COUNT_TTL, int(again), msgspec.msgpack.encode(flat)])
+            await self._set_counts(keys=[], args=[COUNT_TTL, int(again), msgspec.msgpack.encode(flat), int(present)])

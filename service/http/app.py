@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         backends = await Backends.open(settings, "herald-api")
-        hub = Hub(backends.redis, backends.auth)
+        hub = Hub(backends.redis, backends.auth, backends.counts.watched)
         hub.start()
         app.state.backends = backends
         app.state.hub = hub

@@ -8,6 +8,10 @@ or the user is being erased).
 
 If the connection drops, the whole credential cache is dropped too (invalidations may have been
 missed), and every subscription is made again once Redis is back.
+
+A fan-out pushes only to watched users (service/counts/watched.py): the hub keeps every user with a
+stream here in that set, from before it subscribes to their channel until LISTENING_TTL after their
+last stream here ends, refreshing them every LISTENING_REFRESH seconds and again on every connect.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -22,6 +27,7 @@ from redis.asyncio.client import PubSub
 
 from service.auth import Authenticator
 from service.counts import Change, decode_change
+from service.counts.watched import LISTENING_REFRESH, Watched
 from service.errors import Unavailable
 from service.keys import AUTH_CHANNEL, CLOSE_STREAMS, user_channel
 
@@ -32,9 +38,11 @@ QUEUE_SIZE = 256
 
 
 class Hub:
-    def __init__(self, client: aioredis.Redis, auth: Authenticator) -> None:
+    def __init__(self, client: aioredis.Redis, auth: Authenticator, watched: Watched) -> None:
         self._redis = client
         self._auth = auth
+        self._watched = watched
+        self._refresh_at = 0.0  # when every listened user is next kept watched (monotonic)
         self._task: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self._stopping = False
@@ -77,8 +85,10 @@ class Hub:
         queues.add(queue)
         if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
             try:
+                await self._watched.listening([user_id])  # before subscribing: see watched.py
                 await self._pubsub.subscribe(user_channel(user_id))
             except Unavailable:
+                self._refresh_at = 0.0  # watched again with everyone at the reader's next turn
                 _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
         try:
             yield queue
@@ -100,6 +110,7 @@ class Hub:
         while not self._stopping:
             self._pubsub = pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
+                await self._keep_watched()  # Redis may have come back without them
                 await pubsub.subscribe(AUTH_CHANNEL, *(user_channel(u) for u in self._listeners))
                 self.connected.set()
                 if reconnecting:  # listeners may have missed messages while it was down
@@ -111,6 +122,8 @@ class Hub:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._dispatch(message["channel"], message["data"])
+                    if time.monotonic() >= self._refresh_at:
+                        await self._keep_watched()
             except Exception as exc:
                 self.connected.clear()
                 reconnecting = True
@@ -127,6 +140,11 @@ class Hub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _keep_watched(self) -> None:
+        """Keep every user with a stream here in the watched set (a few script calls per 1,000)."""
+        self._refresh_at = time.monotonic() + LISTENING_REFRESH
+        await self._watched.listening(list(self._listeners))
 
     def _broadcast(self, change: Change | None) -> None:
         for queues in self._listeners.values():

@@ -15,6 +15,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.counts import decode_counts, encode_counts
+from service.counts.copies import REBUILDING
 from service.keys import count_key
 from service.model import Counts
 
@@ -107,7 +108,7 @@ async def check_counts(conn: asyncpg.Connection, redis: aioredis.Redis, tenant_i
     copies_off = []
     present = 0
     for r, raw in zip(found, copies, strict=True):
-        if raw is None:
+        if raw is None or raw == REBUILDING:  # no copy (a reader's mark is none): rebuilt when read
             continue
         present += 1
         fields = ("version", "unread", "total", "unseen")

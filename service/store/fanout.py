@@ -4,7 +4,10 @@ An event's audience is cut into chunks of consecutive user ids (`fanout_chunks`)
 most `chunk` recipients. A chunk is written by one statement that also marks it done, so:
 - a retried or duplicated chunk writes nothing (it blocks on the chunk row, then sees it done);
 - the audience is never loaded into Python: recipients go from `users`/`subscriptions` straight
-  into `inbox` inside PostgreSQL, and only the per-user results needed for Redis come back.
+  into `inbox` inside PostgreSQL. A chunk returns how many rows it wrote and the id range they
+  span; the counts of the recipients whose copies or streams must hear of it (the watched ones,
+  service/counts/watched.py) are read back after the commit (`watched_deliveries`). A thread's
+  chunk still returns every recipient's result, which says whether their thread was new.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import re
 
 import asyncpg
+import msgspec
 
 from service.model import Counts, Event
-from service.store import events, outbox
+from service.store import audiences, events, outbox
 from service.store.counts import as_counts
 from service.store.events import INSERT_EVENT
 
@@ -43,7 +47,7 @@ reached AS (
     SELECT s.user_id
     FROM ev JOIN subscriptions s ON s.tenant_id = ev.tenant_id AND s.topic = ANY (ev.audience_topics)
     JOIN users u ON u.id = s.user_id AND u.active
-    WHERE s.user_id BETWEEN $2 AND $3
+    WHERE s.user_id BETWEEN $2 AND $3 AND u.id BETWEEN $2 AND $3
       AND NOT EXISTS (
           SELECT 1 FROM preferences p
           WHERE p.user_id = s.user_id AND p.user_id BETWEEN $2 AND $3 AND s.topic = ANY (p.muted_topics)
@@ -84,7 +88,7 @@ _LIVE = "(ev.expires_at IS NULL OR ev.expires_at > now())"
 # Every $2-th recipient in id order: the first user id of each chunk. Counted over the raw sources
 # (no dedupe, no `active` check, no preferences), which is six times cheaper than the exact audience
 # and only makes some chunks a little smaller than $2; the exact audience is applied when each chunk
-# is written.
+# is written. (An audience of one source has a cheaper form: service/store/audiences.py.)
 _BOUNDARIES = """
 WITH ev AS (SELECT tenant_id, audience_users, audience_topics, audience_all FROM events WHERE id = $1),
 sources AS (
@@ -98,6 +102,11 @@ sources AS (
 numbered AS (SELECT user_id, row_number() OVER (ORDER BY user_id) AS n FROM sources)
 SELECT user_id FROM numbered WHERE (n - 1) % $2 = 0 ORDER BY user_id
 """
+_BOUNDARIES_OF = {
+    audiences.GENERAL: _BOUNDARIES,
+    audiences.ONE_TOPIC: audiences.BOUNDARIES_ONE_TOPIC,
+    audiences.EVERYONE: audiences.BOUNDARIES_EVERYONE,
+}
 
 _INSERT_CHUNKS = """
 INSERT INTO fanout_chunks (event_id, lo, hi)
@@ -106,29 +115,45 @@ ON CONFLICT (event_id, lo) DO NOTHING
 """
 _PENDING_CHUNKS = "SELECT lo, hi FROM fanout_chunks WHERE event_id = $1 AND done_at IS NULL ORDER BY lo"
 
-# One chunk, in one statement:
-#   claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
-#            chunk already done and so inserts nothing;
-#   ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql), none
-#            once the event has expired (_LIVE);
-#   cnt      bumps each recipient's counts (_BUMP).
-_RUN_CHUNK = f"""
+
+def _chunk_statement(audience: str) -> str:
+    """One chunk of an event with no group, in one statement, over its audience (`_AUDIENCE`, or
+    one source's, from audiences.py):
+      claim    marks the chunk done; a concurrent duplicate waits on this row lock, then finds the
+               chunk already done and so inserts nothing;
+      ins      the plain INSERT ... SELECT of the recipients (no ON CONFLICT: see schema.sql), none
+               once the event has expired (_LIVE);
+      cnt      bumps each recipient's counts (as _BUMP, whose RETURNING nobody reads here).
+    It returns one row: the rows written and the lowest and highest recipient id, nothing per
+    recipient (most are not watched: see the module's docstring)."""
+    return f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
     WHERE event_id = $1 AND lo = $2 AND done_at IS NULL
     RETURNING event_id
 ),
-{_AUDIENCE},
+{audience.strip()},
 ins AS (
     INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category)
     SELECT a.user_id, ev.id, ev.occurred_at, ev.expires_at, ev.type, ev.category FROM audience a, ev
     WHERE EXISTS (SELECT 1 FROM claim) AND {_LIVE}
     RETURNING id, user_id
 ),
-{_BUMP}
-SELECT cnt.user_id, ins.id, cnt.unread, cnt.total, cnt.version, cnt.unseen
-FROM cnt JOIN ins USING (user_id)
+cnt AS (
+    UPDATE inbox_counts c
+    SET unread = c.unread + 1, total = c.total + 1, version = c.version + 1, unseen = c.unseen + 1
+    WHERE c.user_id = ANY (ARRAY(SELECT user_id FROM ins))
+)
+SELECT count(*), min(user_id), max(user_id) FROM ins
 """  # noqa: S608
+
+
+_RUN_CHUNK = {
+    audiences.GENERAL: _chunk_statement(_AUDIENCE),
+    audiences.ONE_TOPIC: _chunk_statement(audiences.ONE_TOPIC_AUDIENCE),
+    audiences.EVERYONE: _chunk_statement(audiences.EVERYONE_AUDIENCE),
+}
+
 # One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
 # if they have one, is updated; the others get a new row that starts one.
 #   old      the recipients' threads, locked and read as they are now (a user's concurrent "mark
@@ -272,13 +297,23 @@ delivered AS (
 SELECT ev.id, d.user_id, d.id, d.unread, d.total, d.version, d.unseen FROM ev LEFT JOIN delivered d ON true
 """  # noqa: S608
 
-# The current counts of a written chunk's recipients, for copying them to Redis again when the first
-# copy may have been lost (the worker died, or Redis was down, after the chunk committed).
+# The current counts of a written chunk's recipients (among users $4, unless null), for copying them
+# to Redis again when the first copy may have been lost (the worker died, or Redis was down, after
+# the chunk committed).
 _CHUNK_COUNTS = f"""
 WITH {_AUDIENCE}
 SELECT c.user_id, c.unread, c.total, c.version, c.unseen
 FROM audience a JOIN inbox_counts c ON c.user_id = a.user_id
+WHERE $4::bigint[] IS NULL OR a.user_id = ANY ($4::bigint[])
 """  # noqa: S608
+# The rows event $1 (no thread) wrote for users $2, the watched ones among a chunk's recipients, with
+# their counts as they are now (a later change only makes the copy newer): read after the commit.
+# One probe of the (user_id, event_id) index per watched user.
+_WATCHED_ROWS = """
+SELECT c.user_id, i.id, c.unread, c.total, c.version, c.unseen
+FROM inbox i JOIN inbox_counts c ON c.user_id = i.user_id
+WHERE i.user_id = ANY ($2::bigint[]) AND i.event_id = $1
+"""
 # The one time it finishes, the event's `event.delivered` webhooks are recorded (store/outbox.py),
 # with the rows its chunks wrote.
 _FINISH = f"""
@@ -300,6 +335,17 @@ class Delivery(Counts, frozen=True, kw_only=True):
     again: bool = False
 
 
+class Written(msgspec.Struct, frozen=True, kw_only=True):
+    """What one chunk wrote: how many rows, for recipients with ids lo..hi (0, 0: none). A thread's
+    chunk also carries every recipient's `Delivery` (`threaded`); a plain one carries none."""
+
+    rows: int = 0
+    lo: int = 0
+    hi: int = 0
+    threaded: bool = False
+    deliveries: list[Delivery] = []
+
+
 async def plan(
     conn: asyncpg.Connection, event_id: int, chunk: int, *, at_most: int | None = None
 ) -> list[tuple[int, int]]:
@@ -312,7 +358,8 @@ async def plan(
     if at_most is not None and at_most <= chunk:
         await conn.execute(_INSERT_CHUNKS, event_id, [1], [MAX_USER_ID])
         return await pending(conn, event_id)
-    starts: list[int] = [r[0] for r in await conn.fetch(_BOUNDARIES, event_id, chunk)]
+    source, _ = await audiences.kind(conn, event_id)
+    starts: list[int] = [r[0] for r in await conn.fetch(_BOUNDARIES_OF[source], event_id, chunk)]
     if starts:
         # The first chunk starts at 1 and the last ends at the maximum, so the ranges cover every
         # possible id: a user created between planning and writing still falls in one chunk.
@@ -326,20 +373,33 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
     return [(r[0], r[1]) for r in await conn.fetch(_PENDING_CHUNKS, event_id)]
 
 
-async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Delivery]:
-    """Write the chunk's rows (inside the caller's transaction); empty when it was already done (or
+async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> Written:
+    """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
     has no recipient left). An event of a group first waits for the group's previous events."""
-    grouped = await conn.fetchrow(_GROUP_LOCK, event_id) is not None
-    rows = await conn.fetch(_RUN_THREAD_CHUNK if grouped else _RUN_CHUNK, event_id, lo, hi, timeout=120)
+    source, grouped = await audiences.kind(conn, event_id)
+    if not grouped:
+        (written, first, last), *_ = await conn.fetch(_RUN_CHUNK[source], event_id, lo, hi, timeout=120)
+        if written:
+            await conn.execute(_CHUNK_ROWS, event_id, lo, written)
+        return Written(rows=written, lo=first or 0, hi=last or 0)
+    await conn.fetchrow(_GROUP_LOCK, event_id)
+    rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
-        Delivery(
-            user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=grouped and r[6]
-        )
+        Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=r[6])
         for r in rows
     ]
     if rows:
         await conn.execute(_CHUNK_ROWS, event_id, lo, len(rows))
-    return deliveries
+    users = [d.user_id for d in deliveries]
+    return Written(
+        rows=len(rows), lo=min(users, default=0), hi=max(users, default=0), threaded=True, deliveries=deliveries
+    )
+
+
+async def watched_deliveries(conn: asyncpg.Connection, event_id: int, users: list[int]) -> list[Delivery]:
+    """The rows a plain (no thread) event wrote for `users`, with their counts as they are now."""
+    rows = await conn.fetch(_WATCHED_ROWS, event_id, users)
+    return [Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5]) for r in rows]
 
 
 async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) -> tuple[int, list[Delivery]] | None:
@@ -358,8 +418,11 @@ async def deliver_named(conn: asyncpg.Connection, tenant_id: int, event: Event) 
     return rows[0][0], deliveries
 
 
-async def chunk_counts(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> list[Counts]:
-    rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, timeout=120)
+async def chunk_counts(
+    conn: asyncpg.Connection, event_id: int, lo: int, hi: int, users: list[int] | None = None
+) -> list[Counts]:
+    """The current counts of the chunk's recipients (among `users`, when given)."""
+    rows = await conn.fetch(_CHUNK_COUNTS, event_id, lo, hi, users, timeout=120)
     return [as_counts(r) for r in rows]
 
 
