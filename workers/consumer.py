@@ -266,7 +266,7 @@ class Consumer:
                 results[at] = "retry"
             return
         except Exception as exc:
-            # Nothing of the batch was committed: each event is tried alone, where a bad one fails alone
+            # None of the batch's events was recorded: each is tried alone, where a bad one fails alone
             # (and is counted, logged and in the end dead-lettered as any failing event is).
             log.warning("a batch of %d events failed (%s: %s); each goes alone", len(events), type(exc).__name__, exc)
             return

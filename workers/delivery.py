@@ -170,8 +170,9 @@ class Delivery:
         commit, one copy of the counts (store/batch.py). For each event, its Outcome, or None when
         it takes the one-event path (`ingest`) instead: an event of a group, with topics or `all`,
         or too large for one chunk; a second copy of an event of the same read; one published
-        before. Raises, with nothing of the batch committed, if the batch fails as a whole: the
-        caller then sends each event down the one-event path, where a bad one fails alone."""
+        before, or naming a user who no longer exists. Raises, with none of the events recorded
+        (the users it created stay), if the batch fails as a whole: the caller then sends each
+        event down the one-event path, where a bad one fails alone."""
         chunk = self.b.settings.fanout_chunk
         first: dict[tuple[str, str], int] = {}
         for at, event in enumerate(given):
@@ -180,6 +181,7 @@ class Delivery:
         if len(first) < 2:  # nothing to share a statement with: the one-event path is as fast
             return [None] * len(given)
         chosen = [given[at] for at in first.values()]
+        unknown: set[tuple[int, str]] = set()  # (tenant id, user) this worker has not met: created first
 
         async def work(conn: asyncpg.Connection) -> tuple[dict[str, int], dict[tuple[int, str], batch.Delivered]]:
             tenants = {name: self._tenants.get(name) for name in sorted({e.tenant for e in chosen})}
@@ -197,7 +199,6 @@ class Delivery:
                 await users.ensure_members(conn, tid, sorted(u for t, u in unknown if t == tid))
             return ids, await batch.deliver(conn, [(ids[e.tenant], e) for e in chosen])
 
-        unknown: set[tuple[int, str]] = set()
         with FANOUT_SECONDS.time():
             ids, done = await postgres.run(self.b.pool, work, timeout=self.b.settings.backend_timeout)
         self._tenants.update(ids)

@@ -16,9 +16,9 @@ What the statement keeps from the one-event path (fanout.py, _DELIVER_NAMED):
   read by two workers) wait for each other's entries in one order and cannot deadlock;
 - the counts rows are locked in user-id order, as every fan-out locks them, before any is changed;
   a user reached by several events of the batch gains +n at once (one version step for the lot).
-The caller passes events whose named users all exist (users.ensure_members first, in a statement of
-its own, as _DELIVER_NAMED explains), with no `group` (a thread takes the per-event path) and no topics
-or `all` (their audience is resolved in chunks).
+The caller creates the named users it does not know first (users.ensure_members, in a statement of
+its own, as _DELIVER_NAMED explains), and passes no event with a `group` (a thread takes the one-event
+path) or with topics or `all` (their audience is resolved in chunks).
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ async def deliver(conn: asyncpg.Connection, batch: Sequence[tuple[int, Event]]) 
     appear once. Returns the new events by (tenant id, event id); one published before is missing."""
     if not batch:
         return {}
+    if any(e.group is not None or e.audience.topics or e.audience.all for _, e in batch):
+        raise ValueError("a batch takes events of named users only, and no thread")
     # The connection's jsonb codec (backends/postgres.py) encodes the list, with msgspec.
     rows = await conn.fetch(_DELIVER_BATCH, [_record(t, e) for t, e in batch])
     recorded: dict[int, tuple[int, str]] = {}
