@@ -46,6 +46,7 @@ from service.keys import (
     WATCHED,
     count_key,
     listening_key,
+    positions_key,
     tabs_key,
     user_channel,
     wrote_key,
@@ -206,7 +207,9 @@ async def _forget(client: aioredis.Redis, user_id: int) -> None:
     """The user's keys in Redis go, every API process drops its cached credentials of the user
     (service/http/hub.py), and their open streams end. One round trip; raises Unavailable."""
     async with client.pipeline(transaction=False) as pipe:
-        pipe.delete(count_key(user_id), tabs_key(user_id), wrote_key(user_id), listening_key(user_id))
+        pipe.delete(
+            count_key(user_id), tabs_key(user_id), wrote_key(user_id), listening_key(user_id), positions_key(user_id)
+        )
         pipe.zrem(WATCHED, user_id)  # the set of users whose counts a fan-out copies (service/counts/watch.py)
         pipe.publish(AUTH_CHANNEL, str(user_id))
         pipe.publish(user_channel(user_id), CLOSE_STREAMS)

@@ -18,6 +18,7 @@ from typing import TypeVar, TypeVarTuple
 import asyncpg
 import msgspec
 
+from service import positions
 from service.backends import postgres, replica
 from service.counts.tabs import TabCount, TabFilter
 from service.errors import NotFound
@@ -38,8 +39,13 @@ async def page(
     The counts come from the count cache (batched with everyone else's reads), concurrently with
     the page's query; totals are taken from them unless the query filters on the event, in which
     case the matching rows are counted. One row more than asked is read, to know whether another
-    page follows.
+    page follows. A page far down (offset DEEP or more) starts from a remembered position when it
+    can (`_deep_page`).
     """
+
+    field = positions.remembered(query) if after is None and offset >= positions.DEEP else None
+    if field is not None:
+        return await _deep_page(b, who, query, field, limit=limit, offset=offset)
 
     async def read(conn: asyncpg.Connection) -> tuple[list[InboxItem], int | None]:
         rows = await inbox.items(conn, who, query, limit=limit + 1, offset=offset, after=after)
@@ -53,13 +59,41 @@ async def page(
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # callers map single errors (Unavailable, ...)
     (rows, matching), overall = reading.result(), counting.result()
-    if matching is not None:
-        total = matching
-    elif query.read is None:
-        total = overall.total
-    else:
-        total = overall.total - overall.unread if query.read else overall.unread
+    total = matching if matching is not None else _counted(query, overall)
     return Page(items=rows[:limit], total=total, counts=overall, more=len(rows) > limit)
+
+
+def _counted(query: InboxQuery, overall: Counts) -> int:
+    """The total of a list the counters describe (`query.counted`)."""
+    if query.read is None:
+        return overall.total
+    return overall.total - overall.unread if query.read else overall.unread
+
+
+async def _deep_page(b: Backends, who: Principal, query: InboxQuery, field: str, *, limit: int, offset: int) -> Page:
+    """A page far down a list the counters describe, started from the nearest position a page
+    before it remembered, when the list has not changed since (service/positions.py). The counts
+    and the positions are read together first: the version says which positions still hold."""
+    loading = asyncio.ensure_future(b.positions.load(who.user_id, field))
+    try:
+        overall = await b.counts.read(who.user_id)
+    except BaseException:
+        loading.cancel()
+        raise
+    before = await loading
+    mark = positions.nearest(before, overall.version, offset)
+    start = None if mark is None else Position(created_at=mark.created_at, id=mark.id)
+    skip = offset if mark is None else offset - mark.offset
+
+    async def read(conn: asyncpg.Connection) -> tuple[list[InboxItem], int | None]:
+        return await inbox.items_from(conn, who, query, limit=limit + 1, offset=skip, start=start)
+
+    rows, version = await b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout)
+    if version is not None:
+        new = positions.marks_of(offset, [Position(created_at=r.created_at, id=r.id) for r in rows])
+        if not positions.known(before, version, new):
+            await b.positions.remember(who.user_id, field, before, version, new)
+    return Page(items=rows[:limit], total=_counted(query, overall), counts=overall, more=len(rows) > limit)
 
 
 async def get(b: Backends, who: Principal, row_id: int) -> InboxItem:

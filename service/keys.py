@@ -13,6 +13,8 @@ Keys and channels
                                   (service/counts/watch.py)
     herald:listening:{user_id}    the user has a stream open in some API process (refreshed while it is)
     herald:tabs:{user_id}         the user's tab-count breakdown at one count version (service/counts/tabs.py)
+    herald:pos:{user_id}          hash: list -> remembered positions of deep pages at one count version
+                                  (service/positions.py)
     herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams;
                                   CLOSE_STREAMS ends them (the user is being erased)
     herald:auth                   pub/sub: a user id whose cached credentials must be dropped
@@ -40,6 +42,7 @@ RECONCILE_CURSOR = "herald:reconcile:cursor"
 CLOSE_STREAMS = b"close"
 WATCHED = "herald:watched"
 LISTENING_PREFIX = "herald:listening:"
+POSITIONS_PREFIX = "herald:pos:"
 
 
 def count_key(user_id: int) -> str:
@@ -48,6 +51,10 @@ def count_key(user_id: int) -> str:
 
 def tabs_key(user_id: int) -> str:
     return f"{TABS_PREFIX}{user_id}"
+
+
+def positions_key(user_id: int) -> str:
+    return f"{POSITIONS_PREFIX}{user_id}"
 
 
 def user_channel(user_id: int) -> str:

@@ -16,6 +16,7 @@ from service.backends.redis import breaker as redis_breaker
 from service.backends.redis import connect
 from service.backends.replica import Reads
 from service.counts import CountEngine
+from service.positions import Positions
 from service.settings import Settings
 
 
@@ -64,6 +65,7 @@ class Backends:
         # Where inbox reads run: the replica when it may, else the primary (service/backends/replica.py).
         self.reads = Reads(pool, replica, client, min(settings.backend_timeout, 2.0))
         self.counts = CountEngine(client, pool, settings.backend_timeout, None if watch is None else watch.postgres)
+        self.positions = Positions(client)
         self.auth = Authenticator(
             pool,
             settings.backend_timeout,

@@ -125,20 +125,24 @@ class Tabs:
         self._pool = pool
         self._timeout = timeout
 
-    async def breakdown(self, user_id: int, version: int | None) -> Breakdown:
-        """The breakdown at count `version` (None: Redis is away, count now)."""
-        if version is not None:
-            try:
-                raw = await self._redis.get(tabs_key(user_id))
-            except Unavailable:
-                raw = None
-            if raw is not None:
-                try:
-                    cached = _decode(raw)
-                except msgspec.DecodeError:
-                    cached = None
-                if cached is not None and cached.version == version:
-                    return cached
+    async def cached(self, user_id: int) -> Breakdown | None:
+        """The breakdown Redis holds for the user, at whatever version (None: none, or Redis is away)."""
+        try:
+            raw = await self._redis.get(tabs_key(user_id))
+        except Unavailable:
+            return None
+        if raw is None:
+            return None
+        try:
+            return _decode(raw)
+        except msgspec.DecodeError:
+            return None
+
+    async def breakdown(self, user_id: int, version: int | None, cached: Breakdown | None) -> Breakdown:
+        """The breakdown at count `version` (None: Redis is away, count now): `cached` (read
+        beside the counts, see Counter.tabs) when it is of that version, else counted and cached."""
+        if version is not None and cached is not None and cached.version == version:
+            return cached
         fresh = await postgres.run(self._pool, breakdown_of, user_id, timeout=self._timeout)
         if version is not None:
             try:

@@ -182,6 +182,8 @@ async def deliver(conn: asyncpg.Connection, batch: Sequence[tuple[int, Event]]) 
             counts[r[1]] = (r[3], r[4], r[5], r[6])
     found = {key: Delivered(event_id=event_id, deliveries=[]) for event_id, key in recorded.items()}
     for event_id, user_id, inbox_id in arrived:
+        if user_id not in counts:  # no counts row (none is ever missing): the row stands, uncopied
+            continue
         version, unread, total, unseen = counts[user_id]
         found[recorded[event_id]].deliveries.append(
             Delivery(user_id=user_id, inbox_id=inbox_id, unread=unread, total=total, version=version, unseen=unseen)

@@ -52,7 +52,7 @@ WITH k AS (
 )
 SELECT """  # noqa: S608
     + _ITEM
-    + """
+    + """{version}
 FROM k JOIN inbox i ON i.id = k.id JOIN events e ON e.id = i.event_id
 LEFT JOIN thread_actors ta ON ta.id = i.actors_id{order}
 """
@@ -96,6 +96,12 @@ _BY_FIELD = {
 # (user_id, created_at, id) index serves it at any depth.
 _AFTER_NEWEST_FIRST = " AND (i.created_at, i.id) < (${}, ${})"
 _AFTER_OLDEST_FIRST = " AND (i.created_at, i.id) > (${}, ${})"
+# A deep page started at a remembered row (service/positions.py): that row and the rows after it.
+_FROM_NEWEST_FIRST = " AND (i.created_at, i.id) <= (${}, ${})"
+_FROM_OLDEST_FIRST = " AND (i.created_at, i.id) >= (${}, ${})"
+# The user's count version, read by the page's statement (so in its snapshot): what its rows'
+# positions are remembered under.
+_VERSION = ", (SELECT c.version FROM inbox_counts c WHERE c.user_id = $1)"
 _NEWEST_FIRST = " ORDER BY i.created_at DESC, i.id DESC"
 _OLDEST_FIRST = " ORDER BY i.created_at ASC, i.id ASC"
 _PAGE = " LIMIT ${} OFFSET ${}"
@@ -366,17 +372,48 @@ async def items(
     offset: int = 0,
     after: Position | None = None,
 ) -> list[InboxItem]:
+    found, _ = await _items(conn, who, query, limit=limit, offset=offset, after=after)
+    return found
+
+
+async def items_from(
+    conn: asyncpg.Connection, who: Principal, query: InboxQuery, *, limit: int, offset: int, start: Position | None
+) -> tuple[list[InboxItem], int | None]:
+    """A page of a list the counters describe (not `by_event`), `offset` rows on from the row at
+    `start` (inclusive; None: from the top), and the user's count version in the same snapshot
+    (None when the page is empty)."""
+    assert not query.by_event, "a page filtered on the event is not started from a position"
+    return await _items(conn, who, query, limit=limit, offset=offset, start=start, versioned=True)
+
+
+async def _items(
+    conn: asyncpg.Connection,
+    who: Principal,
+    query: InboxQuery,
+    *,
+    limit: int,
+    offset: int,
+    after: Position | None = None,
+    start: Position | None = None,
+    versioned: bool = False,
+) -> tuple[list[InboxItem], int | None]:
     params: list[Any] = [who.user_id]
     where = _where(query, params)
-    if after is not None:
-        params += [after.created_at, after.id]
-        where += (_AFTER_OLDEST_FIRST if query.ascending else _AFTER_NEWEST_FIRST).format(len(params) - 1, len(params))
+    for position, (newest, oldest) in (
+        (after, (_AFTER_NEWEST_FIRST, _AFTER_OLDEST_FIRST)),
+        (start, (_FROM_NEWEST_FIRST, _FROM_OLDEST_FIRST)),
+    ):
+        if position is not None:
+            params += [position.created_at, position.id]
+            where += (oldest if query.ascending else newest).format(len(params) - 1, len(params))
     order = _OLDEST_FIRST if query.ascending else _NEWEST_FIRST
     params += [limit, offset]
     page = _PAGE.format(len(params) - 1, len(params))
-    by_index = _PAGE_FIRST.format(where=where, order=order, page=page)
+    by_index = _PAGE_FIRST.format(where=where, order=order, page=page, version=_VERSION if versioned else "")
     sql = _COLUMNS + where + order + page if query.by_event else by_index
-    return [_item(r, who) for r in await conn.fetch(sql, *params)]
+    rows = await conn.fetch(sql, *params)
+    version = rows[0][-1] if versioned and rows else None
+    return [_item(r, who) for r in rows], version
 
 
 async def count(conn: asyncpg.Connection, who: Principal, query: InboxQuery) -> int:
