@@ -129,6 +129,10 @@ CREATE INDEX IF NOT EXISTS events_tenant_category ON events (tenant_id, category
 CREATE INDEX IF NOT EXISTS events_tags ON events USING gin (tags);
 -- Retention removes events by age (see service/store/maintenance.py).
 CREATE INDEX IF NOT EXISTS events_occurred ON events (occurred_at);
+-- The events of a group still being fanned out: a later event of the group waits for them
+-- (service/store/fanout.py, _EARLIER_RUNNING). Holds only the few in flight.
+CREATE INDEX IF NOT EXISTS events_group_running ON events (tenant_id, grp, id)
+    WHERE grp IS NOT NULL AND fanout_done_at IS NULL;
 
 CREATE TABLE IF NOT EXISTS fanout_chunks (
     event_id  bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,

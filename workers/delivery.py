@@ -39,6 +39,9 @@ log = logging.getLogger("herald.fanout")
 # after this many failures; arq's own limit is far above it so that Herald has the last word.
 CHUNK_ATTEMPTS = 5
 CHUNK_JOB = "fanout_chunk"
+# A chunk whose group's earlier event is still being fanned out looks again after 20 ms, 40 ms, …
+# up to a second: arq's tries (workers/main.py) then wait for an earlier event of about 16 minutes.
+GROUP_WAIT_MAX = 1.0
 KNOWN_USERS_KEPT = 200_000
 
 
@@ -102,6 +105,8 @@ class Delivery:
                 if tenant_id is None:
                     tenant_id = await users.ensure_tenant(conn, event.tenant)
                 await users.ensure_members(conn, tenant_id, event.audience.users)
+                if event.group is not None:
+                    await fanout.lock_group(conn, tenant_id, event.group)
                 event_id = await events.insert(conn, tenant_id, event)
                 repair: list[Counts] = []
                 if event_id is None:
@@ -116,8 +121,11 @@ class Delivery:
                     todo = await fanout.plan(conn, event_id, chunk, at_most=at_most)
                 written = fanout.Written()
                 if len(todo) == 1:
-                    written = await fanout.run_chunk(conn, event_id, *todo[0])
-                    todo = []
+                    try:
+                        written = await fanout.run_chunk(conn, event_id, *todo[0])
+                        todo = []
+                    except fanout.GroupBusy:  # an earlier event of its group first: queued
+                        pass
                 if not todo:
                     await fanout.finish(conn, event_id)
             self._tenants[event.tenant] = tenant_id
@@ -299,6 +307,8 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
     tries: int = ctx.get("job_try", 1)
     try:
         return await worker.run_chunk(event_id, lo, hi)
+    except fanout.GroupBusy as exc:  # its turn comes when the group's earlier event is done
+        raise Retry(defer=min(0.02 * tries, GROUP_WAIT_MAX)) from exc
     except Unavailable as exc:
         JOB_RETRIES.labels("chunk").inc()
         log.warning("chunk %s of event %s waits for a backend: %s", lo, event_id, exc)

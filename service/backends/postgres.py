@@ -140,6 +140,16 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
+# Unique indexes that two writers can race for, where the one that lost, run again, finds the
+# winner's row and does the right thing with it: two events of one group, fanned out side by side,
+# each starting a user's thread (service/store/fanout.py).
+RACED = frozenset({"inbox_user_thread"})
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _RETRYABLE):
+        return True
+    return isinstance(exc, asyncpg.UniqueViolationError) and getattr(exc, "constraint_name", None) in RACED
 
 
 # The schema is not there (yet): a process started before `herald migrate` finished. That is the
@@ -179,7 +189,8 @@ async def connection(pool: asyncpg.Pool, timeout: float = 5.0) -> AsyncIterator[
 async def run(
     pool: asyncpg.Pool, work: Callable[[asyncpg.Connection, *Ts], Awaitable[T]], *args: *Ts, timeout: float = 5.0
 ) -> T:
-    """Run `work(conn, *args)` on one connection, again if PostgreSQL chose it as a deadlock victim.
+    """Run `work(conn, *args)` on one connection, again if PostgreSQL chose it as a deadlock victim
+    (or it lost a race for one of the RACED unique indexes).
 
     Every statement Herald runs in `work` is atomic on its own or wrapped by `work` in a
     transaction, so running it again after such an abort is safe.
@@ -188,8 +199,8 @@ async def run(
         try:
             async with connection(pool, timeout) as conn:
                 return await work(conn, *args)
-        except _RETRYABLE:
-            if attempt == 3:
+        except asyncpg.PostgresError as exc:
+            if attempt == 3 or not _retryable(exc):
                 raise
             await asyncio.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")

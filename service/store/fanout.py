@@ -169,8 +169,13 @@ _RUN_CHUNK = {
 #            and is counted when it comes back;
 #   locked   the counts rows, locked in user-id order as every fan-out takes them (so none
 #            deadlocks another), before `cnt` changes any of them: its gate waits for `locked`.
-# Events of one group are written one at a time (an advisory lock, see run_chunk): two new
-# threads for one user cannot race, and `old` sees every thread a previous event made.
+# The chunks of one event run side by side (their recipients differ); the events of one group take
+# turns, each starting once the one before it is done (`_EARLIER_RUNNING`, see run_chunk), so that
+# `old` sees every thread, and every actor list, that the group's earlier events made. Should two
+# events of a group still meet (an earlier one stalled, below), the second waits for the first's lock
+# on a thread (in user-id order, as `old` takes them); and where both start a user's thread, the
+# unique index inbox_user_thread lets one through and the other's transaction runs again
+# (postgres.RACED), finding the thread to update.
 _RUN_THREAD_CHUNK = f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
@@ -186,6 +191,7 @@ old AS (
            i.snoozed_until IS NULL AND i.archived_at IS NULL AND i.read_at IS NULL AND i.seen_at IS NULL AS unseen
     FROM live l JOIN inbox i ON i.user_id = l.user_id, ev
     WHERE i.thread = ev.grp AND i.user_id BETWEEN $2 AND $3
+    ORDER BY i.user_id
     FOR UPDATE OF i
 ),
 parents AS (
@@ -199,6 +205,7 @@ nodes AS (
     FROM parents p CROSS JOIN ev LEFT JOIN thread_actors t ON t.id = p.parent,
          LATERAL herald_merge_actors(coalesce(t.actors, '{{}}'), coalesce(t.times, '{{}}'), ev.actor, ev.occurred_at) m
     WHERE ev.actor IS NOT NULL
+    ORDER BY p.parent
     ON CONFLICT (parent, actor, at) DO UPDATE SET actor = EXCLUDED.actor
     RETURNING id, parent
 ),
@@ -247,11 +254,23 @@ cnt AS (
 SELECT cnt.user_id, d.id, cnt.unread, cnt.total, cnt.version, cnt.unseen, d.again
 FROM cnt JOIN delta d USING (user_id)
 """  # noqa: S608
-# The group of event $1, if it has one, as the key of the advisory lock its chunks take.
-_GROUP_LOCK = """
-SELECT pg_advisory_xact_lock(hashtextextended(tenant_id::text || ':' || grp, 0))::text
-FROM events WHERE id = $1 AND grp IS NOT NULL
-"""
+# The advisory lock of a group, taken by the transaction that records an event of it: the group's
+# events are recorded one at a time, so their ids follow the order in which they were committed,
+# and an event committed after a chunk looked at its group is always a later one.
+_GROUP_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1::bigint::text || ':' || $2::text, 0))"
+# Whether an earlier event of event $1's group is still being fanned out, and alive: recorded, or
+# one of its chunks written, in the last GROUP_STALLED. One that has done nothing for that long (a
+# chunk dead-lettered, its worker gone for good) holds back the events after it no longer.
+GROUP_STALLED = 30
+_EARLIER_RUNNING = f"""
+SELECT EXISTS (
+    SELECT 1 FROM events me JOIN events e ON e.tenant_id = me.tenant_id AND e.grp = me.grp
+    WHERE me.id = $1 AND e.id < me.id AND e.grp IS NOT NULL AND e.fanout_done_at IS NULL
+      AND (e.created_at > now() - interval '{GROUP_STALLED} seconds'
+           OR EXISTS (SELECT 1 FROM fanout_chunks c
+                      WHERE c.event_id = e.id AND c.done_at > now() - interval '{GROUP_STALLED} seconds'))
+)
+"""  # noqa: S608 (a constant)
 _CHUNK_ROWS = "UPDATE fanout_chunks SET rows = $3 WHERE event_id = $1 AND lo = $2"
 _RECIPIENTS = "(SELECT coalesce(sum(rows), 0) FROM fanout_chunks WHERE event_id = $1)"
 
@@ -328,6 +347,10 @@ SELECT id FROM fin
 """  # noqa: S608
 
 
+class GroupBusy(Exception):
+    """An earlier event of the chunk's group is still being fanned out: run the chunk later."""
+
+
 class Delivery(Counts, frozen=True, kw_only=True):
     """One recipient's new row, or thread the event updated (`again`), and its counts after."""
 
@@ -375,14 +398,18 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
 
 async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> Written:
     """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
-    has no recipient left). An event of a group first waits for the group's previous events."""
+    has no recipient left). A chunk of a grouped event raises GroupBusy, having written nothing,
+    while an earlier event of its group is being fanned out; one that raced another event of its
+    group for a new thread fails with a UniqueViolationError on inbox_user_thread: run the
+    transaction again (postgres.run does)."""
     source, grouped = await audiences.kind(conn, event_id)
     if not grouped:
         (written, first, last), *_ = await conn.fetch(_RUN_CHUNK[source], event_id, lo, hi, timeout=120)
         if written:
             await conn.execute(_CHUNK_ROWS, event_id, lo, written)
         return Written(rows=written, lo=first or 0, hi=last or 0)
-    await conn.fetchrow(_GROUP_LOCK, event_id)
+    if await conn.fetchval(_EARLIER_RUNNING, event_id):
+        raise GroupBusy(event_id)
     rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
         Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=r[6])
@@ -394,6 +421,11 @@ async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -
     return Written(
         rows=len(rows), lo=min(users, default=0), hi=max(users, default=0), threaded=True, deliveries=deliveries
     )
+
+
+async def lock_group(conn: asyncpg.Connection, tenant_id: int, group: str) -> None:
+    """Take the group's lock until the transaction ends, before recording an event of it."""
+    await conn.execute(_GROUP_LOCK, tenant_id, group)
 
 
 async def watched_deliveries(conn: asyncpg.Connection, event_id: int, users: list[int]) -> list[Delivery]:

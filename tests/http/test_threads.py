@@ -1,6 +1,7 @@
 """Threads: every event of a tenant's `group` shares one notification per recipient, updated by each
 later event of the group, and counted, listed and pushed as one notification everywhere."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,13 +12,15 @@ import pytest
 from service import ids
 from service.process import Backends
 from service.settings import Settings
-from tests.support.factories import Deliver, MakeUser, User
+from service.store import fanout
+from tests.support.factories import Deliver, JobRecorder, MakeUser, User, make_event
 from tests.support.http import listening
 from tests.support.invariants import counts_agree
 from tests.support.profiles import BADGE, everything, ok, snooze_path
 from tests.support.queries import rows, subscribe
 from tests.support.sse import open_stream
 from workers import sweep
+from workers.delivery import Delivery
 
 
 @pytest.fixture
@@ -285,3 +288,37 @@ async def test_a_bad_group_or_actor_is_refused_naming_it(
     reply = await client.post("/v1/events", json=event, headers=producer.headers)
     assert reply.status_code == 422, reply.text
     assert reply.json()["field"] == field
+
+
+async def test_events_of_one_group_take_turns_and_their_chunks_run_side_by_side(
+    backends: Backends, fan: Delivery, jobs: JobRecorder
+) -> None:
+    """Three events of one group reach 2,500 users who have no thread yet, and every chunk of all
+    three is started at once, again and again until done, as arq runs jobs: a chunk of a later event
+    waits (GroupBusy, written nothing) while an earlier event of its group is being fanned out, so
+    each user ends with one thread holding all three activities and actors."""
+    users = [f"s{i:04d}" for i in range(2500)]
+    for rounds in range(2):
+        for n in range(3):
+            await fan.ingest(make_event(users=users, group=f"race{rounds}", actor=f"a{n}"))
+        pending = [args for _, args, _ in jobs.jobs]
+        jobs.jobs.clear()
+        assert len(pending) >= 9
+        written, waited = 0, 0
+        while pending:
+            results = await asyncio.gather(*(fan.run_chunk(*args) for args in pending), return_exceptions=True)
+            busy = [args for args, r in zip(pending, results, strict=True) if isinstance(r, fanout.GroupBusy)]
+            assert all(isinstance(r, (int, fanout.GroupBusy)) for r in results), results
+            written += sum(r for r in results if isinstance(r, int))
+            waited += len(busy)
+            pending = busy
+        assert written == 3 * len(users)
+        assert waited >= 6  # the later events' chunks, at least once each
+    found = await rows(
+        backends,
+        """SELECT count(*), count(DISTINCT (i.user_id, i.thread)), min(i.activity), max(i.activity),
+                  min(cardinality(a.actors)), max(cardinality(a.actors))
+           FROM inbox i LEFT JOIN thread_actors a ON a.id = i.actors_id WHERE i.thread LIKE 'race%'""",
+    )
+    assert tuple(found[0]) == (5000, 5000, 3, 3, 3, 3)
+    await counts_agree(backends)
