@@ -135,9 +135,11 @@ class Consumer:
                 await self._start(fresh)
 
     async def _start(self, fresh: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Handle a fresh read in a task of its own, and go on reading while at most `depth` are."""
+        """Handle a fresh read in a task of its own, and go on reading while at most `depth` are,
+        when the stream holds a backlog (the read was full); else one at a time, so that what
+        arrives meanwhile makes the next read larger rather than another small one beside it."""
         self._inflight.add(asyncio.create_task(self._fresh(fresh)))
-        if len(self._inflight) >= self.depth:
+        if len(self._inflight) >= (self.depth if len(fresh) >= self.batch else 1):
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
         self._reap()
 

@@ -117,7 +117,9 @@ async def test_a_split_fan_out_runs_as_arq_jobs(settings: Settings, backends: Ba
     finally:
         await worker.close()
     assert await inbox_size(backends) == 2500
-    assert worker.jobs_complete == 3 and worker.jobs_failed == 0
+    # At least: a burst worker running across second 30 also runs the periodic jobs (workers/main.py).
+    assert worker.jobs_complete >= 3 and worker.jobs_failed == 0
+    assert await arq_pool.zcard(QUEUE) == 0
 
 
 async def test_a_database_without_the_schema_is_waited_for_not_blamed_on_the_event(
