@@ -70,7 +70,11 @@ audience AS (
 # Each new row's +1 on its recipient's counts (a new row is unread and unseen), for the statements
 # that write rows (`ins` returns their user ids). `= ANY (ARRAY(...))` makes PostgreSQL visit the
 # counts rows in user-id order, so concurrent fan-outs lock them in the same order and cannot
-# deadlock each other.
+# deadlock each other: the array is an InitPlan whose size the planner cannot see (it estimates a
+# few rows), so the plan is always the primary key's index scan, which sorts the array's keys and
+# visits them in order (`EXPLAIN` with 10,000 and 100,000 ids over a million rows: the same plan).
+# The statements that take the locks first (`locked` in the thread and batch statements,
+# store/counts.py) take them in the same order.
 _BUMP = """
 cnt AS (
     UPDATE inbox_counts c
