@@ -32,7 +32,7 @@ from bench.base import Bench, k
 from bench.report import Row, ratio_row
 from bench.seed import TENANT, say
 from service.counts import decode_change, decode_counts
-from service.keys import GROUP, STREAM, count_key, user_channel
+from service.keys import GROUP, STREAM, Channels, count_key
 
 PREFIX = "small"  # the users' names, and the events' ids
 PER_STATEMENT = 100  # events per statement of the limit
@@ -242,7 +242,8 @@ async def visible(b: Bench, made: list[Small], rate: float, lo: int, hi: int) ->
     arrived: dict[int, float] = {}
     stop = asyncio.Event()
     pubsub = b.redis.pubsub()
-    await pubsub.subscribe(*(user_channel(u) for u in sampled))
+    channels = Channels.of(b.redis)
+    await pubsub.subscribe(*(channels.user(u) for u in sampled))
     listener = asyncio.create_task(listen(pubsub, arrived, stop))
     try:
         await asyncio.sleep(0.2)

@@ -27,7 +27,7 @@ from bench.base import Bench, k
 from bench.env import API_WORKERS, JWT_SECRET, tree_memory_mb
 from bench.report import Row
 from bench.seed import TENANT, say
-from service.keys import STREAM, user_channel
+from service.keys import STREAM, Channels
 
 TOPIC = "st-all"
 OPEN_AT_ONCE = 256  # streams being opened at any moment (the rest wait their turn)
@@ -177,7 +177,8 @@ async def streams(b: Bench) -> list[Row]:
         # processes take after that is theirs.
         published: dict[int, float] = {}
         pubsub = b.redis.pubsub()
-        await pubsub.subscribe(user_channel(lo), user_channel(hi))
+        channels = Channels.of(b.redis)
+        await pubsub.subscribe(channels.user(lo), channels.user(hi))
 
         async def watch() -> None:
             while len(published) < 2:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from service.auth.tokens import new_token, token_hash
 from service.errors import NotFound, Unavailable
-from service.keys import AUTH_CHANNEL
+from service.keys import Channels
 from service.model import Principal
 from service.store import users
 
@@ -69,4 +69,4 @@ async def _forget_credentials(client: aioredis.Redis | None, user_id: int) -> No
     if client is not None:
         # If Redis is down, the API processes' cache TTL still bounds how long the old state lasts.
         with contextlib.suppress(Unavailable):
-            await client.publish(AUTH_CHANNEL, str(user_id))
+            await client.publish(Channels.of(client).auth, str(user_id))

@@ -41,14 +41,13 @@ from service import jobs
 from service.backends import postgres
 from service.errors import NotFound, Unavailable
 from service.keys import (
-    AUTH_CHANNEL,
     CLOSE_STREAMS,
     WATCHED,
+    Channels,
     count_key,
     listening_key,
     positions_key,
     tabs_key,
-    user_channel,
     wrote_key,
 )
 from service.process import Backends
@@ -211,6 +210,7 @@ async def _forget(client: aioredis.Redis, user_id: int) -> None:
             count_key(user_id), tabs_key(user_id), wrote_key(user_id), listening_key(user_id), positions_key(user_id)
         )
         pipe.zrem(WATCHED, user_id)  # the set of users whose counts a fan-out copies (service/counts/watch.py)
-        pipe.publish(AUTH_CHANNEL, str(user_id))
-        pipe.publish(user_channel(user_id), CLOSE_STREAMS)
+        channels = Channels.of(client)
+        pipe.publish(channels.auth, str(user_id))
+        pipe.publish(channels.user(user_id), CLOSE_STREAMS)
         await pipe.execute()

@@ -18,6 +18,10 @@ Keys and channels
     herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams;
                                   CLOSE_STREAMS ends them (the user is being erased)
     herald:auth                   pub/sub: a user id whose cached credentials must be dropped
+                                  (pub/sub channels are shared by every database of a Redis server:
+                                  on database N > 0 they are herald:dbN:user:{user_id} and
+                                  herald:dbN:auth, so that deployments on one server never hear
+                                  each other: see `channels`)
     herald:wrote:{user_id}        the primary's WAL position after the user's last write, for
                                   read-your-writes with a database replica (service/backends/replica.py)
     herald:reconcile:cursor       the reconcile job's place in its walk over users (workers/housekeeping.py)
@@ -27,15 +31,15 @@ The count protocol is described in service/counts/__init__.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 STREAM = "herald:events"
 GROUP = "herald"
 DEAD = "herald:events:dead"
 ATTEMPTS = "herald:events:attempts"
 QUEUE = "herald:queue"
-AUTH_CHANNEL = "herald:auth"
 COUNT_PREFIX = "herald:count:"
 TABS_PREFIX = "herald:tabs:"
-USER_CHANNEL = "herald:user:"
 WROTE_PREFIX = "herald:wrote:"
 RECONCILE_CURSOR = "herald:reconcile:cursor"
 # On a user's channel instead of a change: their open streams end (service/erasure.py).
@@ -57,8 +61,24 @@ def positions_key(user_id: int) -> str:
     return f"{POSITIONS_PREFIX}{user_id}"
 
 
-def user_channel(user_id: int) -> str:
-    return f"{USER_CHANNEL}{user_id}"
+class Channels:
+    """The pub/sub channels of the Redis database a client uses. Keys live in a database, but
+    channels belong to the whole server: two deployments sharing one Redis on databases 0 and 1
+    would otherwise push one's arrivals and badges to the other's streams, and drop each other's
+    cached credentials. Database 0 keeps the plain names."""
+
+    def __init__(self, database: int = 0) -> None:
+        scope = "herald:" if database == 0 else f"herald:db{database}:"
+        self.user_prefix = f"{scope}user:"
+        self.auth = f"{scope}auth"
+
+    @classmethod
+    def of(cls, client: Any) -> Channels:
+        """The channels of the database `client` (a redis-py client or pool owner) talks to."""
+        return cls(int(client.connection_pool.connection_kwargs.get("db") or 0))
+
+    def user(self, user_id: int) -> str:
+        return f"{self.user_prefix}{user_id}"
 
 
 def listening_key(user_id: int) -> str:

@@ -15,7 +15,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.backends.breaker import Breaker
-from service.keys import COUNT_PREFIX, USER_CHANNEL, WATCHED, count_key
+from service.keys import COUNT_PREFIX, WATCHED, Channels, count_key
 from service.model import Counts
 
 # A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
@@ -58,8 +58,7 @@ decode_change = msgspec.json.Decoder(Change).decode
 # usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
 # put back in the rare case that it was the newer one (a reader's REBUILDING mark is older than any
 # copy).
-_SET_COUNTS = (
-    """
+_SET_COUNTS = """
 local ttl, again, present = ARGV[1], ARGV[2] == '1', ARGV[4] == '1'
 local v = cmsgpack.unpack(ARGV[3])
 for at = 1, #v, 7 do
@@ -86,10 +85,7 @@ for at = 1, #v, 7 do
     redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
 return #v / 7
-""".replace("{COUNT_PREFIX}", COUNT_PREFIX)
-    .replace("{USER_CHANNEL}", USER_CHANNEL)
-    .replace("{WATCHED}", WATCHED)
-)
+""".replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{WATCHED}", WATCHED)
 # Before a reader rebuilds a cold copy: KEYS[1] the count key, ARGV[1] the user, ARGV[2] the TTL.
 # The user joins the watched set and, unless a copy is there already, the key holds REBUILDING.
 _MARK = """
@@ -135,7 +131,10 @@ class Copies:
         # While PostgreSQL does not answer, a copy that expired could not be rebuilt: reads then
         # keep the copies they find alive (GETEX), so a polled badge answers through the outage.
         self._database = database
-        self._set_counts = client.register_script(_SET_COUNTS)
+        # The users' channel names are those of the client's database (keys.Channels).
+        self._set_counts = client.register_script(
+            _SET_COUNTS.replace("{USER_CHANNEL}", Channels.of(client).user_prefix)
+        )
         self._fill = client.register_script(_FILL_COUNT)
         self._mark = client.register_script(_MARK)
         self._waiting: dict[int, list[asyncio.Future[Counts | None]]] = {}

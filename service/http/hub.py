@@ -1,9 +1,9 @@
 """One Redis pub/sub connection per API process, fanned out to whoever listens in that process.
 
 It always listens on `herald:auth` (a user whose cached credentials must be dropped) and, for each
-user with at least one open stream in this process, on `herald:user:{id}`. Listeners get a queue
-of `Change`s; `RESYNC` tells them messages may have been missed (the connection dropped) so they
-should read the counts afresh, and `None` that the stream must end (the process is shutting down,
+user with at least one open stream in this process, on `herald:user:{id}` (the names of the
+client's database: service/keys.py, Channels). Listeners get a queue of `Change`s; `RESYNC` tells
+them messages may have been missed (the connection dropped) so they should read the counts afresh, and `None` that the stream must end (the process is shutting down,
 or the user is being erased).
 
 If the connection drops, the whole credential cache is dropped too (invalidations may have been
@@ -29,7 +29,7 @@ from service.auth import Authenticator
 from service.counts import Change, decode_change
 from service.counts.watched import LISTENING_REFRESH, Watched
 from service.errors import Unavailable
-from service.keys import AUTH_CHANNEL, CLOSE_STREAMS, user_channel
+from service.keys import CLOSE_STREAMS, Channels
 
 log = logging.getLogger("herald.hub")
 
@@ -40,6 +40,7 @@ QUEUE_SIZE = 256
 class Hub:
     def __init__(self, client: aioredis.Redis, auth: Authenticator, watched: Watched) -> None:
         self._redis = client
+        self._channels = Channels.of(client)
         self._auth = auth
         self._watched = watched
         self._refresh_at = 0.0  # when every listened user is next kept watched (monotonic)
@@ -86,7 +87,7 @@ class Hub:
         if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
             try:
                 await self._watched.listening([user_id])  # before subscribing: see watched.py
-                await self._pubsub.subscribe(user_channel(user_id))
+                await self._pubsub.subscribe(self._channels.user(user_id))
             except Unavailable:
                 self._refresh_at = 0.0  # watched again with everyone at the reader's next turn
                 _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
@@ -98,7 +99,7 @@ class Hub:
                 del self._listeners[user_id]
                 if self._pubsub is not None and self.connected.is_set() and not self._stopping:
                     with contextlib.suppress(Unavailable):
-                        await self._pubsub.unsubscribe(user_channel(user_id))
+                        await self._pubsub.unsubscribe(self._channels.user(user_id))
 
     @property
     def listening(self) -> int:
@@ -111,7 +112,7 @@ class Hub:
             self._pubsub = pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await self._keep_watched()  # Redis may have come back without them
-                await pubsub.subscribe(AUTH_CHANNEL, *(user_channel(u) for u in self._listeners))
+                await pubsub.subscribe(self._channels.auth, *(self._channels.user(u) for u in self._listeners))
                 self.connected.set()
                 if reconnecting:  # listeners may have missed messages while it was down
                     self._broadcast(RESYNC)
@@ -152,7 +153,7 @@ class Hub:
                 _offer(queue, change)
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
-        if channel == AUTH_CHANNEL.encode():
+        if channel == self._channels.auth.encode():
             try:
                 self._auth.forget_user(int(data))
             except ValueError:

@@ -12,7 +12,7 @@ from arq.connections import ArqRedis
 
 from service import intake
 from service.counts import decode_change, decode_counts
-from service.keys import ATTEMPTS, DEAD, GROUP, STREAM, count_key, user_channel
+from service.keys import ATTEMPTS, DEAD, GROUP, STREAM, Channels, count_key
 from service.model import decode_event
 from service.process import Backends
 from service.store import events
@@ -104,7 +104,7 @@ async def test_a_user_named_by_several_events_of_one_batch_gains_one_per_event(
         before = await conn.fetchrow(_COUNTS, alice.user_id)
     assert before is not None
     pubsub = backends.redis.pubsub()
-    await pubsub.subscribe(user_channel(alice.user_id))
+    await pubsub.subscribe(Channels.of(backends.redis).user(alice.user_id))
     try:
         fan = Delivery(backends, arq_pool)
         given = [
