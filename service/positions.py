@@ -32,6 +32,7 @@ from typing import cast
 import msgspec
 import redis.asyncio as aioredis
 
+from service.backends import redis as redis_cache
 from service.errors import Unavailable
 from service.keys import positions_key
 from service.model import InboxQuery, Position
@@ -75,16 +76,8 @@ class Positions:
 
     async def load(self, user_id: int, field: str) -> Marks | None:
         """The list's remembered positions, of whatever version (None: none, or Redis is away)."""
-        try:
-            raw = await cast(Awaitable[bytes | None], self._redis.hget(positions_key(user_id), field))
-        except Unavailable:
-            return None
-        if raw is None:
-            return None
-        try:
-            return _decode(raw)
-        except msgspec.DecodeError:
-            return None
+        found = cast(Awaitable[bytes | None], self._redis.hget(positions_key(user_id), field))
+        return await redis_cache.cached(found, _decode)
 
     async def remember(self, user_id: int, field: str, before: Marks | None, version: int, new: list[Mark]) -> None:
         """Add `new` (read at count `version`) to the positions loaded as `before`; the newest KEPT

@@ -13,9 +13,10 @@ go through `translated()`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, overload
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
@@ -28,6 +29,23 @@ from service.errors import Unavailable
 from service.settings import SENTINEL_SCHEME, parse_sentinel_url
 
 RedisT = TypeVar("RedisT", bound=aioredis.Redis)
+T = TypeVar("T")
+
+
+async def cached(read: Awaitable[bytes | None], decode: Callable[[bytes], T]) -> T | None:
+    """A cache entry, read and decoded: None when it is absent, cannot be decoded (another version
+    wrote it) or Redis is away. Only for caches: the caller has the true answer elsewhere."""
+    try:
+        raw = await read
+    except Unavailable:
+        return None
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except msgspec.DecodeError:
+        return None
+
 
 # What an unreachable Redis raises: redis-py wraps most socket errors, not all of them.
 # READONLY is an outage too: the primary named a moment ago is a replica now (a failover is under way).

@@ -32,6 +32,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.backends import postgres
+from service.backends import redis as redis_cache
 from service.errors import Unavailable
 from service.keys import tabs_key
 
@@ -127,16 +128,7 @@ class Tabs:
 
     async def cached(self, user_id: int) -> Breakdown | None:
         """The breakdown Redis holds for the user, at whatever version (None: none, or Redis is away)."""
-        try:
-            raw = await self._redis.get(tabs_key(user_id))
-        except Unavailable:
-            return None
-        if raw is None:
-            return None
-        try:
-            return _decode(raw)
-        except msgspec.DecodeError:
-            return None
+        return await redis_cache.cached(self._redis.get(tabs_key(user_id)), _decode)
 
     async def breakdown(self, user_id: int, version: int | None, cached: Breakdown | None) -> Breakdown:
         """The breakdown at count `version` (None: Redis is away, count now): `cached` (read

@@ -3,8 +3,9 @@
 It always listens on `herald:auth` (a user whose cached credentials must be dropped) and, for each
 user with at least one open stream in this process, on `herald:user:{id}` (the names of the
 client's database: service/keys.py, Channels). Listeners get a queue of `Change`s; `RESYNC` tells
-them messages may have been missed (the connection dropped) so they should read the counts afresh, and `None` that the stream must end (the process is shutting down,
-or the user is being erased).
+them messages may have been missed (the connection dropped) so they should read the counts
+afresh, and `None` that the stream must end (the process is shutting down, or the user is being
+erased).
 
 If the connection drops, the whole credential cache is dropped too (invalidations may have been
 missed), and every subscription is made again once Redis is back.
