@@ -89,6 +89,11 @@ async def _deep_page(b: Backends, who: Principal, query: InboxQuery, field: str,
         return await inbox.items_from(conn, who, query, limit=limit + 1, offset=skip, start=start)
 
     rows, version = await b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout)
+    if mark is not None and version != overall.version:
+        # The list the page was read from is not the one the position was kept for (the cached
+        # count lags a commit, or a replica lags the primary; or the page is empty): walk instead.
+        start, skip = None, offset
+        rows, version = await b.reads.run(who.user_id, read, timeout=b.settings.backend_timeout)
     if version is not None:
         new = positions.marks_of(offset, [Position(created_at=r.created_at, id=r.id) for r in rows])
         if not positions.known(before, version, new):

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from service import positions
 from service.ids import from_scalebox, to_scalebox
 from service.keys import positions_key
+from service.process import Backends
 from tests.support.factories import Deliver, MakeUser, User
 
 Client = httpx.AsyncClient
@@ -120,3 +121,25 @@ async def test_oldest_first_pages_and_unremembered_lists(
     await redis_client.delete(positions_key(alice.user_id))
     assert len(await ids(client, alice, offset=30, type="scan.completed")) <= 10
     assert await remembered(redis_client, alice) == {}
+
+
+async def test_a_position_is_not_used_for_a_list_newer_than_its_cached_count(
+    client: Client, alice: User, redis_client: aioredis.Redis, backends: Backends
+) -> None:
+    """The cached count can lag a commit (the copy follows it, or failed): the page is then read
+    from a list that changed since the position was kept. It must be walked, and what it remembers
+    must be kept under the list's own version, not the cached one."""
+    whole = await everything(client, alice)
+    await ids(client, alice, offset=30)
+    before = (await remembered(redis_client, alice))["all:desc"]
+    newest = from_scalebox(whole[0])
+    async with backends.pool.acquire() as conn, conn.transaction():  # a change whose copy never came
+        await conn.execute("DELETE FROM inbox WHERE id = $1", newest)
+        await conn.execute(
+            "UPDATE inbox_counts SET total = total - 1, unread = unread - 1, version = version + 1 WHERE user_id = $1",
+            alice.user_id,
+        )
+    assert await ids(client, alice, offset=30) == whole[31:41]
+    after = (await remembered(redis_client, alice))["all:desc"]
+    assert after.version == before.version + 1
+    assert {m.offset: to_scalebox(m.id) for m in after.marks} == {30: whole[31], 40: whole[41]}
