@@ -230,6 +230,20 @@ LANGUAGE sql IMMUTABLE AS $$
     ) d
 $$;
 
+-- A statement that finds a thread changed after it began (a concurrent event of its group committed
+-- a new actor list it cannot see) stops as a serialization failure, which Herald runs again with a
+-- fresh snapshot (service/store/fanout.py, `nodes`).
+CREATE OR REPLACE FUNCTION herald_again_if(stale boolean)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF stale THEN
+        RAISE EXCEPTION 'a thread changed after this statement began' USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- What a user muted: event types, categories, and topics. A row exists only for a user who muted
 -- something (an empty PUT deletes it), so the fan-out's anti-join against this table finds nothing
 -- for nearly every recipient, and costs about nothing while the table is small. The fan-out only

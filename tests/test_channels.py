@@ -6,7 +6,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from service.counts.copies import Copies
-from service.keys import Channels
+from service.keys import WATCHED, Channels, count_key
 from service.local.harness import Servers
 from service.model import Counts
 
@@ -39,7 +39,8 @@ async def test_a_copy_on_one_database_is_pushed_to_its_own_channel_only(servers:
             heard.append(message["channel"])
         assert heard == [b"herald:db14:user:42"]
     finally:
-        await four.flushdb()
+        await four.delete(count_key(42))
+        await four.zrem(WATCHED, 42)
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         for client in (zero, four, listener):
             await client.aclose()

@@ -86,12 +86,15 @@ async def as_a_job(work: Callable[[bool], Awaitable[object]], attempts: int = 6)
     that happens when every pooled connection is taken while the storm's operations fill the
     machine. A chunk of a group's event waits, as arq's job does, for the group's earlier events
     (store/fanout.py)."""
-    attempt = 0
+    attempt, waits = 0, 0
     while True:
         try:
             await work(attempt > 0)
             return
         except GroupBusy:  # a chunk after an earlier event of its group: arq runs it again later
+            waits += 1
+            if waits > 1500:  # 30 s: the earlier event never finished
+                raise
             await asyncio.sleep(0.02)
             continue
         except Unavailable:

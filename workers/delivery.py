@@ -40,8 +40,9 @@ log = logging.getLogger("herald.fanout")
 CHUNK_ATTEMPTS = 5
 CHUNK_JOB = "fanout_chunk"
 # A chunk whose group's earlier event is still being fanned out looks again after 20 ms, 40 ms, …
-# up to a second: arq's tries (workers/main.py) then wait for an earlier event of about 16 minutes.
+# up to a second, for about 14 minutes (GROUP_WAIT_TRIES), then runs beside it.
 GROUP_WAIT_MAX = 1.0
+GROUP_WAIT_TRIES = 900  # under arq's max_tries (workers/main.py ARQ_MAX_TRIES)
 KNOWN_USERS_KEPT = 200_000
 
 
@@ -227,7 +228,7 @@ class Delivery:
             await self.b.counts.copy([d for _, d in arrived], [(d.inbox_id, event_id) for event_id, d in arrived])
         return outcomes
 
-    async def run_chunk(self, event_id: int, lo: int, hi: int) -> int:
+    async def run_chunk(self, event_id: int, lo: int, hi: int, *, wait_turn: bool = True) -> int:
         """One chunk of a split fan-out (the arq job's body). Returns the rows written.
 
         A chunk found already written is a job run again after its worker died or its copy to
@@ -235,7 +236,7 @@ class Delivery:
 
         async def work(conn: asyncpg.Connection) -> fanout.Written:
             async with conn.transaction():
-                written = await fanout.run_chunk(conn, event_id, lo, hi)
+                written = await fanout.run_chunk(conn, event_id, lo, hi, wait_turn=wait_turn)
             # After the commit, in a snapshot of its own: of two last chunks committing at once,
             # each would see the other unfinished inside its transaction, and neither would finish.
             await fanout.finish(conn, event_id)
@@ -306,7 +307,9 @@ async def fanout_chunk(ctx: dict[str, Any], event_id: int, lo: int, hi: int) -> 
     worker: Delivery = ctx["fanout"]
     tries: int = ctx.get("job_try", 1)
     try:
-        return await worker.run_chunk(event_id, lo, hi)
+        # Past GROUP_WAIT_TRIES a chunk stops waiting for its turn and runs (correctly, beside the
+        # earlier event: see store/fanout.py) rather than use up arq's tries and be dropped.
+        return await worker.run_chunk(event_id, lo, hi, wait_turn=tries < GROUP_WAIT_TRIES)
     except fanout.GroupBusy as exc:  # its turn comes when the group's earlier event is done
         raise Retry(defer=min(0.02 * tries, GROUP_WAIT_MAX)) from exc
     except Unavailable as exc:

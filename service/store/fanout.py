@@ -164,7 +164,10 @@ _RUN_CHUNK = {
 #            read" is waited for and seen), with what each is worth in the counts; looked up in
 #            the chunk's id range (by the group alone, each chunk read every chunk's threads);
 #   nodes    the threads' new actor lists (schema.sql, thread_actors): one node per distinct list
-#            among them, found or made, and none when the event names no actor;
+#            among them, found or made, and none when the event names no actor. A thread `old`
+#            waited for (another event of the group was writing it) may hold a list this statement's
+#            snapshot cannot see: the statement then stops as a serialization failure and runs
+#            again (herald_again_if), rather than start the list over;
 #   upd      each thread takes the event: unread, unseen and out of the archive again, one more
 #            activity, and the newest event's fields and time (an older event only adds to it);
 #   ins      a new thread for everyone else;
@@ -176,10 +179,12 @@ _RUN_CHUNK = {
 # The chunks of one event run side by side (their recipients differ); the events of one group take
 # turns, each starting once the one before it is done (`_EARLIER_RUNNING`, see run_chunk), so that
 # `old` sees every thread, and every actor list, that the group's earlier events made. Should two
-# events of a group still meet (an earlier one stalled, below), the second waits for the first's lock
-# on a thread (in user-id order, as `old` takes them); and where both start a user's thread, the
-# unique index inbox_user_thread lets one through and the other's transaction runs again
-# (postgres.RACED), finding the thread to update.
+# events of a group still meet (an earlier one stalled, below, or a chunk that waited its turn too
+# long), they stay right, only slower: the second waits for the first's lock on a thread (in
+# user-id order, as `old` takes them) and reads it as the first left it; an actor list it cannot
+# see yet makes it run again (`nodes`); and where both start a user's thread, the unique index
+# inbox_user_thread lets one through and the other's transaction runs again (postgres.RACED),
+# finding the thread to update.
 _RUN_THREAD_CHUNK = f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
@@ -208,7 +213,7 @@ nodes AS (
     SELECT p.parent, ev.actor, ev.occurred_at, m.actors, m.times
     FROM parents p CROSS JOIN ev LEFT JOIN thread_actors t ON t.id = p.parent,
          LATERAL herald_merge_actors(coalesce(t.actors, '{{}}'), coalesce(t.times, '{{}}'), ev.actor, ev.occurred_at) m
-    WHERE ev.actor IS NOT NULL
+    WHERE ev.actor IS NOT NULL AND herald_again_if(p.parent <> 0 AND t.id IS NULL)
     ORDER BY p.parent
     ON CONFLICT (parent, actor, at) DO UPDATE SET actor = EXCLUDED.actor
     RETURNING id, parent
@@ -263,9 +268,10 @@ FROM cnt JOIN delta d USING (user_id)
 # and an event committed after a chunk looked at its group is always a later one.
 _GROUP_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1::bigint::text || ':' || $2::text, 0))"
 # Whether an earlier event of event $1's group is still being fanned out, and alive: recorded, or
-# one of its chunks written, in the last GROUP_STALLED. One that has done nothing for that long (a
-# chunk dead-lettered, its worker gone for good) holds back the events after it no longer.
-GROUP_STALLED = 30
+# one of its chunks written, in the last GROUP_STALLED seconds (longer than a chunk may run,
+# workers/main.py CHUNK_TIMEOUT). One that has done nothing for that long (a chunk dead-lettered,
+# its worker gone for good) holds back the events after it no longer.
+GROUP_STALLED = 60
 _EARLIER_RUNNING = f"""
 SELECT EXISTS (
     SELECT 1 FROM events me JOIN events e ON e.tenant_id = me.tenant_id AND e.grp = me.grp
@@ -400,10 +406,11 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
     return [(r[0], r[1]) for r in await conn.fetch(_PENDING_CHUNKS, event_id)]
 
 
-async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -> Written:
+async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True) -> Written:
     """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
     has no recipient left). A chunk of a grouped event raises GroupBusy, having written nothing,
-    while an earlier event of its group is being fanned out; one that raced another event of its
+    while an earlier event of its group is being fanned out (unless not `wait_turn`: it has waited
+    long enough, and runs beside it); one that raced another event of its
     group for a new thread fails with a UniqueViolationError on inbox_user_thread: run the
     transaction again (postgres.run does)."""
     source, grouped = await audiences.kind(conn, event_id)
@@ -412,7 +419,7 @@ async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int) -
         if written:
             await conn.execute(_CHUNK_ROWS, event_id, lo, written)
         return Written(rows=written, lo=first or 0, hi=last or 0)
-    if await conn.fetchval(_EARLIER_RUNNING, event_id):
+    if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
         raise GroupBusy(event_id)
     rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
