@@ -353,3 +353,30 @@ async def test_events_of_one_group_that_meet_anyway_leave_every_actor(
     )
     assert tuple(found[0]) == (2500, 3, 3, 3, 3)
     await counts_agree(backends)
+
+
+async def test_a_small_event_of_a_group_waits_for_its_turn_in_the_queue(
+    backends: Backends, fan: Delivery, jobs: JobRecorder
+) -> None:
+    """An event small enough to be written with its record (one chunk, inline) is queued instead
+    while an earlier event of its group is being fanned out, and written when its turn comes."""
+    users = [f"q{i:04d}" for i in range(2500)]
+    await fan.ingest(make_event(users=users, group="turn", actor="big"))
+    big = [args for _, args, _ in jobs.jobs]
+    jobs.jobs.clear()
+    small = await fan.ingest(make_event(users=users[:2], group="turn", actor="small"))
+    assert small.deliveries == [] and len(small.queued) == 1  # queued, not written
+    (queued,) = [args for _, args, _ in jobs.jobs]
+    with pytest.raises(fanout.GroupBusy):
+        await fan.run_chunk(*queued)
+    for args in big:
+        await fan.run_chunk(*args)
+    assert await fan.run_chunk(*queued) == 2
+    found = await rows(
+        backends,
+        """SELECT u.external_id, i.activity, a.actors FROM inbox i JOIN users u ON u.id = i.user_id
+           LEFT JOIN thread_actors a ON a.id = i.actors_id WHERE i.thread = 'turn' AND i.activity = 2
+           ORDER BY 1""",
+    )
+    assert [tuple(r) for r in found] == [("q0000", 2, ["small", "big"]), ("q0001", 2, ["small", "big"])]
+    await counts_agree(backends)
