@@ -11,9 +11,10 @@ after a page skip nothing.
 
 A remembered position holds only while the list is what it was: it is kept under the user's count
 version read in the same statement as the page (one snapshot), and used only while the count
-version the reader sees is that one. Every change of a user's rows changes that version (see
-service/counts/__init__.py), so a list that changed since never starts from an old position. Only the
-inbox lists the counters describe (unfiltered, or unread or read only; newest or oldest first) are
+version the reader sees is that one, and the page read from it is of that version too (the cached
+count can lag a commit, a replica the primary): else the page walks its offset. Every change of a
+user's rows changes that version (see service/counts/__init__.py), so a list that changed since
+never starts from an old position. Only the inbox lists the counters describe (unfiltered, or unread or read only; newest or oldest first) are
 remembered; a page filtered on the event, or of the archive, walks its offset.
 
 Storage: one Redis hash per user, `herald:pos:{user_id}`, a field per list (read filter and
