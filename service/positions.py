@@ -14,8 +14,9 @@ version read in the same statement as the page (one snapshot), and used only whi
 version the reader sees is that one, and the page read from it is of that version too (the cached
 count can lag a commit, a replica the primary): else the page walks its offset. Every change of a
 user's rows changes that version (see service/counts/__init__.py), so a list that changed since
-never starts from an old position. Only the inbox lists the counters describe (unfiltered, or unread or read only; newest or oldest first) are
-remembered; a page filtered on the event, or of the archive, walks its offset.
+never starts from an old position. Only the inbox lists the counters describe (unfiltered, or
+unread or read only; newest or oldest first) are remembered; a page filtered on the event, or of
+the archive, walks its offset.
 
 Storage: one Redis hash per user, `herald:pos:{user_id}`, a field per list (read filter and
 order), each holding at most KEPT positions of one version (msgpack), expiring TTL seconds after
