@@ -118,10 +118,15 @@ class Processes:
 
     def workers(self, count: int = WORKERS) -> list[int]:
         """`herald worker` processes (started once); their pids."""
-        started = [
-            self._started.get(f"worker{i}") or self.spawn(f"worker{i}", herald_command("worker"), self.env)
-            for i in range(count)
-        ]
+        started = []
+        for i in range(count):
+            name = f"worker{i}"
+            if name not in self._started:
+                # Each worker's own /metrics (workers/health.py), for figures that read what it did.
+                port = free_port()
+                self.urls[name] = f"http://127.0.0.1:{port}"
+                self.spawn(name, herald_command("worker"), {**self.env, "HERALD_METRICS_PORT": str(port)})
+            started.append(self._started[name])
         time.sleep(1.5)  # arq connects and the consumer joins the group
         for child in started:
             if child.proc.poll() is not None:
@@ -133,6 +138,8 @@ class Processes:
         stop([self._started.pop(n) for n in names if n in self._started], timeout=40)
         for n in names:
             self.children.pop(n, None)
+            if n.startswith("worker"):
+                self.urls.pop(n, None)
 
 
 def peak_rss_mb(pid: int) -> float:

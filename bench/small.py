@@ -24,11 +24,13 @@ import random
 import time
 from collections.abc import Iterable
 
+import httpx
 import msgspec
 import redis.exceptions
 from redis.asyncio.client import PubSub
 
 from bench.base import Bench, k
+from bench.env import WORKERS
 from bench.report import Row, ratio_row
 from bench.seed import TENANT, say
 from service.counts import decode_change, decode_counts
@@ -277,6 +279,27 @@ async def visible(b: Bench, made: list[Small], rate: float, lo: int, hi: int) ->
     return latencies, reached, len(timed) - len(latencies)
 
 
+# The workers' own counters (workers/health.py, /metrics), summed over the running workers: the
+# fan-out statements (a stream read's small events are one), their time, the events batched.
+_COUNTERS = (
+    "herald_fanout_duration_seconds_count",
+    "herald_fanout_duration_seconds_sum",
+    "herald_events_batched_total",
+)
+
+
+async def _worker_counters(b: Bench) -> dict[str, float]:
+    totals = dict.fromkeys(_COUNTERS, 0.0)
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, url in list(b.procs.urls.items()):
+            if name.startswith("worker"):
+                for line in (await client.get(url + "/metrics")).text.splitlines():
+                    key, _, value = line.partition(" ")
+                    if key in totals:
+                        totals[key] += float(value)
+    return totals
+
+
 def _percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(len(values) * share))] if values else float("inf")
 
@@ -303,7 +326,20 @@ async def small(b: Bench) -> list[Row]:
     rate = LOAD * sustained
     say(f"publish → visible at {rate:,.0f} events/s ({LOAD:.0%} of {sustained:,.0f}) for {s.small_seconds:g} s")
     made, _ = make_events(rng, f"{PREFIX}-visible", int(rate * (1 + s.small_seconds)), s.small_users)
+    counted = await _worker_counters(b)
+    started = time.perf_counter()
     latencies, reached, missing = await visible(b, made, rate, lo, hi)
+    took = time.perf_counter() - started
+    done = {k: v - counted[k] for k, v in (await _worker_counters(b)).items()}
+    statements, seconds = done[_COUNTERS[0]], done[_COUNTERS[1]]
+    if statements:
+        profile = (
+            f"{statements:,.0f} fan-out statements ({len(made) / statements:.1f} events each), "
+            f"{seconds / statements * 1000:.1f} ms each on average; the {WORKERS} workers spent "
+            f"{seconds / (took * WORKERS):.0%} of the phase's {took:.1f} s in them"
+        )
+        say(f"the workers during publish → visible: {profile}")
+        b.note(f"publish → visible (small events), the workers' own /metrics over the phase: {profile}")
     await clear(b, lo, hi)
     p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
     say(f"publish → visible at {reached:,.0f}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(latencies):,} timed)")
