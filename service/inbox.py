@@ -74,13 +74,7 @@ async def _deep_page(b: Backends, who: Principal, query: InboxQuery, field: str,
     """A page far down a list the counters describe, started from the nearest position a page
     before it remembered, when the list has not changed since (service/positions.py). The counts
     and the positions are read together first: the version says which positions still hold."""
-    loading = asyncio.ensure_future(b.positions.load(who.user_id, field))
-    try:
-        overall = await b.counts.read(who.user_id)
-    except BaseException:
-        loading.cancel()
-        raise
-    before = await loading
+    before, overall = await asyncio.gather(b.positions.load(who.user_id, field), b.counts.read(who.user_id))
     mark = positions.nearest(before, overall.version, offset)
     start = None if mark is None else Position(created_at=mark.created_at, id=mark.id)
     skip = offset if mark is None else offset - mark.offset

@@ -21,7 +21,7 @@ Keys and channels
                                   (pub/sub channels are shared by every database of a Redis server:
                                   on database N > 0 they are herald:dbN:user:{user_id} and
                                   herald:dbN:auth, so that deployments on one server never hear
-                                  each other: see `channels`)
+                                  each other: see `Channels`)
     herald:wrote:{user_id}        the primary's WAL position after the user's last write, for
                                   read-your-writes with a database replica (service/backends/replica.py)
     herald:reconcile:cursor       the reconcile job's place in its walk over users (workers/housekeeping.py)

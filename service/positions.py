@@ -84,10 +84,9 @@ class Positions:
     async def remember(self, user_id: int, field: str, before: Marks | None, version: int, new: list[Mark]) -> None:
         """Add `new` (read at count `version`) to the positions loaded as `before`; the newest KEPT
         stay. Two pages remembered at once may lose one another's positions: only a later walk."""
-        kept = [m for m in before.marks if m.offset not in {n.offset for n in new}] if before else []
-        if before is None or before.version != version:
-            kept = []
-        marks = Marks(version, (new + kept)[:KEPT])
+        older = before.marks if before is not None and before.version == version else []
+        replaced = {m.offset for m in new}
+        marks = Marks(version, (new + [m for m in older if m.offset not in replaced])[:KEPT])
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(positions_key(user_id), field, _encode(marks))  # type: ignore[arg-type]  # bytes are fine

@@ -154,17 +154,16 @@ class CountEngine:
         tabs.py): the unfiltered tab is the badge."""
         # The cached breakdown is read beside the counts, not after them: one Redis round trip
         # for a poll while nothing changes.
-        cached = asyncio.ensure_future(self._tabs.cached(user_id))
-        try:
-            current: Counts | None = await self.read(user_id)
-        except Unavailable:
-            current = None
-        except BaseException:
-            cached.cancel()
-            raise
-        version = None if current is None else current.version
-        breakdown = await self._tabs.breakdown(user_id, version, await cached)
+        version, cached = await asyncio.gather(self._version(user_id), self._tabs.cached(user_id))
+        breakdown = await self._tabs.breakdown(user_id, version, cached)
         return {name: count(breakdown, tab) for name, tab in tabs.items()}
+
+    async def _version(self, user_id: int) -> int | None:
+        """The version of the counts the badge answers with; None while Redis is away."""
+        try:
+            return (await self.read(user_id)).version
+        except Unavailable:
+            return None
 
     def _forget_rebuild(self, user_id: int, rebuild: Rebuild) -> None:
         if self._rebuilding.get(user_id) is rebuild:
