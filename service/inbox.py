@@ -273,18 +273,31 @@ def _read_done(key: tuple[int, int], done: asyncio.Event, task: asyncio.Task[Inb
         task.exception()  # retrieved, whether or not a stream still waits for it
 
 
+def _read(b: Backends, who: Principal, key: tuple[int, int]) -> tuple[asyncio.Task[InboxItem | None], asyncio.Event]:
+    reading = _reading.get(key)
+    if reading is None:
+        read = postgres.run(b.pool, inbox.event_as_item, who, key[1], timeout=b.settings.backend_timeout)
+        task = asyncio.create_task(read)
+        reading = _reading[key] = (task, asyncio.Event())
+        task.add_done_callback(functools.partial(_read_done, key, reading[1]))
+    return reading
+
+
+def read_ahead(b: Backends, who: Principal, event_id: int) -> None:
+    """Start reading event `event_id` for `arrival`, unless it is known or being read. Called as soon
+    as an arrival reaches this process, before its streams wake: when an event reaches thousands of
+    streams here at once, the read then starts ahead of their wake-ups instead of behind them."""
+    key = (who.tenant_id, event_id)
+    if key not in _arrivals:
+        _read(b, who, key)
+
+
 async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> InboxItem | None:
     """The new row `row_id` of event `event_id`, as it was when it arrived (unread)."""
     key = (who.tenant_id, event_id)
     template = _arrivals.get(key)
     if template is None:
-        reading = _reading.get(key)
-        if reading is None:
-            read = postgres.run(b.pool, inbox.event_as_item, who, event_id, timeout=b.settings.backend_timeout)
-            task = asyncio.create_task(read)
-            reading = _reading[key] = (task, asyncio.Event())
-            task.add_done_callback(functools.partial(_read_done, key, reading[1]))
-        task, done = reading
+        task, done = _read(b, who, key)
         await done.wait()
         template = task.result()
         if template is None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -49,6 +49,7 @@ class Hub:
         self._pubsub: PubSub | None = None
         self._stopping = False
         self._listeners: dict[int, set[asyncio.Queue[Change | None]]] = {}
+        self._ahead: dict[int, Callable[[Change], None]] = {}  # per user: told of an arrival before the queues
         self.connected = asyncio.Event()
         self.draining = False
 
@@ -78,13 +79,20 @@ class Hub:
                     await asyncio.wait_for(self._task, 2)
 
     @contextlib.asynccontextmanager
-    async def listen(self, user_id: int) -> AsyncIterator[asyncio.Queue[Change | None]]:
-        """A queue of the user's changes for as long as the block runs."""
+    async def listen(
+        self, user_id: int, ahead: Callable[[Change], None] | None = None
+    ) -> AsyncIterator[asyncio.Queue[Change | None]]:
+        """A queue of the user's changes for as long as the block runs. `ahead`, if given, is called
+        with each arrival (a change with a row and its event) before any queue of the user gets it:
+        a broadcast wakes every stream of the process at once, and what all of them will need (the
+        event, service/inbox.py read_ahead) is best started before they run."""
         queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
         if self.draining:
             queue.put_nowait(None)
         queues = self._listeners.setdefault(user_id, set())
         queues.add(queue)
+        if ahead is not None:
+            self._ahead[user_id] = ahead
         if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
             try:
                 await self._watched.listening([user_id])  # before subscribing: see watched.py
@@ -98,6 +106,7 @@ class Hub:
             queues.discard(queue)
             if not queues:
                 del self._listeners[user_id]
+                self._ahead.pop(user_id, None)
                 if self._pubsub is not None and self.connected.is_set() and not self._stopping:
                     with contextlib.suppress(Unavailable):
                         await self._pubsub.unsubscribe(self._channels.user(user_id))
@@ -122,8 +131,11 @@ class Hub:
                     # A bounded wait (not a blocking read), so the client's socket timeout never
                     # mistakes a quiet channel for a dead connection.
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                    while message is not None:
                         self._dispatch(message["channel"], message["data"])
+                        # What has already arrived, without a timer each: a broadcast brings one
+                        # message per stream here, and a timer costs more than the message.
+                        message = await pubsub.get_message(timeout=0)
                     if time.monotonic() >= self._refresh_at:
                         await self._keep_watched()
             except Exception as exc:
@@ -167,6 +179,10 @@ class Hub:
         except (ValueError, IndexError):
             log.warning("ignored a malformed message on %r", channel)
             return
+        if change is not None and change.event is not None and not change.again:
+            ahead = self._ahead.get(user_id)
+            if ahead is not None:
+                ahead(change)
         for queue in self._listeners.get(user_id, ()):
             _offer(queue, change)
 

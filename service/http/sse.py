@@ -87,7 +87,7 @@ class _Stream:
         STREAMS_OPEN.inc()
         try:
             # Listen first, then read: a change between the two is then seen twice, never missed.
-            async with self.hub.listen(self.who.user_id) as queue:
+            async with self.hub.listen(self.who.user_id, self._ahead) as queue:
                 counts = await self.b.counts.read(self.who.user_id)
                 first = []
                 if self.replay_from is not None:
@@ -110,6 +110,10 @@ class _Stream:
                         yield chunk
         finally:
             STREAMS_OPEN.dec()
+
+    def _ahead(self, change: Change) -> None:
+        if change.event is not None:
+            inbox.read_ahead(self.b, self.who, change.event)
 
     async def _apply(self, change: Change) -> bytes:
         if change is RESYNC:
