@@ -164,10 +164,10 @@ _RUN_CHUNK = {
 #            read" is waited for and seen), with what each is worth in the counts; looked up in
 #            the chunk's id range (by the group alone, each chunk read every chunk's threads);
 #   nodes    the threads' new actor lists (schema.sql, thread_actors): one node per distinct list
-#            among them, found or made, and none when the event names no actor. A thread `old`
-#            waited for (another event of the group was writing it) may hold a list this statement's
-#            snapshot cannot see: the statement then stops as a serialization failure and runs
-#            again (herald_again_if), rather than start the list over;
+#            among them, none when the event names no actor, made before this statement by
+#            _THREAD_NODES (see there). A thread `old` waited for (another event of the group was
+#            writing it) may hold a list no node was made from: the statement then stops as a
+#            serialization failure and runs again (herald_again_if), nodes first;
 #   upd      each thread takes the event: unread, unseen and out of the archive again, one more
 #            activity, and the newest event's fields and time (an older event only adds to it);
 #   ins      a new thread for everyone else;
@@ -209,14 +209,10 @@ parents AS (
     SELECT 0 WHERE (SELECT count(*) FROM live) > (SELECT count(*) FROM old)
 ),
 nodes AS (
-    INSERT INTO thread_actors (parent, actor, at, actors, times)
-    SELECT p.parent, ev.actor, ev.occurred_at, m.actors, m.times
-    FROM parents p CROSS JOIN ev LEFT JOIN thread_actors t ON t.id = p.parent,
-         LATERAL herald_merge_actors(coalesce(t.actors, '{{}}'), coalesce(t.times, '{{}}'), ev.actor, ev.occurred_at) m
-    WHERE ev.actor IS NOT NULL AND herald_again_if(p.parent <> 0 AND t.id IS NULL)
-    ORDER BY p.parent
-    ON CONFLICT (parent, actor, at) DO UPDATE SET actor = EXCLUDED.actor
-    RETURNING id, parent
+    SELECT n.id, p.parent
+    FROM parents p CROSS JOIN ev
+    LEFT JOIN thread_actors n ON n.parent = p.parent AND n.actor = ev.actor AND n.at = ev.occurred_at
+    WHERE ev.actor IS NOT NULL AND herald_again_if(ev.actor IS NOT NULL AND n.id IS NULL)
 ),
 upd AS (
     UPDATE inbox i
@@ -263,6 +259,34 @@ cnt AS (
 SELECT cnt.user_id, d.id, cnt.unread, cnt.total, cnt.version, cnt.unseen, d.again
 FROM cnt JOIN delta d USING (user_id)
 """  # noqa: S608
+# A grouped event's new actor nodes for the threads of chunk $2..$3 (`nodes` above): one per distinct
+# actor list among the recipients' threads (0: a new thread), that list with the event's actor
+# merged in. Made by a statement of its own before the chunk's, and committed at once when the chunk
+# runs as a job of its own: every chunk of the event needs the same node, and a node made inside
+# each chunk's transaction (INSERT … ON CONFLICT) made every other chunk wait for that transaction's
+# end, so the chunks of one event ran one after another. Made twice (a chunk run again, or two
+# chunks at once), a node is found, not duplicated (its unique key); one made for a thread that
+# changes before the chunk runs is only unused.
+_THREAD_NODES = f"""
+WITH {_AUDIENCE},
+live AS (SELECT a.user_id FROM audience a, ev WHERE ev.actor IS NOT NULL AND {_LIVE}),
+held AS (
+    SELECT i.actors_id FROM live l JOIN inbox i ON i.user_id = l.user_id, ev
+    WHERE i.thread = ev.grp AND i.user_id BETWEEN $2 AND $3
+),
+parents AS (
+    SELECT DISTINCT coalesce(actors_id, 0) AS parent FROM held
+    UNION
+    SELECT 0 WHERE (SELECT count(*) FROM live) > (SELECT count(*) FROM held)
+)
+INSERT INTO thread_actors (parent, actor, at, actors, times)
+SELECT p.parent, ev.actor, ev.occurred_at, m.actors, m.times
+FROM parents p CROSS JOIN ev LEFT JOIN thread_actors t ON t.id = p.parent,
+     LATERAL herald_merge_actors(coalesce(t.actors, '{{}}'), coalesce(t.times, '{{}}'), ev.actor, ev.occurred_at) m
+WHERE p.parent = 0 OR t.id IS NOT NULL
+ORDER BY p.parent
+ON CONFLICT (parent, actor, at) DO NOTHING
+"""  # noqa: S608 (fixed fragments only)
 # The advisory lock of a group, taken by the transaction that records an event of it: the group's
 # events are recorded one at a time, so their ids follow the order in which they were committed,
 # and an event committed after a chunk looked at its group is always a later one.
@@ -406,13 +430,27 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
     return [(r[0], r[1]) for r in await conn.fetch(_PENDING_CHUNKS, event_id)]
 
 
-async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True) -> Written:
+async def make_nodes(conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True) -> None:
+    """The actor nodes chunk lo..hi of a grouped event needs (_THREAD_NODES), made outside the
+    chunk's transaction so that they are committed before it starts; nothing for a plain event.
+    Raises GroupBusy, having made nothing, as `run_chunk` does."""
+    _, grouped = await audiences.kind(conn, event_id)
+    if grouped:
+        if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
+            raise GroupBusy(event_id)
+        await conn.execute(_THREAD_NODES, event_id, lo, hi, timeout=120)
+
+
+async def run_chunk(
+    conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True, nodes_made: bool = False
+) -> Written:
     """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
     has no recipient left). A chunk of a grouped event raises GroupBusy, having written nothing,
     while an earlier event of its group is being fanned out (unless not `wait_turn`: it has waited
     long enough, and runs beside it); one that raced another event of its
     group for a new thread fails with a UniqueViolationError on inbox_user_thread: run the
-    transaction again (postgres.run does)."""
+    transaction again (postgres.run does). Its actor nodes are made first, in the transaction,
+    unless `make_nodes` made them already (`nodes_made`)."""
     source, grouped = await audiences.kind(conn, event_id)
     if not grouped:
         (written, first, last), *_ = await conn.fetch(_RUN_CHUNK[source], event_id, lo, hi, timeout=120)
@@ -421,6 +459,8 @@ async def run_chunk(conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *
         return Written(rows=written, lo=first or 0, hi=last or 0)
     if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
         raise GroupBusy(event_id)
+    if not nodes_made:
+        await conn.execute(_THREAD_NODES, event_id, lo, hi, timeout=120)
     rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
     deliveries = [
         Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=r[6])

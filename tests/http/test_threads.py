@@ -325,6 +325,37 @@ async def test_events_of_one_group_take_turns_and_their_chunks_run_side_by_side(
     await counts_agree(backends)
 
 
+async def test_the_chunks_of_one_grouped_event_do_not_wait_for_each_other(
+    backends: Backends, fan: Delivery, jobs: JobRecorder
+) -> None:
+    """Every chunk of a grouped event needs the same actor node. Made inside each chunk's transaction
+    (as it was), it made the event's other chunks wait for that transaction's end, so they ran one
+    after another: here the first chunk is written and its transaction held open while the second
+    runs, which must finish meanwhile; then the rest, and every thread holds the actor."""
+    users = [f"w{i:04d}" for i in range(2500)]
+    await fan.ingest(make_event(users=users, group="side", actor="a0"))
+    pending = [args for _, args, _ in jobs.jobs]
+    jobs.jobs.clear()
+    assert len(pending) >= 3
+    event_id, lo, hi = pending[0]
+    written = 0
+    async with backends.pool.acquire() as held:
+        await fanout.make_nodes(held, event_id, lo, hi)
+        async with held.transaction():
+            written += (await fanout.run_chunk(held, event_id, lo, hi, nodes_made=True)).rows
+            written += await asyncio.wait_for(fan.run_chunk(*pending[1]), 10)
+    for args in pending[2:]:
+        written += await fan.run_chunk(*args)
+    assert written == len(users)
+    found = await rows(
+        backends,
+        """SELECT count(*), min(a.actors), max(a.actors), count(DISTINCT i.actors_id)
+           FROM inbox i JOIN thread_actors a ON a.id = i.actors_id WHERE i.thread = 'side'""",
+    )
+    assert tuple(found[0]) == (2500, ["a0"], ["a0"], 1)
+    await counts_agree(backends)
+
+
 async def test_events_of_one_group_that_meet_anyway_leave_every_actor(
     backends: Backends, fan: Delivery, jobs: JobRecorder
 ) -> None:
