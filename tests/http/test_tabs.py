@@ -88,6 +88,27 @@ async def test_each_tab_is_exact_and_the_whole_inbox_is_the_badge(
     }
 
 
+async def test_rows_written_before_type_was_copied_count_by_their_event(
+    client: httpx.AsyncClient, alice: User, inbox: list[int], backends: Backends
+) -> None:
+    """Rows of an older database hold no type or category of their own (NULL): tabs read them from
+    the row's event, with the same numbers as rows that hold them."""
+    fields = {
+        "all": {},
+        "scans": {"type": ["scan"]},
+        "datastores": {"category": ["Datastores"]},
+        "archive": {"archived": True},
+    }
+    before = await tabs(client, alice, **fields)
+    await rows(
+        backends, "UPDATE inbox SET type = NULL, category = NULL WHERE id = ANY ($1::bigint[])", inbox[:2] + inbox[5:6]
+    )
+    await client.post("/v1/seen", headers=alice.headers)  # a change: the breakdown is counted again
+    after = await tabs(client, alice, **fields)
+    seen = {name: {**numbers, "unseen": 0} for name, numbers in before.items() if name != "archive"}
+    assert after == {**seen, "archive": before["archive"]}
+
+
 async def test_tabs_are_the_callers_own(
     client: httpx.AsyncClient, make_user: MakeUser, alice: User, inbox: list[int]
 ) -> None:
