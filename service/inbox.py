@@ -276,8 +276,15 @@ def _read_done(key: tuple[int, int], done: asyncio.Event, task: asyncio.Task[Inb
 def _read(b: Backends, who: Principal, key: tuple[int, int]) -> tuple[asyncio.Task[InboxItem | None], asyncio.Event]:
     reading = _reading.get(key)
     if reading is None:
-        read = postgres.run(b.pool, inbox.event_as_item, who, key[1], timeout=b.settings.backend_timeout)
-        task = asyncio.create_task(read)
+
+        async def read() -> InboxItem | None:
+            # Kept by the read itself: one started ahead may end before any stream waits for it.
+            template = await postgres.run(b.pool, inbox.event_as_item, who, key[1], timeout=b.settings.backend_timeout)
+            if template is not None:
+                _keep(key, template)
+            return template
+
+        task = asyncio.create_task(read())
         reading = _reading[key] = (task, asyncio.Event())
         task.add_done_callback(functools.partial(_read_done, key, reading[1]))
     return reading
@@ -302,7 +309,10 @@ async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> In
         template = task.result()
         if template is None:
             return None
-        if key not in _arrivals and len(_arrivals) >= _ARRIVALS_KEPT:
-            _arrivals.pop(next(iter(_arrivals)))
-        _arrivals[key] = template
     return msgspec.structs.replace(template, id=row_id, user=who.user)
+
+
+def _keep(key: tuple[int, int], template: InboxItem) -> None:
+    if key not in _arrivals and len(_arrivals) >= _ARRIVALS_KEPT:
+        _arrivals.pop(next(iter(_arrivals)))
+    _arrivals[key] = template

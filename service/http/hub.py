@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
@@ -91,16 +92,16 @@ class Hub:
             queue.put_nowait(None)
         queues = self._listeners.setdefault(user_id, set())
         queues.add(queue)
-        if ahead is not None:
-            self._ahead[user_id] = ahead
-        if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
-            try:
-                await self._watched.listening([user_id])  # before subscribing: see watched.py
-                await self._pubsub.subscribe(self._channels.user(user_id))
-            except Unavailable:
-                self._refresh_at = 0.0  # watched again with everyone at the reader's next turn
-                _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
-        try:
+        try:  # whatever happens from here (a client gone while subscribing too), the queue is removed
+            if ahead is not None:
+                self._ahead[user_id] = ahead
+            if len(queues) == 1 and self._pubsub is not None and self.connected.is_set():
+                try:
+                    await self._watched.listening([user_id])  # before subscribing: see watched.py
+                    await self._pubsub.subscribe(self._channels.user(user_id))
+                except Unavailable:
+                    self._refresh_at = 0.0  # watched again with everyone at the reader's next turn
+                    _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
             yield queue
         finally:
             queues.discard(queue)
@@ -176,13 +177,16 @@ class Hub:
             user_id = int(channel.rsplit(b":", 1)[1])
             # The user is being erased (service/erasure.py): their streams end, as at shutdown.
             change = None if data == CLOSE_STREAMS else decode_change(data)
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, msgspec.DecodeError):
             log.warning("ignored a malformed message on %r", channel)
             return
         if change is not None and change.event is not None and not change.again:
             ahead = self._ahead.get(user_id)
             if ahead is not None:
-                ahead(change)
+                try:
+                    ahead(change)
+                except Exception:  # only a head start: the streams still get the change
+                    log.exception("a stream's read ahead failed")
         for queue in self._listeners.get(user_id, ()):
             _offer(queue, change)
 

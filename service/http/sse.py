@@ -15,6 +15,7 @@ shuts down, open streams end cleanly (the client's EventSource reconnects elsewh
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -87,7 +88,8 @@ class _Stream:
         STREAMS_OPEN.inc()
         try:
             # Listen first, then read: a change between the two is then seen twice, never missed.
-            async with self.hub.listen(self.who.user_id, self._ahead) as queue:
+            ahead = functools.partial(_read_ahead, self.b, self.who)  # not the stream's: it may outlive it
+            async with self.hub.listen(self.who.user_id, ahead) as queue:
                 counts = await self.b.counts.read(self.who.user_id)
                 first = []
                 if self.replay_from is not None:
@@ -110,10 +112,6 @@ class _Stream:
                         yield chunk
         finally:
             STREAMS_OPEN.dec()
-
-    def _ahead(self, change: Change) -> None:
-        if change.event is not None:
-            inbox.read_ahead(self.b, self.who, change.event)
 
     async def _apply(self, change: Change) -> bytes:
         if change is RESYNC:
@@ -140,6 +138,12 @@ class _Stream:
                 )
             )
         return out
+
+
+def _read_ahead(b: Backends, who: Principal, change: Change) -> None:
+    """The hub's head start on an arrival (Hub.listen): the event every stream here will render."""
+    if change.event is not None:
+        inbox.read_ahead(b, who, change.event)
 
 
 @get(

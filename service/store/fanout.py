@@ -266,10 +266,14 @@ FROM cnt JOIN delta d USING (user_id)
 # each chunk's transaction (INSERT … ON CONFLICT) made every other chunk wait for that transaction's
 # end, so the chunks of one event ran one after another. Made twice (a chunk run again, or two
 # chunks at once), a node is found, not duplicated (its unique key); one made for a thread that
-# changes before the chunk runs is only unused.
+# changes before the chunk runs is only unused. A chunk already done makes none.
 _THREAD_NODES = f"""
 WITH {_AUDIENCE},
-live AS (SELECT a.user_id FROM audience a, ev WHERE ev.actor IS NOT NULL AND {_LIVE}),
+live AS (
+    SELECT a.user_id FROM audience a, ev
+    WHERE ev.actor IS NOT NULL AND {_LIVE}
+      AND EXISTS (SELECT 1 FROM fanout_chunks WHERE event_id = $1 AND lo = $2 AND done_at IS NULL)
+),
 held AS (
     SELECT i.actors_id FROM live l JOIN inbox i ON i.user_id = l.user_id, ev
     WHERE i.thread = ev.grp AND i.user_id BETWEEN $2 AND $3
