@@ -36,7 +36,7 @@ FROM events WHERE id = $1
 # it on `s.user_id` alone it chose to scan every user of the table for each chunk.
 ONE_TOPIC_AUDIENCE = """
 ev AS (
-    SELECT id, tenant_id, type, category, audience_topics[1] AS topic, occurred_at, expires_at
+    SELECT id, tenant_id, type, category, audience_topics[1] AS topic, occurred_at, expires_at, grp, actor
     FROM events WHERE id = $1
 ),
 audience AS (
@@ -56,7 +56,7 @@ audience AS (
 # type or category. Named users and topic subscribers are among them whatever else the event names,
 # and a muted topic keeps nobody out of `all`: this is the general audience of any `all` event.
 EVERYONE_AUDIENCE = """
-ev AS (SELECT id, tenant_id, type, category, occurred_at, expires_at FROM events WHERE id = $1),
+ev AS (SELECT id, tenant_id, type, category, occurred_at, expires_at, grp, actor FROM events WHERE id = $1),
 audience AS (
     SELECT u.id AS user_id
     FROM ev JOIN users u ON u.tenant_id = ev.tenant_id AND u.active

@@ -158,6 +158,7 @@ _RUN_CHUNK = {
     audiences.EVERYONE: _chunk_statement(audiences.EVERYONE_AUDIENCE),
 }
 
+
 # One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
 # if they have one, is updated; the others get a new row that starts one.
 #   old      the recipients' threads, locked and read as they are now (a user's concurrent "mark
@@ -185,13 +186,14 @@ _RUN_CHUNK = {
 # see yet makes it run again (`nodes`); and where both start a user's thread, the unique index
 # inbox_user_thread lets one through and the other's transaction runs again (postgres.RACED),
 # finding the thread to update.
-_RUN_THREAD_CHUNK = f"""
+def _thread_chunk_statement(audience: str) -> str:
+    return f"""
 WITH claim AS (
     UPDATE fanout_chunks SET done_at = now()
     WHERE event_id = $1 AND lo = $2 AND done_at IS NULL
     RETURNING event_id
 ),
-{_AUDIENCE},
+{audience.strip()},
 live AS (SELECT a.user_id FROM audience a, ev WHERE EXISTS (SELECT 1 FROM claim) AND {_LIVE}),
 old AS (
     SELECT i.id, i.user_id, i.actors_id, i.snoozed_until IS NULL AS shown,
@@ -223,10 +225,10 @@ upd AS (
         created_at = greatest(i.created_at, ev.occurred_at),
         read_at = NULL, seen_at = NULL, archived_at = NULL, interaction = NULL, interacted_at = NULL,
         activity = i.activity + 1,
-        actors_id = coalesce(n.id, i.actors_id)
-    FROM old o CROSS JOIN ev LEFT JOIN nodes n ON n.parent = coalesce(o.actors_id, 0)
-    WHERE i.id = o.id
-    RETURNING i.id, i.user_id, o.shown, o.counted, o.unread, o.unseen
+        actors_id = coalesce((SELECT n.id FROM nodes n WHERE n.parent = coalesce(i.actors_id, 0)), i.actors_id)
+    FROM ev
+    WHERE i.id = ANY (ARRAY(SELECT id FROM old))
+    RETURNING i.id
 ),
 ins AS (
     INSERT INTO inbox (user_id, event_id, created_at, expires_at, type, category, thread, actors_id)
@@ -239,8 +241,9 @@ ins AS (
 delta AS (
     SELECT user_id, id, 1 AS unread, 1 AS unseen, 1 AS total, false AS again FROM ins
     UNION ALL
-    SELECT user_id, id, (shown AND NOT unread)::int, (shown AND NOT unseen)::int, (shown AND NOT counted)::int, true
-    FROM upd
+    SELECT o.user_id, o.id, (o.shown AND NOT o.unread)::int, (o.shown AND NOT o.unseen)::int,
+           (o.shown AND NOT o.counted)::int, true
+    FROM upd u JOIN old o ON o.id = u.id
 ),
 locked AS (
     SELECT c.user_id FROM inbox_counts c
@@ -252,13 +255,25 @@ cnt AS (
     UPDATE inbox_counts c
     SET unread = c.unread + d.unread, unseen = c.unseen + d.unseen, total = c.total + d.total,
         version = c.version + 1
-    FROM delta d
+    FROM unnest(
+        ARRAY(SELECT user_id FROM delta ORDER BY user_id), ARRAY(SELECT unread FROM delta ORDER BY user_id),
+        ARRAY(SELECT unseen FROM delta ORDER BY user_id), ARRAY(SELECT total FROM delta ORDER BY user_id)
+    ) AS d (user_id, unread, unseen, total)
     WHERE c.user_id = d.user_id AND (SELECT count(*) FROM locked) >= 0
     RETURNING c.user_id, c.unread, c.total, c.version, c.unseen
 )
 SELECT cnt.user_id, d.id, cnt.unread, cnt.total, cnt.version, cnt.unseen, d.again
 FROM cnt JOIN delta d USING (user_id)
 """  # noqa: S608
+
+
+_RUN_THREAD_CHUNK = {
+    audiences.GENERAL: _thread_chunk_statement(_AUDIENCE),
+    audiences.ONE_TOPIC: _thread_chunk_statement(audiences.ONE_TOPIC_AUDIENCE),
+    audiences.EVERYONE: _thread_chunk_statement(audiences.EVERYONE_AUDIENCE),
+}
+
+
 # A grouped event's new actor nodes for the threads of chunk $2..$3 (`nodes` above): one per distinct
 # actor list among the recipients' threads (0: a new thread), that list with the event's actor
 # merged in. Made by a statement of its own before the chunk's, and committed at once when the chunk
@@ -267,8 +282,9 @@ FROM cnt JOIN delta d USING (user_id)
 # end, so the chunks of one event ran one after another. Made twice (a chunk run again, or two
 # chunks at once), a node is found, not duplicated (its unique key); one made for a thread that
 # changes before the chunk runs is only unused. A chunk already done makes none.
-_THREAD_NODES = f"""
-WITH {_AUDIENCE},
+def _thread_nodes_statement(audience: str) -> str:
+    return f"""
+WITH {audience.strip()},
 live AS (
     SELECT a.user_id FROM audience a, ev
     WHERE ev.actor IS NOT NULL AND {_LIVE}
@@ -291,6 +307,13 @@ WHERE p.parent = 0 OR t.id IS NOT NULL
 ORDER BY p.parent
 ON CONFLICT (parent, actor, at) DO NOTHING
 """  # noqa: S608 (fixed fragments only)
+
+
+_THREAD_NODES = {
+    audiences.GENERAL: _thread_nodes_statement(_AUDIENCE),
+    audiences.ONE_TOPIC: _thread_nodes_statement(audiences.ONE_TOPIC_AUDIENCE),
+    audiences.EVERYONE: _thread_nodes_statement(audiences.EVERYONE_AUDIENCE),
+}
 # The advisory lock of a group, taken by the transaction that records an event of it: the group's
 # events are recorded one at a time, so their ids follow the order in which they were committed,
 # and an event committed after a chunk looked at its group is always a later one.
@@ -438,11 +461,11 @@ async def make_nodes(conn: asyncpg.Connection, event_id: int, lo: int, hi: int, 
     """The actor nodes chunk lo..hi of a grouped event needs (_THREAD_NODES), made outside the
     chunk's transaction so that they are committed before it starts; nothing for a plain event.
     Raises GroupBusy, having made nothing, as `run_chunk` does."""
-    _, grouped = await audiences.kind(conn, event_id)
+    source, grouped = await audiences.kind(conn, event_id)
     if grouped:
         if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
             raise GroupBusy(event_id)
-        await conn.execute(_THREAD_NODES, event_id, lo, hi, timeout=120)
+        await conn.execute(_THREAD_NODES[source], event_id, lo, hi, timeout=120)
 
 
 async def run_chunk(
@@ -464,8 +487,8 @@ async def run_chunk(
     if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
         raise GroupBusy(event_id)
     if not nodes_made:
-        await conn.execute(_THREAD_NODES, event_id, lo, hi, timeout=120)
-    rows = await conn.fetch(_RUN_THREAD_CHUNK, event_id, lo, hi, timeout=120)
+        await conn.execute(_THREAD_NODES[source], event_id, lo, hi, timeout=120)
+    rows = await conn.fetch(_RUN_THREAD_CHUNK[source], event_id, lo, hi, timeout=120)
     deliveries = [
         Delivery(user_id=r[0], inbox_id=r[1], unread=r[2], total=r[3], version=r[4], unseen=r[5], again=r[6])
         for r in rows

@@ -202,18 +202,23 @@ async def test_threads_of_topics_and_all(
     await counts_agree(backends)
 
 
-async def test_a_split_fan_out_updates_threads_in_every_chunk(backends: Backends, deliver: Deliver) -> None:
+@pytest.mark.parametrize("audience", [{"all": True}, {"topics": ["releases"]}, {"topics": ["releases", "other"]}])
+async def test_a_split_fan_out_updates_threads_in_every_chunk(
+    backends: Backends, deliver: Deliver, audience: dict[str, Any]
+) -> None:
     """More recipients than one chunk holds (the suite's chunk is 1000): each chunk job updates its
-    own recipients' threads, once, and retried jobs change nothing."""
+    own recipients' threads, once, and retried jobs change nothing; for each kind of audience a
+    chunk is planned by (everyone, one topic, any other)."""
     async with backends.pool.acquire() as conn:
         await conn.execute(
             """WITH t AS (INSERT INTO tenants (name) VALUES ('big') RETURNING id),
                u AS (INSERT INTO users (tenant_id, external_id) SELECT t.id, 'm' || g FROM t, generate_series(1, 2500) g
-                     RETURNING id)
+                     RETURNING id, tenant_id),
+               s AS (INSERT INTO subscriptions (tenant_id, topic, user_id) SELECT tenant_id, 'releases', id FROM u)
                INSERT INTO inbox_counts (user_id) SELECT id FROM u"""
         )
     for n in range(2):
-        outcome = await deliver(tenant="big", audience={"all": True}, group="release", actor=f"r{n}")
+        outcome = await deliver(tenant="big", audience=audience, group="release", actor=f"r{n}")
         assert len(outcome.queued) >= 3
     found = await rows(
         backends,
