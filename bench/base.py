@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
 import asyncpg
 import msgspec
@@ -127,3 +129,18 @@ class Bench:
 
     async def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.seeder.token(user)}"}
+
+
+@contextlib.asynccontextmanager
+async def raw_tables(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Empty copies of inbox and inbox_counts with their indexes (bench_raw_inbox, bench_raw_counts)
+    for a floor statement, dropped after."""
+    await conn.execute(
+        "DROP TABLE IF EXISTS bench_raw_inbox, bench_raw_counts;"
+        " CREATE TABLE bench_raw_inbox (LIKE inbox INCLUDING ALL);"
+        " CREATE TABLE bench_raw_counts (LIKE inbox_counts INCLUDING ALL)"
+    )
+    try:
+        yield
+    finally:
+        await conn.execute("DROP TABLE bench_raw_inbox, bench_raw_counts")

@@ -19,7 +19,7 @@ import jwt
 import msgspec
 
 from bench import bare, bulk, django_peer, erase, load, small, streams, tabs, threads, timed, webhooks
-from bench.base import Bench, k
+from bench.base import Bench, k, raw_tables
 from bench.django_peer import AT_LEAST, TARGET
 from bench.env import API_WORKERS, JWT_SECRET, WORKERS, peak_rss_mb
 from bench.fan import WATCH_EVERY, Want, fan_event
@@ -91,14 +91,9 @@ async def floor_insert(conn: asyncpg.Connection, topic: str, runs: int = 3) -> f
     the topic's active subscribers, insert their rows and add one to each one's counts row, in one
     server-side statement, with no Herald code, no chunking and no Redis. If this is below the
     fan-out target, no design of that kind reaches the target on this machine."""
-    await conn.execute(
-        "DROP TABLE IF EXISTS bench_raw_inbox, bench_raw_counts;"
-        " CREATE TABLE bench_raw_inbox (LIKE inbox INCLUDING ALL);"
-        " CREATE TABLE bench_raw_counts (LIKE inbox_counts INCLUDING ALL)"
-    )
     times = []
     n = 0
-    try:
+    async with raw_tables(conn):
         for _ in range(runs):
             await conn.execute("TRUNCATE bench_raw_inbox, bench_raw_counts")
             await conn.execute("INSERT INTO bench_raw_counts SELECT * FROM inbox_counts")
@@ -106,8 +101,6 @@ async def floor_insert(conn: asyncpg.Connection, topic: str, runs: int = 3) -> f
             started = time.perf_counter()
             n = int((await conn.execute(_FLOOR, TENANT, topic, NEWEST)).split()[-1])
             times.append(time.perf_counter() - started)
-    finally:
-        await conn.execute("DROP TABLE bench_raw_inbox, bench_raw_counts")
     return n / statistics.median(times)
 
 

@@ -17,7 +17,7 @@ import time
 import asyncpg
 
 from bench.agree import counts_agree
-from bench.base import Bench, k, load_average
+from bench.base import Bench, k, load_average, raw_tables
 from bench.env import WORKERS
 from bench.fan import Want, fan_event
 from bench.report import Row, ratio_row
@@ -96,14 +96,9 @@ upd AS (
 async def floor_update(conn: asyncpg.Connection, lo: int, hi: int, *, locked: bool, runs: int = 3) -> float:
     """Rows/s of `_FLOOR_UPDATE` over copies of the thread rows and counts rows of users lo..hi
     (median of `runs`, each on fresh, vacuumed copies after a checkpoint)."""
-    await conn.execute(
-        "DROP TABLE IF EXISTS bench_raw_inbox, bench_raw_counts;"
-        " CREATE TABLE bench_raw_inbox (LIKE inbox INCLUDING ALL);"
-        " CREATE TABLE bench_raw_counts (LIKE inbox_counts INCLUDING ALL)"
-    )
     times = []
     n = 0
-    try:
+    async with raw_tables(conn):
         for _ in range(runs):
             await conn.execute("TRUNCATE bench_raw_inbox, bench_raw_counts")
             await conn.execute(_FLOOR_COPY, lo, hi, GROUP)
@@ -113,8 +108,6 @@ async def floor_update(conn: asyncpg.Connection, lo: int, hi: int, *, locked: bo
             started = time.perf_counter()
             n = int((await conn.execute(_FLOOR_UPDATE[locked], TENANT, TOPIC, GROUP)).split()[-1])
             times.append(time.perf_counter() - started)
-    finally:
-        await conn.execute("DROP TABLE bench_raw_inbox, bench_raw_counts")
     if n != hi - lo + 1:
         raise RuntimeError(f"the update floor updated {n} counts rows, not {hi - lo + 1}")
     return n / statistics.median(times)

@@ -152,11 +152,14 @@ SELECT count(*), min(user_id), max(user_id) FROM ins
 """  # noqa: S608
 
 
-_RUN_CHUNK = {
-    audiences.GENERAL: _chunk_statement(_AUDIENCE),
-    audiences.ONE_TOPIC: _chunk_statement(audiences.ONE_TOPIC_AUDIENCE),
-    audiences.EVERYONE: _chunk_statement(audiences.EVERYONE_AUDIENCE),
+# Each chunk statement in one form per kind of audience (audiences.py): planned from an index where
+# the audience is one topic or everyone.
+_AUDIENCES = {
+    audiences.GENERAL: _AUDIENCE,
+    audiences.ONE_TOPIC: audiences.ONE_TOPIC_AUDIENCE,
+    audiences.EVERYONE: audiences.EVERYONE_AUDIENCE,
 }
+_RUN_CHUNK = {source: _chunk_statement(form) for source, form in _AUDIENCES.items()}
 
 
 # One chunk of an event of a group (a thread), in one statement. Each recipient's thread of the group,
@@ -267,11 +270,7 @@ FROM cnt JOIN delta d USING (user_id)
 """  # noqa: S608
 
 
-_RUN_THREAD_CHUNK = {
-    audiences.GENERAL: _thread_chunk_statement(_AUDIENCE),
-    audiences.ONE_TOPIC: _thread_chunk_statement(audiences.ONE_TOPIC_AUDIENCE),
-    audiences.EVERYONE: _thread_chunk_statement(audiences.EVERYONE_AUDIENCE),
-}
+_RUN_THREAD_CHUNK = {source: _thread_chunk_statement(form) for source, form in _AUDIENCES.items()}
 
 
 # A grouped event's new actor nodes for the threads of chunk $2..$3 (`nodes` above): one per distinct
@@ -309,11 +308,7 @@ ON CONFLICT (parent, actor, at) DO NOTHING
 """  # noqa: S608 (fixed fragments only)
 
 
-_THREAD_NODES = {
-    audiences.GENERAL: _thread_nodes_statement(_AUDIENCE),
-    audiences.ONE_TOPIC: _thread_nodes_statement(audiences.ONE_TOPIC_AUDIENCE),
-    audiences.EVERYONE: _thread_nodes_statement(audiences.EVERYONE_AUDIENCE),
-}
+_THREAD_NODES = {source: _thread_nodes_statement(form) for source, form in _AUDIENCES.items()}
 # The advisory lock of a group, taken by the transaction that records an event of it: the group's
 # events are recorded one at a time, so their ids follow the order in which they were committed,
 # and an event committed after a chunk looked at its group is always a later one.
