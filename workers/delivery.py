@@ -237,9 +237,9 @@ class Delivery:
         async def work(conn: asyncpg.Connection) -> fanout.Written:
             # A grouped event's actor nodes, committed before the chunk: the event's other chunks
             # need the same ones, and must not wait for this chunk's transaction to find them.
-            await fanout.make_nodes(conn, event_id, lo, hi, wait_turn=wait_turn)
+            kind = await fanout.make_nodes(conn, event_id, lo, hi, wait_turn=wait_turn)
             async with conn.transaction():
-                written = await fanout.run_chunk(conn, event_id, lo, hi, wait_turn=wait_turn, nodes_made=True)
+                written = await fanout.run_chunk(conn, event_id, lo, hi, kind=kind)
             # After the commit, in a snapshot of its own: of two last chunks committing at once,
             # each would see the other unfinished inside its transaction, and neither would finish.
             await fanout.finish(conn, event_id)

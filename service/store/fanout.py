@@ -452,19 +452,30 @@ async def pending(conn: asyncpg.Connection, event_id: int) -> list[tuple[int, in
     return [(r[0], r[1]) for r in await conn.fetch(_PENDING_CHUNKS, event_id)]
 
 
-async def make_nodes(conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True) -> None:
+async def make_nodes(
+    conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True
+) -> tuple[str, bool]:
     """The actor nodes chunk lo..hi of a grouped event needs (_THREAD_NODES), made outside the
     chunk's transaction so that they are committed before it starts; nothing for a plain event.
-    Raises GroupBusy, having made nothing, as `run_chunk` does."""
-    source, grouped = await audiences.kind(conn, event_id)
+    Raises GroupBusy, having made nothing, as `run_chunk` does. Returns the event's audience kind
+    (audiences.kind), for `run_chunk`."""
+    kind = await audiences.kind(conn, event_id)
+    source, grouped = kind
     if grouped:
         if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
             raise GroupBusy(event_id)
         await conn.execute(_THREAD_NODES[source], event_id, lo, hi, timeout=120)
+    return kind
 
 
 async def run_chunk(
-    conn: asyncpg.Connection, event_id: int, lo: int, hi: int, *, wait_turn: bool = True, nodes_made: bool = False
+    conn: asyncpg.Connection,
+    event_id: int,
+    lo: int,
+    hi: int,
+    *,
+    wait_turn: bool = True,
+    kind: tuple[str, bool] | None = None,
 ) -> Written:
     """Write the chunk's rows (inside the caller's transaction); no rows when it was already done (or
     has no recipient left). A chunk of a grouped event raises GroupBusy, having written nothing,
@@ -472,16 +483,17 @@ async def run_chunk(
     long enough, and runs beside it); one that raced another event of its
     group for a new thread fails with a UniqueViolationError on inbox_user_thread: run the
     transaction again (postgres.run does). Its actor nodes are made first, in the transaction,
-    unless `make_nodes` made them already (`nodes_made`)."""
-    source, grouped = await audiences.kind(conn, event_id)
+    unless `make_nodes` made them already and waited the chunk's turn: then `kind` is what it
+    returned, and neither is done again."""
+    source, grouped = kind if kind is not None else await audiences.kind(conn, event_id)
     if not grouped:
         (written, first, last), *_ = await conn.fetch(_RUN_CHUNK[source], event_id, lo, hi, timeout=120)
         if written:
             await conn.execute(_CHUNK_ROWS, event_id, lo, written)
         return Written(rows=written, lo=first or 0, hi=last or 0)
-    if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
-        raise GroupBusy(event_id)
-    if not nodes_made:
+    if kind is None:
+        if wait_turn and await conn.fetchval(_EARLIER_RUNNING, event_id):
+            raise GroupBusy(event_id)
         await conn.execute(_THREAD_NODES[source], event_id, lo, hi, timeout=120)
     rows = await conn.fetch(_RUN_THREAD_CHUNK[source], event_id, lo, hi, timeout=120)
     deliveries = [

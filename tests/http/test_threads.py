@@ -345,9 +345,9 @@ async def test_the_chunks_of_one_grouped_event_do_not_wait_for_each_other(
     event_id, lo, hi = pending[0]
     written = 0
     async with backends.pool.acquire() as held:
-        await fanout.make_nodes(held, event_id, lo, hi)
+        kind = await fanout.make_nodes(held, event_id, lo, hi)
         async with held.transaction():
-            written += (await fanout.run_chunk(held, event_id, lo, hi, nodes_made=True)).rows
+            written += (await fanout.run_chunk(held, event_id, lo, hi, kind=kind)).rows
             written += await asyncio.wait_for(fan.run_chunk(*pending[1]), 10)
     for args in pending[2:]:
         written += await fan.run_chunk(*args)
