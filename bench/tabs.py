@@ -3,10 +3,12 @@
 keep-alive connection to the API.
 
 The API answers tabs from one grouped count of the user's rows (the breakdown), cached in Redis
-under the user's count version (service/counts/tabs.py). So two cases are timed apart: `warm`,
-nothing changes between calls and each is answered from the cache; `cold`, a mark read or unread
-(not timed) comes before each call, so each call counts the rows again. Every answer is checked
-against a count of the rows made here, independently of the API's.
+under the user's count version and brought forward by the changes a bell makes one at a time
+(service/counts/tabs.py). So three cases are timed apart: `warm`, nothing changes between calls and
+each is answered from the cache; `marked`, a mark read or unread (not timed) comes before each
+call, and brings the cached breakdown to its version; `recount`, the cached breakdown is dropped
+before each call (as after a change of many rows), so each call counts the rows again. Every answer
+is checked against a count of the rows made here, independently of the API's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import redis
 
 from bench.agree import counts_agree
 from bench.base import Bench, k, load_average
@@ -25,6 +28,7 @@ from bench.report import Row
 from bench.seed import Typed, say
 from service import ids
 from service.counts.tabs import breakdown_of
+from service.keys import tabs_key
 
 TYPES = [f"bench.tab.{name}" for name in ("scan", "export", "alert", "invite", "comment", "billing")]
 CATEGORIES = ["Operations", "Security", "Billing", "Social"]
@@ -160,12 +164,23 @@ async def tabs(b: Bench) -> list[Row]:
         read = await _expected(b, user_id)
         states = (check(unread_again), check(read))
         # Call i follows a mark unread when i is even, a mark read when odd: each changes the version.
-        cold = _timed(
+        marked = _timed(
             http,
             s.p50_seconds,
             lambda i, got: states[i % 2](i, got),
             lambda i: mark("read" if i % 2 else "unread"),
         )
+        # The last call followed a mark read or unread: that state stays, and each call counts it.
+        last = states[(len(marked) - 1) % 2]
+        dropper = redis.Redis(**b.redis.connection_pool.connection_kwargs)
+
+        def drop(i: int) -> None:
+            dropper.delete(tabs_key(user_id))
+
+        try:
+            recount = _timed(http, s.p50_seconds, last, drop)
+        finally:
+            dropper.close()
     agreement = await counts_agree(b, user_id, user_id)
     if not agreement.agree(copies=False):
         problems.append(f"counts: {agreement}")
@@ -179,7 +194,8 @@ async def tabs(b: Bench) -> list[Row]:
     shown = expected["all"]
     say(
         f"tabs, warm: p50 {_p(warm, 0.5):.2f} ms p99 {_p(warm, 0.99):.2f} ms ({len(warm)} calls); "
-        f"cold: p50 {_p(cold, 0.5):.2f} ms p99 {_p(cold, 0.99):.2f} ms ({len(cold)} calls); "
+        f"marked: p50 {_p(marked, 0.5):.2f} ms p99 {_p(marked, 0.99):.2f} ms ({len(marked)} calls); "
+        f"recount: p50 {_p(recount, 0.5):.2f} ms p99 {_p(recount, 0.99):.2f} ms ({len(recount)} calls); "
         f"badge p50 {_p(polls, 0.5):.2f} ms; statement alone p50 {statistics.median(statement):.2f} ms"
     )
     b.note(
@@ -187,14 +203,21 @@ async def tabs(b: Bench) -> list[Row]:
         f"the rest archived) of {len(TYPES)} types × {len(CATEGORIES)} categories, each row among those of "
         f"{s.tabs_spread - 1} other users of the same events; POST /v1/counts with 5 tabs ({', '.join(TABS)}) timed "
         "by an httpx client over one keep-alive connection (client and loopback included); warm: nothing changes "
-        "between calls (the breakdown cached per count version answers); cold: a PATCH …/read or …/unread of one "
-        "row (untimed) before each call, so each call counts the rows again; every answer checked against the rows. "
+        "between calls (the breakdown cached per count version answers); marked: a PATCH …/read or …/unread of one "
+        "row (untimed) before each call, whose copy of the counts brings the cached breakdown forward; recount: "
+        "the cached breakdown deleted from Redis (untimed) before each call, so each call counts the rows again; "
+        "every answer checked against the rows. "
         f"The breakdown statement alone: {STATEMENT_RUNS} runs over asyncpg from the bench process "
         f"({load_before} before, {load_average()} after)"
     )
     good = not problems
     rows = []
-    for case, samples in (("unchanged between calls (cached)", warm), ("a change before each call (recount)", cold)):
+    cases = (
+        ("unchanged between calls (cached)", warm, True),
+        ("a mark read or unread before each call (brought forward)", marked, True),
+        ("the cached breakdown dropped before each call (recount)", recount, False),
+    )
+    for case, samples, targeted in cases:
         p50, p99 = _p(samples, 0.5), _p(samples, 0.99)
         rows.append(
             Row(
@@ -202,8 +225,8 @@ async def tabs(b: Bench) -> list[Row]:
                 herald=p50,
                 limit=None,
                 ratio=None,
-                target="< 5 ms",
-                passed=good and p50 < 5,
+                target="< 5 ms" if targeted else "reference only",
+                passed=good and (p50 < 5 or not targeted),
             )
         )
         rows.append(

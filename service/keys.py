@@ -12,7 +12,7 @@ Keys and channels
                                   count or an open stream, so a fan-out copies counts to those only
                                   (service/counts/watch.py)
     herald:listening:{user_id}    the user has a stream open in some API process (refreshed while it is)
-    herald:tabs:{user_id}         the user's tab-count breakdown at one count version (service/counts/tabs.py)
+    herald:tab-groups:{user_id}   the user's tab-count breakdown at one count version, a hash (service/counts/tabs.py)
     herald:pos:{user_id}          hash: list -> remembered positions of deep pages at one count version
                                   (service/positions.py)
     herald:user:{user_id}         pub/sub: a user's count changes and arrivals, for their streams;
@@ -39,7 +39,7 @@ DEAD = "herald:events:dead"
 ATTEMPTS = "herald:events:attempts"
 QUEUE = "herald:queue"
 COUNT_PREFIX = "herald:count:"
-TABS_PREFIX = "herald:tabs:"
+TABS_PREFIX = "herald:tab-groups:"
 WROTE_PREFIX = "herald:wrote:"
 RECONCILE_CURSOR = "herald:reconcile:cursor"
 # On a user's channel instead of a change: their open streams end (service/erasure.py).

@@ -220,6 +220,28 @@ class Counts(Record, frozen=True):
     unseen: int = 0
 
 
+class TabGroup(msgspec.Struct, array_like=True, frozen=True):
+    """A user's shown notifications of one type, category and archive state, and how many of them
+    there are, are unread, and are unseen (service/counts/tabs.py). Signed, it is what one change
+    did to that group."""
+
+    type: str
+    category: str | None
+    archived: bool
+    total: int
+    unread: int
+    unseen: int
+
+
+class CountsChange(Counts, frozen=True):
+    """New counts, with what the same change did to the user's tab groups (`tabs`), when the
+    statement knows it: the cached breakdown at the version before is then brought to this one
+    instead of being counted again. None: not known (a change of many rows, or rows that predate
+    copied types); the breakdown is counted again when next asked."""
+
+    tabs: list[TabGroup] | None = None
+
+
 class InboxItem(Record, frozen=True):
     """One notification in one user's inbox, joined with its event."""
 

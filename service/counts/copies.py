@@ -15,8 +15,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 from service.backends.breaker import Breaker
-from service.keys import COUNT_PREFIX, WATCHED, Channels, count_key
-from service.model import Counts
+from service.counts.tabs import TABS_TTL, group_field
+from service.keys import COUNT_PREFIX, TABS_PREFIX, WATCHED, Channels, count_key
+from service.model import Counts, CountsChange
 
 # A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
 # process that died between its commit and its copy can leave a badge behind.
@@ -48,9 +49,10 @@ decode_change = msgspec.json.Decoder(Change).decode
 # ARGV[1] the TTL, ARGV[2] 1 when the rows come back rather than arrive (Change.again), ARGV[3]
 # msgpack of a flat array of seven numbers per user: user id, version, unread, total, unseen, and
 # the new row's id and its event's id (0, 0: none), ARGV[4] 1 to update only copies that exist
-# (a fan-out's: see `Copies.copy`). The copy ("version:unread:total:unseen") is kept only when
-# newer; the message is always published and carries its version, so a stream applies it only if it
-# is newer too. A copy made here adds its user to the watched set (the module's docstring says why).
+# (a fan-out's: see `Copies.copy`), ARGV[5] msgpack of a flat array of tab changes (below). The
+# copy ("version:unread:total:unseen") is kept only when newer; the message is always published and
+# carries its version, so a stream applies it only if it is newer too. A copy made here adds its
+# user to the watched set (the module's docstring says why).
 #
 # Built for fan-out chunks of thousands of users: the numbers travel as one packed argument (as
 # thousands of arguments, passing them cost more than the work), the keys are built here (so they
@@ -58,7 +60,8 @@ decode_change = msgspec.json.Decoder(Change).decode
 # usual case, a newer copy, is one SET … GET: the old value comes back from the same call, and is
 # put back in the rare case that it was the newer one (a reader's REBUILDING mark is older than any
 # copy).
-_SET_COUNTS = """
+_SET_COUNTS = (
+    """
 local ttl, again, present = ARGV[1], ARGV[2] == '1', ARGV[4] == '1'
 local v = cmsgpack.unpack(ARGV[3])
 for at = 1, #v, 7 do
@@ -84,8 +87,35 @@ for at = 1, #v, 7 do
     end
     redis.call('PUBLISH', '{USER_CHANNEL}' .. user, message .. '}')
 end
+-- What changes did to users' tab groups (service/counts/tabs.py): per change the user, the new
+-- version and how many groups, then per group its field and the total, unread and unseen to add. A
+-- cached breakdown is brought forward only from the version just before; any other is left to be
+-- counted again.
+local tabs = cmsgpack.unpack(ARGV[5])
+local at = 1
+while at <= #tabs do
+    local user, version, n = tabs[at], tabs[at + 1], tabs[at + 2]
+    local key = '{TABS_PREFIX}' .. user
+    at = at + 3
+    if tonumber(redis.call('HGET', key, 'v')) == version - 1 then
+        for g = at, at + 4 * (n - 1), 4 do
+            local field = tabs[g]
+            local total = redis.call('HINCRBY', key, 't' .. field, tabs[g + 1])
+            redis.call('HINCRBY', key, 'u' .. field, tabs[g + 2])
+            redis.call('HINCRBY', key, 's' .. field, tabs[g + 3])
+            if total == 0 then redis.call('HDEL', key, 't' .. field, 'u' .. field, 's' .. field) end
+        end
+        redis.call('HSET', key, 'v', version)
+        redis.call('EXPIRE', key, '{TABS_TTL}')
+    end
+    at = at + 4 * n
+end
 return #v / 7
-""".replace("{COUNT_PREFIX}", COUNT_PREFIX).replace("{WATCHED}", WATCHED)
+""".replace("{COUNT_PREFIX}", COUNT_PREFIX)
+    .replace("{WATCHED}", WATCHED)
+    .replace("{TABS_PREFIX}", TABS_PREFIX)
+)
+_SET_COUNTS = _SET_COUNTS.replace("{TABS_TTL}", str(TABS_TTL))
 # Before a reader rebuilds a cold copy: KEYS[1] the count key, ARGV[1] the user, ARGV[2] the TTL.
 # The user joins the watched set and, unless a copy is there already, the key holds REBUILDING.
 _MARK = """
@@ -106,6 +136,9 @@ if not held or held < tonumber(ARGV[1]) then
 end
 return 1
 """
+
+
+_pack = msgspec.msgpack.Encoder().encode
 
 
 def encode_counts(counts: Counts) -> bytes:
@@ -228,6 +261,12 @@ class Copies:
             batch = changes[start : start + _PUBLISH_BATCH]
             rows = arrivals[start : start + _PUBLISH_BATCH] if arrivals is not None else [(0, 0)] * len(batch)
             flat: list[int] = []
+            tabs: list[int | str] = []
             for counts, (item, event) in zip(batch, rows, strict=True):
                 flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item, event)
-            await self._set_counts(keys=[], args=[COUNT_TTL, int(again), msgspec.msgpack.encode(flat), int(present)])
+                if isinstance(counts, CountsChange) and counts.tabs is not None:
+                    tabs += (counts.user_id, counts.version, len(counts.tabs))
+                    for group in counts.tabs:
+                        tabs += (group_field(group), group.total, group.unread, group.unseen)
+            args: list[int | bytes] = [COUNT_TTL, int(again), _pack(flat), int(present), _pack(tabs)]
+            await self._set_counts(keys=[], args=args)

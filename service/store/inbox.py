@@ -25,7 +25,18 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from service.model import ACTORS_SHOWN, Action, Counts, InboxItem, InboxQuery, Position, Principal, Snoozed
+from service.model import (
+    ACTORS_SHOWN,
+    Action,
+    Counts,
+    CountsChange,
+    InboxItem,
+    InboxQuery,
+    Position,
+    Principal,
+    Snoozed,
+    TabGroup,
+)
 from service.store import outbox
 from service.store.counts import as_counts
 
@@ -117,9 +128,29 @@ _NEW_COUNTS = """\
     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM {rows})
     RETURNING user_id, unread, total, version, unseen
 )
-SELECT {result}, cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen
+SELECT {result}, cnt.user_id, cnt.unread, cnt.total, cnt.version, cnt.unseen, {tabs}
 FROM (VALUES (1)) one LEFT JOIN cnt ON true
 """
+# What the change did to the user's tab groups (service/counts/tabs.py: the cached breakdown is
+# brought forward by it instead of being counted again), from `source`: rows naming their group
+# (tab_type, tab_category, tab_archived) and what they add to it (d_total, d_unread, d_unseen,
+# signed), as the breakdown counts: archived rows too, unlike the badge. NULL when a row has no type
+# of its own (written before types were copied onto rows): the breakdown is then counted again.
+_TAB_CHANGE = """(
+    SELECT CASE WHEN count(*) = count(g.tab_type)
+                THEN jsonb_agg(jsonb_build_array(g.tab_type, g.tab_category, g.tab_archived, g.t, g.u, g.s)) END
+    FROM (SELECT tab_type, tab_category, tab_archived,
+                 sum(d_total)::int AS t, sum(d_unread)::int AS u, sum(d_unseen)::int AS s
+          FROM {source} GROUP BY 1, 2, 3) g
+)"""
+# A change whose effect on the tab groups is not worked out (one of many rows): counted again.
+_NO_TAB_CHANGE = "NULL::jsonb"
+
+
+def _tabs_of(source: str) -> str:
+    return _TAB_CHANGE.format(source=source)
+
+
 # Rows deleted (`gone`, returning _GONE): off the counts as they stood; an archived row was in none.
 _GONE_COUNTS = """cnt AS (
     UPDATE inbox_counts
@@ -128,6 +159,9 @@ _GONE_COUNTS = """cnt AS (
         total = total - (SELECT count(*) FILTER (WHERE counted) FROM gone)::int,
         version = version + 1
 """ + _NEW_COUNTS.replace("{rows}", "gone")  # noqa: S608
+# A removed row's group, as the breakdown counted it (for _TAB_CHANGE).
+_GONE_GROUP = """type AS tab_type, category AS tab_category, archived_at IS NOT NULL AS tab_archived,
+    -1 AS d_total, -(read_at IS NULL)::int AS d_unread, -(read_at IS NULL AND seen_at IS NULL)::int AS d_unseen"""
 
 # $3 true: unread -> read; false: read -> unread. Only rows whose state changes are touched. $4 is the
 # tenant and $5 whether the request named one notification, for the webhooks (store/outbox.py).
@@ -137,7 +171,10 @@ _SET_READ = f"""
 WITH changed AS (
     UPDATE inbox SET read_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (read_at IS NULL) = $3 AND snoozed_until IS NULL
-    RETURNING id, seen_at IS NULL AS unseen, archived_at IS NULL AS counted, inbox AS state
+    RETURNING id, seen_at IS NULL AS unseen, archived_at IS NULL AS counted, inbox AS state,
+              type AS tab_type, category AS tab_category, archived_at IS NOT NULL AS tab_archived,
+              0 AS d_total, CASE WHEN $3 THEN -1 ELSE 1 END AS d_unread,
+              CASE WHEN seen_at IS NOT NULL THEN 0 WHEN $3 THEN -1 ELSE 1 END AS d_unseen
 ),
 {outbox.announce("changed", user="$1", tenant="$4", one="$5", each=_READ_TYPE, action=_READ_ACTION)},
 cnt AS (
@@ -147,7 +184,7 @@ cnt AS (
         unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END)
             * (SELECT count(*) FILTER (WHERE unseen AND counted) FROM changed)::int,
         version = version + 1
-""" + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
+""" + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)", tabs=_tabs_of("changed"))  # noqa: S608
 # Subtracts what it changed rather than writing 0: a fan-out row committed after this statement's
 # snapshot is still unread, and its +1 is already in the counts row this UPDATE waits for.
 _READ_ALL = f"""
@@ -162,36 +199,37 @@ cnt AS (
     SET unread = unread - (SELECT count(*) FROM changed)::int,
         unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
         version = version + 1
-""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
+""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)", tabs=_NO_TAB_CHANGE)  # noqa: S608
 # The user opened the bell: every unread row not yet seen is seen now. Subtracts what it changed, as
 # _READ_ALL does, so an arrival committed after this statement's snapshot stays unseen.
 _SEEN = f"""
 WITH changed AS (
     UPDATE inbox SET seen_at = now()
     WHERE user_id = $1 AND read_at IS NULL AND seen_at IS NULL AND snoozed_until IS NULL AND archived_at IS NULL
-    RETURNING 1
+    RETURNING type AS tab_type, category AS tab_category, false AS tab_archived, 0 AS d_total, 0 AS d_unread,
+              -1 AS d_unseen
 ),
 {outbox.announce("changed", user="$1", tenant="$2", action="'seen'")},
 cnt AS (
     UPDATE inbox_counts
     SET unseen = unseen - (SELECT count(*) FROM changed)::int, version = version + 1
-""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
+""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)", tabs=_tabs_of("changed"))  # noqa: S608
 _GONE = """archived_at IS NULL AND read_at IS NULL AS unread,
     archived_at IS NULL AND read_at IS NULL AND seen_at IS NULL AS unseen, archived_at IS NULL AS counted"""
 _DELETE = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND snoozed_until IS NULL
-    RETURNING id, {_GONE}, inbox AS state
+    RETURNING id, {_GONE}, inbox AS state, {_GONE_GROUP}
 ),
 {outbox.announce("gone", user="$1", tenant="$3", one="$4", each="'notification.deleted'", action="'delete'")},
-""" + _GONE_COUNTS.format(result="ARRAY(SELECT id FROM gone)")  # noqa: S608
+""" + _GONE_COUNTS.format(result="ARRAY(SELECT id FROM gone)", tabs=_tabs_of("gone"))  # noqa: S608
 _DELETE_ALL = f"""
 WITH gone AS (
     DELETE FROM inbox WHERE user_id = $1 AND snoozed_until IS NULL AND archived_at IS NULL
     RETURNING {_GONE}
 ),
 {outbox.announce("gone", user="$1", tenant="$2", action="'delete'")},
-""" + _GONE_COUNTS.format(result="(SELECT count(*) FROM gone)")  # noqa: S608
+""" + _GONE_COUNTS.format(result="(SELECT count(*) FROM gone)", tabs=_NO_TAB_CHANGE)  # noqa: S608
 
 
 # $3 true: archive; false: unarchive. Only rows whose state changes are touched; they leave (or
@@ -201,7 +239,8 @@ _SET_ARCHIVED = f"""
 WITH changed AS (
     UPDATE inbox SET archived_at = CASE WHEN $3 THEN now() END
     WHERE user_id = $1 AND id = ANY ($2::bigint[]) AND (archived_at IS NULL) = $3 AND snoozed_until IS NULL
-    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen, inbox AS state
+    RETURNING id, read_at IS NULL AS unread, read_at IS NULL AND seen_at IS NULL AS unseen, inbox AS state,
+              type AS tab_type, category AS tab_category
 ),
 {
     outbox.announce(
@@ -219,14 +258,25 @@ cnt AS (
         unseen = unseen + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
         total = total + (CASE WHEN $3 THEN -1 ELSE 1 END) * (SELECT count(*) FROM changed)::int,
         version = version + 1
-""" + _NEW_COUNTS.format(rows="changed", result="ARRAY(SELECT id FROM changed)")  # noqa: S608
+""" + _NEW_COUNTS.format(  # noqa: S608
+    rows="changed",
+    result="ARRAY(SELECT id FROM changed)",
+    # Each row leaves its group of the other archive state and joins the group of this one.
+    tabs=_tabs_of(
+        """(SELECT tab_type, tab_category, moved.archived AS tab_archived, moved.sign AS d_total,
+                  moved.sign * unread::int AS d_unread, moved.sign * unseen::int AS d_unseen
+           FROM changed CROSS JOIN (VALUES ($3, 1), (NOT $3, -1)) AS moved (archived, sign)) AS moves"""
+    ),
+)
 # The reader took action $3 of row $2 (or 'open': followed the notification itself): recorded, and
 # the row is read. The action must be one the row's event offers. The row is locked and read as it
 # is first (`old`), so the counts lose exactly what it was worth: an unread row in the inbox.
 _INTERACT = f"""
 WITH old AS (
     SELECT i.id, i.read_at IS NULL AND i.archived_at IS NULL AS unread,
-           i.read_at IS NULL AND i.archived_at IS NULL AND i.seen_at IS NULL AS unseen
+           i.read_at IS NULL AND i.archived_at IS NULL AND i.seen_at IS NULL AS unseen,
+           i.type AS tab_type, i.category AS tab_category, i.archived_at IS NOT NULL AS tab_archived, 0 AS d_total,
+           -(i.read_at IS NULL)::int AS d_unread, -(i.read_at IS NULL AND i.seen_at IS NULL)::int AS d_unseen
     FROM inbox i JOIN events e ON e.id = i.event_id
     WHERE i.user_id = $1 AND i.id = $2 AND i.snoozed_until IS NULL
       AND ($3 = 'open' OR e.actions @> jsonb_build_array(jsonb_build_object('id', $3::text)))
@@ -243,7 +293,7 @@ cnt AS (
     SET unread = unread - (SELECT count(*) FILTER (WHERE unread) FROM changed)::int,
         unseen = unseen - (SELECT count(*) FILTER (WHERE unseen) FROM changed)::int,
         version = version + 1
-""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)")  # noqa: S608
+""" + _NEW_COUNTS.format(rows="changed", result="(SELECT count(*) FROM changed)", tabs=_tabs_of("old"))  # noqa: S608
 # Whether row $2 is the user's (archived or not), for a change that changed nothing.
 _OWNS = "SELECT archived_at IS NOT NULL FROM inbox WHERE user_id = $1 AND id = $2 AND snoozed_until IS NULL"
 
@@ -356,11 +406,28 @@ def _counts(row: asyncpg.Record, offset: int) -> Counts | None:
     return as_counts(row, offset)
 
 
+_as_tab_groups = msgspec.json.Decoder(list[TabGroup]).decode
+
+
+def _tab_groups(stored: Any) -> list[TabGroup] | None:
+    """A statement's _TAB_CHANGE (jsonb, decoded by the pool's codec or as text)."""
+    if stored is None:
+        return None
+    if isinstance(stored, str):
+        return _as_tab_groups(stored)
+    return msgspec.convert(stored, list[TabGroup])
+
+
 async def _change(conn: asyncpg.Connection, sql: str, *args: Any) -> tuple[Any, Counts | None]:
-    """Run one of the statements ending in _NEW_COUNTS: what it returns, and the new counts if any."""
+    """Run one of the statements ending in _NEW_COUNTS: what it returns, and the new counts if any
+    (with what the change did to the tab groups, when the statement works it out)."""
     row = await conn.fetchrow(sql, *args)
     assert row is not None  # always one row, NULL counts when nothing changed
-    return row[0], _counts(row, 1)
+    if row[1] is None:
+        return row[0], None
+    return row[0], CountsChange(
+        user_id=row[1], unread=row[2], total=row[3], version=row[4], unseen=row[5], tabs=_tab_groups(row[6])
+    )
 
 
 async def items(

@@ -7,6 +7,9 @@ import httpx
 import pytest
 
 from service import ids
+from service.counts.tabs import TabCount, TabFilter, Tabs, count
+from service.keys import tabs_key
+from service.model import CountsChange, TabGroup
 from service.process import Backends
 from service.store import bulk
 from tests.support.factories import Deliver, MakeUser, User, at
@@ -238,3 +241,102 @@ async def test_a_change_that_moves_no_count_still_refreshes_the_tabs(
     assert await sweep.sweep(backends) == (0, 1)
     assert (await tabs(client, alice, archive={"archived": True}))["archive"]["total"] == 0
     await counts_agree(backends)
+
+
+FIELDS: dict[str, Any] = {
+    "all": {},
+    "scans": {"type": ["scan"]},
+    "alerts": {"type": ["alert"]},
+    "datastores": {"category": ["Datastores"]},
+    "archive": {"archived": True},
+    "everything": {"archived": "all"},
+}
+
+
+async def cached_version(backends: Backends, who: User) -> int | None:
+    held = await backends.redis.hget(tabs_key(who.user_id), "v")
+    return None if held is None else int(held)
+
+
+async def test_changes_made_one_at_a_time_bring_the_cached_tabs_forward(
+    client: httpx.AsyncClient, backends: Backends, alice: User, inbox: list[int], deliver: Deliver
+) -> None:
+    """Read, unread, archive, unarchive, delete, an action and seen each bring the cached breakdown
+    to their new count version in the copy of their counts (no count of the rows on the next poll),
+    and what it then answers is what counting the rows again answers."""
+    scan, alert = ids.to_scalebox(inbox[1]), ids.to_scalebox(inbox[3])
+    actions = [{"id": "approve", "label": "Approve"}]
+    pressed = (await deliver(users=["alice"], type="review", category="Code", actions=actions)).deliveries[0].inbox_id
+    changes = [
+        ("PATCH", f"/v1/notifications/{scan}/read"),
+        ("PATCH", f"/v1/notifications/{scan}/unread"),
+        ("PATCH", f"/v1/notifications/{alert}/archive"),
+        ("PATCH", f"/v1/notifications/{ids.to_scalebox(inbox[0])}/archive"),  # a read one
+        ("PATCH", f"/v1/notifications/{alert}/unarchive"),
+        ("POST", "/v1/seen"),
+        ("POST", f"/v1/notifications/{ids.to_scalebox(pressed)}/actions/approve"),
+        ("DELETE", f"/v1/notifications/{ids.to_scalebox(inbox[2])}"),
+        ("DELETE", f"/v1/notifications/{ids.to_scalebox(inbox[5])}"),  # an archived one
+    ]
+    await tabs(client, alice, **FIELDS)
+    for method, path in changes:
+        reply = await client.request(method, path, headers=alice.headers)
+        assert reply.status_code < 300, f"{method} {path}: {reply.status_code} {reply.text}"
+        version = (await backends.counts.read(alice.user_id)).version
+        assert await cached_version(backends, alice) == version, (
+            f"{method} {path}: the cached tabs were not brought forward"
+        )
+        brought = await tabs(client, alice, **FIELDS)
+        await backends.redis.delete(tabs_key(alice.user_id))
+        assert brought == await tabs(client, alice, **FIELDS), f"{method} {path}"
+    await counts_agree(backends)
+
+
+async def test_a_tab_change_applies_only_to_the_version_just_before(
+    client: httpx.AsyncClient, backends: Backends, alice: User, inbox: list[int]
+) -> None:
+    """A change's groups bring a cached breakdown forward only from the version just before it: a
+    change arriving before an earlier one, or a second time, leaves it alone (counted again)."""
+    before = await tabs(client, alice, **FIELDS)
+    counts = await backends.counts.read(alice.user_id)
+    one_read = [TabGroup("scan", "Datastores", False, 0, -1, -1)]
+
+    def change(version: int) -> CountsChange:
+        return CountsChange(
+            user_id=alice.user_id,
+            unread=counts.unread - 1,
+            total=counts.total,
+            version=version,
+            unseen=0,
+            tabs=one_read,
+        )
+
+    await backends.counts.copy([change(counts.version + 2)])
+    assert await cached_version(backends, alice) == counts.version, "a change two versions on"
+    await backends.counts.copy([change(counts.version + 1)])
+    await backends.counts.copy([change(counts.version + 1)])  # again: already brought forward
+    assert await cached_version(backends, alice) == counts.version + 1
+    stored = await Tabs(backends.redis, backends.pool, 1.0).cached(alice.user_id)
+    assert stored is not None
+    assert count(stored, TabFilter(type=frozenset({"scan"}))) == TabCount(
+        unread=before["scans"]["unread"] - 1, unseen=before["scans"]["unseen"] - 1, total=before["scans"]["total"]
+    )
+    await backends.counts.drop_all()  # the copies above were made up
+    await backends.redis.delete(tabs_key(alice.user_id))
+
+
+async def test_a_change_of_a_row_without_its_own_type_counts_the_tabs_again(
+    client: httpx.AsyncClient, backends: Backends, alice: User, inbox: list[int]
+) -> None:
+    """A row written before type and category were copied onto rows cannot name its group: its
+    change leaves the cached breakdown behind, and the next poll counts the rows again."""
+    await rows(backends, "UPDATE inbox SET type = NULL, category = NULL WHERE id = $1", inbox[1])
+    await client.post("/v1/seen", headers=alice.headers)  # a change: counted again on the next poll
+    before = await tabs(client, alice, **FIELDS)
+    held = await cached_version(backends, alice)
+    ok(await client.patch(f"/v1/notifications/{ids.to_scalebox(inbox[1])}/read", headers=alice.headers))
+    assert await cached_version(backends, alice) == held
+    after = await tabs(client, alice, **FIELDS)
+    for name in ("all", "scans", "datastores"):
+        assert after[name] == {**before[name], "unread": before[name]["unread"] - 1}, name
+    assert await cached_version(backends, alice) == (await backends.counts.read(alice.user_id)).version
