@@ -124,6 +124,7 @@ async def streams(b: Bench) -> list[Row]:
         raise RuntimeError(f"the open-file limit ({files}) is too low for {n:,} streams; raise it (ulimit -n)")
     lo, hi = await b.seeder.user_group("st", n)
     await b.seeder.subscribe(TOPIC, lo, hi)
+    await b.seeder.settle()  # as after every figure's seeding
     api = b.procs.api()
     b.procs.workers()
     api_pid = b.procs.children["api"].pid

@@ -290,13 +290,15 @@ def _read(b: Backends, who: Principal, key: tuple[int, int]) -> tuple[asyncio.Ta
     return reading
 
 
-def read_ahead(b: Backends, who: Principal, event_id: int) -> None:
-    """Start reading event `event_id` for `arrival`, unless it is known or being read. Called as soon
-    as an arrival reaches this process, before its streams wake: when an event reaches thousands of
-    streams here at once, the read then starts ahead of their wake-ups instead of behind them."""
+def read_ahead(b: Backends, who: Principal, event_id: int) -> asyncio.Task[InboxItem | None] | None:
+    """Start reading event `event_id` for `arrival`, unless it is known or being read; the read, or
+    None when the event is known. Called as soon as an arrival reaches this process, before its
+    streams wake: when an event reaches thousands of streams here at once, the read then starts
+    (and ends: service/http/hub.py holds the streams back for it) ahead of their wake-ups."""
     key = (who.tenant_id, event_id)
-    if key not in _arrivals:
-        _read(b, who, key)
+    if key in _arrivals:
+        return None
+    return _read(b, who, key)[0]
 
 
 async def arrival(b: Backends, who: Principal, row_id: int, event_id: int) -> InboxItem | None:

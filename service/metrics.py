@@ -59,6 +59,12 @@ EVENTS_BATCHED = Counter(
     registry=REGISTRY,
 )
 FANOUT_ROWS = Counter("herald_fanout_rows", "Inbox rows written by fan-out.", registry=REGISTRY)
+HEAP_FULL_SECONDS = Histogram(
+    "herald_heap_full_collection_seconds",
+    "Full garbage collections of an API process, run once as many streams ended as are open (service/http/heap.py).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
 FANOUT_SECONDS = Histogram(
     "herald_fanout_duration_seconds",
     "Time of one fan-out statement: a whole small event, a stream read's small events, or one chunk of a large one.",

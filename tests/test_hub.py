@@ -3,7 +3,7 @@
 import asyncio
 
 from service.counts import Change
-from service.http.hub import Hub
+from service.http.hub import HOLD_MAX, Hub
 from service.keys import Channels
 from service.model import Counts
 from service.process import Backends
@@ -55,5 +55,45 @@ async def test_a_malformed_message_or_a_failing_head_start_leaves_the_connection
             got = [await asyncio.wait_for(queue.get(), 5) for _ in range(2)]
             assert [(c.v, c.item) for c in got if c is not None] == [(1, 1002), (2, 1003)]
             assert queue.empty(), "no RESYNC: the connection was never made again"
+    finally:
+        await hub.stop()
+
+
+async def test_changes_wait_for_a_head_start_under_way_in_order_and_not_past_hold_max(backends: Backends) -> None:
+    """While the read an arrival needs is under way, that arrival and every change after it (of any
+    user) are held back, then handed on in the order they came; an arrival whose event is known is
+    not held; a read that never ends holds nothing past HOLD_MAX."""
+    hub = Hub(backends.redis, backends.auth, backends.counts.watched)
+    hub.start()
+    loop = asyncio.get_running_loop()
+    reads: dict[int, asyncio.Future[None]] = {}
+
+    def ahead(change: Change) -> asyncio.Future[None] | None:
+        assert change.event is not None
+        if change.event == 80:  # known: nothing to wait for
+            return None
+        return reads.setdefault(change.event, loop.create_future())
+
+    copies = backends.counts.copies
+    try:
+        await asyncio.wait_for(hub.connected.wait(), 5)
+        async with hub.listen(44, ahead) as mine, hub.listen(45, ahead) as other:
+            await copies.copy([Counts(user_id=44, unread=1, total=1, version=1)], [(1004, 80)])
+            assert (await asyncio.wait_for(mine.get(), 5)) is not None, "a known event is not held"
+            await copies.copy([Counts(user_id=44, unread=2, total=2, version=2)], [(1005, 81)])
+            await copies.copy([Counts(user_id=45, unread=1, total=1, version=1)])
+            await copies.copy([Counts(user_id=44, unread=1, total=2, version=3)])
+            await asyncio.sleep(0.1)
+            assert mine.empty() and other.empty(), "held while the read is under way"
+            reads[81].set_result(None)
+            got = [await asyncio.wait_for(mine.get(), 1) for _ in range(2)]
+            assert [(c.v, c.item) for c in got if c is not None] == [(2, 1005), (3, None)]
+            assert (await asyncio.wait_for(other.get(), 1)) is not None
+
+            started = loop.time()
+            await copies.copy([Counts(user_id=44, unread=2, total=3, version=4)], [(1006, 82)])  # never read
+            change = await asyncio.wait_for(mine.get(), 5)
+            assert change is not None and change.item == 1006
+            assert HOLD_MAX * 0.8 <= loop.time() - started < HOLD_MAX + 1.0
     finally:
         await hub.stop()

@@ -20,6 +20,7 @@ from service.http.empty_ids import EmptyIds
 from service.http.envelopes import Envelopes, Renderer, fallback
 from service.http.fastpath import FastPath
 from service.http.gate import StreamGate
+from service.http.heap import Heap
 from service.http.hub import Hub
 from service.http.profiles import aptly, qualytics, scalebox
 from service.process import Backends
@@ -73,8 +74,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         backends = await Backends.open(settings, "herald-api")
-        hub = Hub(backends.redis, backends.auth, backends.counts.watched)
+        heap = Heap()
+        hub = Hub(backends.redis, backends.auth, backends.counts.watched, heap)
         hub.start()
+        heap.start()  # after the backends and the hub: they live as long as the process
         app.state.backends = backends
         app.state.hub = hub
         restore = _end_streams_on_sigterm(hub)

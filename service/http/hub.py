@@ -10,6 +10,11 @@ erased).
 If the connection drops, the whole credential cache is dropped too (invalidations may have been
 missed), and every subscription is made again once Redis is back.
 
+An arrival whose event this process has not read yet is held back, with every message after it,
+until that read is done (at most HOLD_MAX): the read's own reply would otherwise wait behind the
+thousands of streams a broadcast wakes at once (each of which then waits for it anyway), and the
+streams then render the event from memory one after another.
+
 A fan-out pushes only to watched users (service/counts/watched.py): the hub keeps every user with a
 stream here in that set, from before it subscribes to their channel until LISTENING_TTL after their
 last stream here ends, refreshing them every LISTENING_REFRESH seconds and again on every connect.
@@ -22,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -31,17 +37,28 @@ from service.auth import Authenticator
 from service.counts import Change, decode_change
 from service.counts.watched import LISTENING_REFRESH, Watched
 from service.errors import Unavailable
+from service.http.heap import Heap
 from service.keys import CLOSE_STREAMS, Channels
 
 log = logging.getLogger("herald.hub")
 
 RESYNC = Change(v=-1, unread=-1, total=-1)
 QUEUE_SIZE = 256
+# The longest the hub holds changes back for a head start (seconds): past it, the streams get them
+# and wait for the read themselves.
+HOLD_MAX = 0.5
+# Messages taken from pub/sub in a row before other tasks get a turn.
+YIELD_EVERY = 256
+
+# Told of an arrival before the user's queues get it; returns the read the streams will need while
+# it is still under way (the hub holds changes back until it is done), or None.
+Ahead = Callable[[Change], "asyncio.Future[Any] | None"]
 
 
 class Hub:
-    def __init__(self, client: aioredis.Redis, auth: Authenticator, watched: Watched) -> None:
+    def __init__(self, client: aioredis.Redis, auth: Authenticator, watched: Watched, heap: Heap | None = None) -> None:
         self._redis = client
+        self._heap = heap  # the process's garbage collector, tended between messages (heap.py)
         self._channels = Channels.of(client)
         self._auth = auth
         self._watched = watched
@@ -50,7 +67,12 @@ class Hub:
         self._pubsub: PubSub | None = None
         self._stopping = False
         self._listeners: dict[int, set[asyncio.Queue[Change | None]]] = {}
-        self._ahead: dict[int, Callable[[Change], None]] = {}  # per user: told of an arrival before the queues
+        self._ahead: dict[int, Ahead] = {}  # per user: told of an arrival before the queues
+        # Changes held back while a head start is under way (`_hold`), in the order they came.
+        self._held: list[tuple[int, Change | None]] | None = None
+        self._holding: asyncio.Future[Any] | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_started = False
         self.connected = asyncio.Event()
         self.draining = False
 
@@ -80,18 +102,19 @@ class Hub:
                     await asyncio.wait_for(self._task, 2)
 
     @contextlib.asynccontextmanager
-    async def listen(
-        self, user_id: int, ahead: Callable[[Change], None] | None = None
-    ) -> AsyncIterator[asyncio.Queue[Change | None]]:
+    async def listen(self, user_id: int, ahead: Ahead | None = None) -> AsyncIterator[asyncio.Queue[Change | None]]:
         """A queue of the user's changes for as long as the block runs. `ahead`, if given, is called
         with each arrival (a change with a row and its event) before any queue of the user gets it:
         a broadcast wakes every stream of the process at once, and what all of them will need (the
-        event, service/inbox.py read_ahead) is best started before they run."""
+        event, service/inbox.py read_ahead) is best started before they run, and finished before
+        they wake (the module's docstring)."""
         queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
         if self.draining:
             queue.put_nowait(None)
         queues = self._listeners.setdefault(user_id, set())
         queues.add(queue)
+        if self._heap is not None:
+            self._heap.stream_opened()
         try:  # whatever happens from here (a client gone while subscribing too), the queue is removed
             if ahead is not None:
                 self._ahead[user_id] = ahead
@@ -104,6 +127,8 @@ class Hub:
                     _offer(queue, RESYNC)  # the reader will reconnect and subscribe it then
             yield queue
         finally:
+            if self._heap is not None:
+                self._heap.stream_ended()
             queues.discard(queue)
             if not queues:
                 del self._listeners[user_id]
@@ -132,13 +157,23 @@ class Hub:
                     # A bounded wait (not a blocking read), so the client's socket timeout never
                     # mistakes a quiet channel for a dead connection.
                     message = await pubsub.get_message(timeout=1.0)
+                    taken = 0
                     while message is not None:
                         self._dispatch(message["channel"], message["data"])
+                        taken += 1
+                        # Reading what has already arrived does not give way to other tasks: so
+                        # that a head start's read goes out (and its reply is taken) while a
+                        # broadcast's thousands of messages come in, it gives way now and then.
+                        if self._hold_started or taken % YIELD_EVERY == 0:
+                            self._hold_started = False
+                            await asyncio.sleep(0)
                         # What has already arrived, without a timer each: a broadcast brings one
                         # message per stream here, and a timer costs more than the message.
                         message = await pubsub.get_message(timeout=0)
                     if time.monotonic() >= self._refresh_at:
                         await self._keep_watched()
+                    if self._heap is not None:
+                        self._heap.tend(self.listening)
             except Exception as exc:
                 self.connected.clear()
                 reconnecting = True
@@ -180,15 +215,44 @@ class Hub:
         except (ValueError, IndexError, msgspec.DecodeError):
             log.warning("ignored a malformed message on %r", channel)
             return
+        self._deliver(user_id, change)
+
+    def _deliver(self, user_id: int, change: Change | None, may_hold: bool = True) -> None:
+        if self._held is not None:  # behind a head start: in order, after it
+            self._held.append((user_id, change))
+            return
         if change is not None and change.event is not None and not change.again:
             ahead = self._ahead.get(user_id)
             if ahead is not None:
                 try:
-                    ahead(change)
+                    reading = ahead(change)
                 except Exception:  # only a head start: the streams still get the change
                     log.exception("a stream's read ahead failed")
+                    reading = None
+                if may_hold and reading is not None and not reading.done():
+                    self._hold(reading)
+                    self._held = [(user_id, change)]
+                    return
         for queue in self._listeners.get(user_id, ()):
             _offer(queue, change)
+
+    def _hold(self, reading: asyncio.Future[Any]) -> None:
+        """Hold every change back until `reading` is done, or HOLD_MAX has passed."""
+        self._holding = reading
+        self._hold_started = True
+        reading.add_done_callback(self._release)
+        self._hold_timer = asyncio.get_running_loop().call_later(HOLD_MAX, self._release, reading)
+
+    def _release(self, reading: asyncio.Future[Any]) -> None:
+        if reading is not self._holding:  # an earlier hold, already released by its timer
+            return
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        held, self._held, self._holding, self._hold_timer = self._held or [], None, None, None
+        # Not held again for another read in this batch: a read that failed is started again by
+        # the next arrival of its event, and holding for each would put the batch behind every one.
+        for user_id, change in held:
+            self._deliver(user_id, change, may_hold=False)
 
 
 def _offer(queue: asyncio.Queue[Change | None], change: Change | None) -> None:

@@ -140,10 +140,10 @@ class _Stream:
         return out
 
 
-def _read_ahead(b: Backends, who: Principal, change: Change) -> None:
-    """The hub's head start on an arrival (Hub.listen): the event every stream here will render."""
-    if change.event is not None:
-        inbox.read_ahead(b, who, change.event)
+def _read_ahead(b: Backends, who: Principal, change: Change) -> asyncio.Future[Any] | None:
+    """The hub's head start on an arrival (Hub.listen): the event every stream here will render
+    (its read while under way, None when it is known)."""
+    return None if change.event is None else inbox.read_ahead(b, who, change.event)
 
 
 @get(
