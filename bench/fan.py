@@ -25,17 +25,19 @@ from service.model import Counts
 # range, so every chunk has some): users who polled their badge within the last minute.
 WATCH_EVERY = 20
 
-# How many recipients in lo..hi hold a cached count older than the wanted version (users up to
-# `split` want version ARGV[4], the others ARGV[5]; of the users up to `split`, every ARGV[7]-th
-# from ARGV[6] (0: none) muted an earlier event and so wants one version less), and how many hold
-# the wanted one. A missing copy (or a reader's mark) is neither: it is rebuilt from PostgreSQL
-# when read. Runs inside Redis: checking a chunk's 10,000 keys is one round trip.
+# How many recipients lo, lo + ARGV[8], … up to hi (the watched ones: no one else holds a copy)
+# hold a cached count older than the wanted version (users up to `split` want version ARGV[4], the
+# others ARGV[5]; of the users up to `split`, every ARGV[7]-th from ARGV[6] (0: none) muted an
+# earlier event and so wants one version less), and how many hold the wanted one. A missing copy
+# (or a reader's mark) is neither: it is rebuilt from PostgreSQL when read. Runs inside Redis: one
+# round trip per chunk, and only the chunk's watched keys, so that checking while the fan-out runs
+# holds Redis (which the fan-out's copies need) as little as it can.
 _UNSEEN = """
 local lo, hi, split = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local high, low = tonumber(ARGV[4]), tonumber(ARGV[5])
-local base, every = tonumber(ARGV[6]), tonumber(ARGV[7])
+local base, every, step = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local unseen, shown = 0, 0
-for id = lo, hi do
+for id = lo, hi, step do
     local v = redis.call('GET', '{prefix}' .. id)
     local held = v and tonumber(string.match(v, '^(%d+):'))
     if held then
@@ -160,8 +162,9 @@ async def fan_event(
         for chunk_lo, chunk_hi in chunks:
             if chunk_lo in checked:
                 continue
-            a, z = max(lo, chunk_lo), min(hi, chunk_hi)
-            args = [a, z, want.split, want.high, want.low, want.base, want.every]
+            # The chunk's first watched recipient (`watch` caches lo, lo + WATCH_EVERY, …).
+            a, z = lo + -(-(max(lo, chunk_lo) - lo) // WATCH_EVERY) * WATCH_EVERY, min(hi, chunk_hi)
+            args = [a, z, want.split, want.high, want.low, want.base, want.every, WATCH_EVERY]
             if a > z:
                 checked.add(chunk_lo)
                 continue
