@@ -171,7 +171,7 @@ class Delivery:
             self._known.clear()
         self._known.update((tenant_id, u) for u in event.audience.users)
         FANOUT_ROWS.inc(len(deliveries))
-        await self._publish(event_id, deliveries)
+        await self._publish(event_id, fanout.arrived(deliveries, event))
         return Outcome(event_id, deliveries, [])
 
     async def ingest_many(self, given: Sequence[Event]) -> list[Outcome | None]:
@@ -221,7 +221,7 @@ class Delivery:
             delivered = done.get((ids[event.tenant], event.id))
             if delivered is not None:
                 outcomes[at] = Outcome(delivered.event_id, delivered.deliveries, [])
-                arrived += ((delivered.event_id, d) for d in delivered.deliveries)
+                arrived += ((delivered.event_id, d) for d in fanout.arrived(delivered.deliveries, event))
         EVENTS_BATCHED.inc(len(done))
         if arrived:
             FANOUT_ROWS.inc(len(arrived))

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from service.backends.breaker import Breaker
 from service.counts.tabs import TABS_TTL, group_field
 from service.keys import COUNT_PREFIX, TABS_PREFIX, WATCHED, Channels, count_key
-from service.model import Counts, CountsChange
+from service.model import Counts, CountsChange, TabGroup
 
 # A copy older than this is dropped and rebuilt by one primary-key read: the bound on how long a
 # process that died between its commit and its copy can leave a badge behind.
@@ -257,16 +257,30 @@ class Copies:
         updates only the copies that exist (a fan-out's: an absent copy is rebuilt when read, and
         creating one for each of 100,000 recipients would only fill Redis); every change is still
         published to the users' streams."""
+        patches = _tab_patches(changes)
         for start in range(0, len(changes), _PUBLISH_BATCH):
             batch = changes[start : start + _PUBLISH_BATCH]
             rows = arrivals[start : start + _PUBLISH_BATCH] if arrivals is not None else [(0, 0)] * len(batch)
             flat: list[int] = []
-            tabs: list[int | str] = []
             for counts, (item, event) in zip(batch, rows, strict=True):
                 flat += (counts.user_id, counts.version, counts.unread, counts.total, counts.unseen, item, event)
-                if isinstance(counts, CountsChange) and counts.tabs is not None:
-                    tabs += (counts.user_id, counts.version, len(counts.tabs))
-                    for group in counts.tabs:
-                        tabs += (group_field(group), group.total, group.unread, group.unseen)
+            tabs: list[int | str] = []
+            for (user_id, version), groups in patches[start : start + _PUBLISH_BATCH]:
+                tabs += (user_id, version, len(groups))
+                for group in groups:
+                    tabs += (group_field(group), group.total, group.unread, group.unseen)
             args: list[int | bytes] = [COUNT_TTL, int(again), _pack(flat), int(present), _pack(tabs)]
             await self._set_counts(keys=[], args=args)
+
+
+def _tab_patches(changes: Sequence[Counts]) -> list[tuple[tuple[int, int], list[TabGroup]]]:
+    """What the changes did to their users' tab groups, per (user, new version): a version one
+    statement gave several rows of a user (a stream read's small events) is their sum; one that any
+    change of the batch does not know its groups for is not brought forward at all."""
+    known: dict[tuple[int, int], list[TabGroup] | None] = {}
+    for counts in changes:
+        key = (counts.user_id, counts.version)
+        groups = counts.tabs if isinstance(counts, CountsChange) else None
+        held = known.get(key, [])
+        known[key] = None if groups is None or held is None else held + groups
+    return [(key, groups) for key, groups in known.items() if groups]

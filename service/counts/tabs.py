@@ -20,12 +20,16 @@ badge answers with is exact: a bell that polls its tabs while nothing changes co
 
 And the changes a bell makes one at a time do not throw it away: marking read or unread, archiving,
 deleting by id, taking an action, opening the bell (seen) return, from the same statement, what they
-did to each group (`CountsChange.tabs`), and the copy that sends the new counts to Redis brings a
-breakdown cached at the version just before to the new version in the same script (`_SET_COUNTS` in
-copies.py). A breakdown at any other version is left alone, so deltas arriving out of order or twice
-change nothing, and the next poll counts again. Changes of many rows at once (read-all, delete-all,
-bulk by filter, fan-outs, threads, snooze, expiry, retention) are not worked out group by group:
-the first poll after one counts again (one grouped count, about 10 ms for 10,000 rows).
+did to each group (`CountsChange.tabs`), and so do new rows of small events to named users (each
+adds one unread, unseen row of its event's type and category; several in one stream read are summed
+per user, whose counts took one version step for all of them). The copy that sends the new counts
+to Redis brings a breakdown cached at the version just before to the new version in the same script
+(`_SET_COUNTS` in copies.py). A breakdown at any other version is left alone, so deltas arriving out
+of order or twice change nothing, and the next poll counts again. Changes of many rows at once
+(read-all, delete-all, bulk by filter, snooze, expiry, retention), fan-outs to topics or everyone
+(their chunks return no version per recipient: the copy reads the counts afresh, possibly at a later
+user change's version) and thread updates are not worked out group by group: the first poll after
+one counts again (one grouped count, about 10 ms for 10,000 rows).
 
 The cache is a Redis hash: `v` the version, and per group (its type, category and archive state,
 as `group_field` names it) `t…`, `u…` and `s…` the total, unread and unseen

@@ -17,7 +17,7 @@ import re
 import asyncpg
 import msgspec
 
-from service.model import Counts, Event
+from service.model import Counts, CountsChange, Event, TabGroup
 from service.store import audiences, events, outbox
 from service.store.counts import as_counts
 from service.store.events import INSERT_EVENT
@@ -407,11 +407,22 @@ class GroupBusy(Exception):
     """An earlier event of the chunk's group is still being fanned out: run the chunk later."""
 
 
-class Delivery(Counts, frozen=True, kw_only=True):
-    """One recipient's new row, or thread the event updated (`again`), and its counts after."""
+class Delivery(CountsChange, frozen=True, kw_only=True):
+    """One recipient's new row, or thread the event updated (`again`), and its counts after (with
+    the row's tab group, `arrived`, where the caller knows the event and the counts are those of the
+    statement that wrote the row)."""
 
     inbox_id: int
     again: bool = False
+
+
+def arrived(deliveries: list[Delivery], event: Event) -> list[Delivery]:
+    """New rows of `event`, each with what it adds to its user's tab groups (service/counts/tabs.py):
+    one unread, unseen notification of the event's type and category in the inbox. Only for
+    deliveries whose counts came from the statement that wrote them (the versions of that change);
+    a thread updated (`again`) is left without (its old group is not known here)."""
+    added = [TabGroup(event.type, event.category, False, 1, 1, 1)]
+    return [d if d.again else msgspec.structs.replace(d, tabs=added) for d in deliveries]
 
 
 class Written(msgspec.Struct, frozen=True, kw_only=True):

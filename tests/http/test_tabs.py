@@ -1,7 +1,8 @@
 """Tab counts (`POST /v1/counts`) and bulk actions by filter (`POST /v1/notifications/bulk`)."""
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -12,11 +13,12 @@ from service.keys import tabs_key
 from service.model import CountsChange, TabGroup
 from service.process import Backends
 from service.store import bulk
-from tests.support.factories import Deliver, MakeUser, User, at
+from tests.support.factories import Deliver, MakeUser, User, at, make_event
 from tests.support.invariants import counts_agree
 from tests.support.profiles import BADGE, everything, ok, refused
 from tests.support.queries import rows
 from workers import sweep
+from workers.delivery import Delivery
 
 
 @pytest.fixture
@@ -254,7 +256,7 @@ FIELDS: dict[str, Any] = {
 
 
 async def cached_version(backends: Backends, who: User) -> int | None:
-    held = await backends.redis.hget(tabs_key(who.user_id), "v")
+    held = await cast(Awaitable[bytes | None], backends.redis.hget(tabs_key(who.user_id), "v"))
     return None if held is None else int(held)
 
 
@@ -340,3 +342,40 @@ async def test_a_change_of_a_row_without_its_own_type_counts_the_tabs_again(
     for name in ("all", "scans", "datastores"):
         assert after[name] == {**before[name], "unread": before[name]["unread"] - 1}, name
     assert await cached_version(backends, alice) == (await backends.counts.read(alice.user_id)).version
+
+
+async def test_new_rows_of_named_users_bring_the_cached_tabs_forward(
+    client: httpx.AsyncClient, backends: Backends, alice: User, inbox: list[int], fan: Delivery, deliver: Deliver
+) -> None:
+    """Small events to named users (one at a time, or several in one stream read, which gives a
+    user several rows in one count version) bring the cached breakdown forward; a fan-out to a topic
+    (whose chunks do not return each recipient's version) leaves it to be counted again."""
+    await tabs(client, alice, **FIELDS)
+    await deliver(users=["alice"], type="scan", category="Datastores")
+    version = (await backends.counts.read(alice.user_id)).version
+    assert await cached_version(backends, alice) == version, "one event"
+    brought = await tabs(client, alice, **FIELDS)
+    assert brought["scans"]["total"] == 4
+
+    batch = [
+        make_event(id=f"tabs-batch-{n}", users=["alice"], type=kind) for n, kind in enumerate(["scan", "alert", "scan"])
+    ]
+    outcomes = await fan.ingest_many(batch)
+    assert all(o is not None for o in outcomes), "all three in one statement"
+    version = (await backends.counts.read(alice.user_id)).version
+    assert await cached_version(backends, alice) == version, "three events of one read"
+    brought = await tabs(client, alice, **FIELDS)
+    await backends.redis.delete(tabs_key(alice.user_id))
+    assert brought == await tabs(client, alice, **FIELDS)
+    assert brought["scans"]["total"] == 6 and brought["alerts"]["total"] == 3
+
+    await rows(
+        backends,
+        "INSERT INTO subscriptions (tenant_id, topic, user_id) SELECT tenant_id, 'tabs', id FROM users WHERE id = $1",
+        alice.user_id,
+    )
+    held = await cached_version(backends, alice)
+    await deliver(audience={"topics": ["tabs"]}, type="alert")
+    assert await cached_version(backends, alice) == held, "a topic's fan-out: counted again"
+    assert (await tabs(client, alice, **FIELDS))["alerts"]["total"] == 4
+    await counts_agree(backends)
