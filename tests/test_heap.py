@@ -42,4 +42,5 @@ def test_the_heap_is_frozen_as_streams_open_and_collected_once_as_many_ended() -
         assert gone() is None, "collected by the full collection"
         assert gc.get_freeze_count() > 0, "and the heap frozen again after it"
     finally:
-        gc.unfreeze()
+        heap.stop()
+    assert gc.get_freeze_count() == 0, "nothing frozen once the app stopped"

@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             restore()
             await hub.stop()
             await backends.close()
+            heap.stop()
 
     # Each router with the renderer of its errors: Herald's own routes answer in Herald's envelope.
     owned: list[tuple[Router, Renderer]] = [

@@ -1,4 +1,4 @@
-"""The API process's garbage collector, kept off the request path while thousands of streams are open.
+"""The API process's garbage collector, with thousands of streams open.
 
 CPython's cyclic collector now and then scans every object it tracks (a "full" collection). An API
 process holding 5,000 streams tracks a few million objects, nearly all of them the streams' own
@@ -8,13 +8,16 @@ collected nothing, and came every few seconds while streams were opening, and in
 broadcast to all of them (a burst of allocations is what sets one off).
 
 So the live heap is moved out of the collector's way (`gc.freeze`, which costs nothing whatever
-the heap's size): once the app is loaded, and again after every FREEZE_AFTER streams opened, so that
-automatic collections only ever scan what was made since. What freezing gives up is collecting
-reference cycles that run through frozen objects: a stream that ends leaves a few such objects
-behind (about three per stream, measured). They are collected by one full collection of everything
-(`gc.unfreeze`, `gc.collect`, `gc.freeze`) once as many streams have ended as are open (and at
-least FULL_AFTER): the pause that costs is paid once per that many streams, not every few seconds,
-and memory stays bounded by about twice the live streams' garbage.
+the heap's size): once the app is loaded, and again after every FREEZE_AFTER streams opened (after
+a collection of the young generations, so that little garbage is frozen with it), so that automatic
+collections only ever scan what was made since. What freezing gives up is collecting reference
+cycles that run through frozen objects: a stream that ends leaves a few such objects behind (and
+what they reach), and so may a request that was under way at a freeze. They are collected by one
+full collection of everything (`gc.unfreeze`, `gc.collect`, `gc.freeze`) once as many streams have
+ended as are open, and at least FULL_AFTER: what is kept meanwhile is at most the leftovers of that
+many ended streams. That collection still stops the process, for as long as a full one did before
+(about 100 ms per 1,000 open streams; `herald_heap_full_collection_seconds`), but once per that many
+streams ended rather than every few seconds.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ FULL_AFTER = 1024
 
 
 class Heap:
-    """Counts streams opened and ended, and freezes or collects the heap between turns of the
-    hub's loop (`tend`), never in the middle of a request's own work."""
+    """Counts streams opened and ended, and freezes or collects the heap when the hub's loop calls
+    `tend` (between its reads of pub/sub)."""
 
     def __init__(self) -> None:
         self.opened = 0  # since the last freeze
@@ -45,6 +48,11 @@ class Heap:
         """Once the app is loaded: its modules, routes and backends are alive for good."""
         gc.collect()
         gc.freeze()
+
+    def stop(self) -> None:
+        """The app is shutting down: everything frozen is the collector's again (a process that
+        runs another app after this one, as tests do, would otherwise never collect it)."""
+        gc.unfreeze()
 
     def stream_opened(self) -> None:
         self.opened += 1
@@ -69,5 +77,6 @@ class Heap:
             )
             self.opened = self.ended = 0
         elif self.opened >= FREEZE_AFTER:
+            gc.collect(1)
             gc.freeze()
             self.opened = 0

@@ -10,10 +10,11 @@ erased).
 If the connection drops, the whole credential cache is dropped too (invalidations may have been
 missed), and every subscription is made again once Redis is back.
 
-An arrival whose event this process has not read yet is held back, with every message after it,
-until that read is done (at most HOLD_MAX): the read's own reply would otherwise wait behind the
-thousands of streams a broadcast wakes at once (each of which then waits for it anyway), and the
-streams then render the event from memory one after another.
+From the second arrival of an event whose read is still under way (a broadcast, not one
+recipient's event), every message is held back until that read is done or HOLD_MAX has passed
+(once per event): the read's own reply would otherwise wait behind the thousands of streams a
+broadcast wakes at once (each of which then waits for it anyway), and the streams then render the
+event from memory one after another.
 
 A fan-out pushes only to watched users (service/counts/watched.py): the hub keeps every user with a
 stream here in that set, from before it subscribes to their channel until LISTENING_TTL after their
@@ -49,6 +50,8 @@ QUEUE_SIZE = 256
 HOLD_MAX = 0.5
 # Messages taken from pub/sub in a row before other tasks get a turn.
 YIELD_EVERY = 256
+# Events remembered as seen here (for `_worth_holding`).
+EVENTS_REMEMBERED = 1024
 
 # Told of an arrival before the user's queues get it; returns the read the streams will need while
 # it is still under way (the hub holds changes back until it is done), or None.
@@ -73,6 +76,8 @@ class Hub:
         self._holding: asyncio.Future[Any] | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
         self._hold_started = False
+        # Events whose arrivals came here (True: changes were held back for its read once already).
+        self._events_seen: dict[int, bool] = {}
         self.connected = asyncio.Event()
         self.draining = False
 
@@ -218,23 +223,45 @@ class Hub:
         self._deliver(user_id, change)
 
     def _deliver(self, user_id: int, change: Change | None, may_hold: bool = True) -> None:
+        if change is not None and change.event is not None and not change.again:
+            reading = self._head_start(user_id, change)  # held or not, its read starts now
+            if (
+                self._held is None
+                and may_hold
+                and reading is not None
+                and not reading.done()
+                and self._worth_holding(change.event)
+            ):
+                self._hold(reading)
+                self._held = []
         if self._held is not None:  # behind a head start: in order, after it
             self._held.append((user_id, change))
             return
-        if change is not None and change.event is not None and not change.again:
-            ahead = self._ahead.get(user_id)
-            if ahead is not None:
-                try:
-                    reading = ahead(change)
-                except Exception:  # only a head start: the streams still get the change
-                    log.exception("a stream's read ahead failed")
-                    reading = None
-                if may_hold and reading is not None and not reading.done():
-                    self._hold(reading)
-                    self._held = [(user_id, change)]
-                    return
         for queue in self._listeners.get(user_id, ()):
             _offer(queue, change)
+
+    def _head_start(self, user_id: int, change: Change) -> asyncio.Future[Any] | None:
+        ahead = self._ahead.get(user_id)
+        if ahead is None:
+            return None
+        try:
+            return ahead(change)
+        except Exception:  # only a head start: the streams still get the change
+            log.exception("a stream's read ahead failed")
+            return None
+
+    def _worth_holding(self, event: int) -> bool:
+        """Whether to hold changes back for this arrival's read: from its event's second arrival
+        here (a broadcast, not one recipient's event), and only once per event (a read that fails
+        or outlasts HOLD_MAX is not waited for again)."""
+        held = self._events_seen.get(event)
+        if held is None:
+            if len(self._events_seen) >= EVENTS_REMEMBERED:
+                del self._events_seen[next(iter(self._events_seen))]
+            self._events_seen[event] = False
+            return False
+        self._events_seen[event] = True
+        return not held
 
     def _hold(self, reading: asyncio.Future[Any]) -> None:
         """Hold every change back until `reading` is done, or HOLD_MAX has passed."""
@@ -249,8 +276,7 @@ class Hub:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         held, self._held, self._holding, self._hold_timer = self._held or [], None, None, None
-        # Not held again for another read in this batch: a read that failed is started again by
-        # the next arrival of its event, and holding for each would put the batch behind every one.
+        # Not held again for another event's read in this batch (each was started as it came in).
         for user_id, change in held:
             self._deliver(user_id, change, may_hold=False)
 
