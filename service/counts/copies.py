@@ -114,8 +114,8 @@ return #v / 7
 """.replace("{COUNT_PREFIX}", COUNT_PREFIX)
     .replace("{WATCHED}", WATCHED)
     .replace("{TABS_PREFIX}", TABS_PREFIX)
+    .replace("{TABS_TTL}", str(TABS_TTL))
 )
-_SET_COUNTS = _SET_COUNTS.replace("{TABS_TTL}", str(TABS_TTL))
 # Before a reader rebuilds a cold copy: KEYS[1] the count key, ARGV[1] the user, ARGV[2] the TTL.
 # The user joins the watched set and, unless a copy is there already, the key holds REBUILDING.
 _MARK = """

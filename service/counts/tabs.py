@@ -59,13 +59,9 @@ log = logging.getLogger("herald.counts")
 TABS_TTL = 300
 
 
-# A user's shown notifications of one type, category and archive state, with their numbers.
-Group = TabGroup
-
-
-class Breakdown(msgspec.Struct, array_like=True, frozen=True):
+class Breakdown(msgspec.Struct, frozen=True):
     version: int
-    groups: list[Group]
+    groups: list[TabGroup]
 
 
 class TabFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,7 +72,7 @@ class TabFilter(msgspec.Struct, frozen=True, kw_only=True):
     category: frozenset[str] | None = None
     archived: bool | Literal["all"] = False
 
-    def holds(self, group: Group) -> bool:
+    def holds(self, group: TabGroup) -> bool:
         if self.archived != "all" and group.archived != self.archived:
             return False
         if self.type is not None and group.type not in self.type:
@@ -149,7 +145,7 @@ def _from_hash(stored: dict[bytes, bytes]) -> Breakdown | None:
                 field = name[1:]
                 type_, category, archived = _decode_group(field)
                 unread, unseen = int(stored[b"u" + field]), int(stored[b"s" + field])
-                groups.append(Group(type_, category, archived, int(total), unread, unseen))
+                groups.append(TabGroup(type_, category, archived, int(total), unread, unseen))
         return Breakdown(version=int(version), groups=groups)
     except (KeyError, ValueError, msgspec.DecodeError):
         return None
@@ -173,7 +169,7 @@ async def breakdown_of(conn: asyncpg.Connection, user_id: int) -> Breakdown:
     rows = await conn.fetch(_BREAKDOWN, user_id)
     if not rows:
         return Breakdown(version=0, groups=[])
-    groups = [Group(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows if r[1] is not None]
+    groups = [TabGroup(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows if r[1] is not None]
     return Breakdown(version=rows[0][0], groups=groups)
 
 

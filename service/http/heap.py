@@ -41,6 +41,7 @@ class Heap:
     `tend` (between its reads of pub/sub)."""
 
     def __init__(self) -> None:
+        self.open = 0  # streams open now
         self.opened = 0  # since the last freeze
         self.ended = 0  # since the last full collection
 
@@ -55,13 +56,15 @@ class Heap:
         gc.unfreeze()
 
     def stream_opened(self) -> None:
+        self.open += 1
         self.opened += 1
 
     def stream_ended(self) -> None:
+        self.open -= 1
         self.ended += 1
 
-    def tend(self, open_streams: int) -> None:
-        if self.ended >= max(FULL_AFTER, open_streams):
+    def tend(self) -> None:
+        if self.ended >= max(FULL_AFTER, self.open):
             started = time.perf_counter()
             gc.unfreeze()
             collected = gc.collect()
@@ -73,7 +76,7 @@ class Heap:
                 self.ended,
                 collected,
                 took * 1000,
-                open_streams,
+                self.open,
             )
             self.opened = self.ended = 0
         elif self.opened >= FREEZE_AFTER:

@@ -178,7 +178,7 @@ class Hub:
                     if time.monotonic() >= self._refresh_at:
                         await self._keep_watched()
                     if self._heap is not None:
-                        self._heap.tend(self.listening)
+                        self._heap.tend()
             except Exception as exc:
                 self.connected.clear()
                 reconnecting = True

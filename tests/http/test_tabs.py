@@ -318,11 +318,16 @@ async def test_a_tab_change_applies_only_to_the_version_just_before(
     await backends.counts.copy([change(counts.version + 1)])
     await backends.counts.copy([change(counts.version + 1)])  # again: already brought forward
     assert await cached_version(backends, alice) == counts.version + 1
-    stored = await Tabs(backends.redis, backends.pool, 1.0).cached(alice.user_id)
+    cache = Tabs(backends.redis, backends.pool, 1.0)
+    stored = await cache.cached(alice.user_id)
     assert stored is not None
     assert count(stored, TabFilter(type=frozenset({"scan"}))) == TabCount(
         unread=before["scans"]["unread"] - 1, unseen=before["scans"]["unseen"] - 1, total=before["scans"]["total"]
     )
+    # A count of the rows (at the older version) does not replace a breakdown brought further.
+    counted = await cache.breakdown(alice.user_id, counts.version + 2, None)
+    assert counted.version == counts.version
+    assert await cached_version(backends, alice) == counts.version + 1
     await backends.counts.drop_all()  # the copies above were made up
     await backends.redis.delete(tabs_key(alice.user_id))
 
